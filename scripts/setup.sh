@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what vmm's build and tests need on a fresh Debian machine.
+# Idempotent: does nothing when everything is there.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo is missing; install Rust (rustup) first" >&2
+    exit 1
+fi
+
+if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+    echo "setup: /dev/kvm is not usable by $(id -un); vmm needs KVM" >&2
+    exit 1
+fi

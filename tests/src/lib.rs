@@ -1,0 +1,341 @@
+//! Helpers shared by the end-to-end tests: start the `vmm` binary, talk
+//! QMP to it over a real socket, read the oracle recording.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for any single answer before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `vmm` binary of this build (`target/<profile>/vmm`).
+pub fn vmm_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/vmm
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("vmm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("vmm-test-{}-{}-{}", tag, std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `vmm` process, killed when dropped.
+pub struct VmmProcess {
+    pub child: Child,
+    pub dir: TempDir,
+    /// The socket of the first `-qmp` monitor the helper added.
+    pub qmp_path: PathBuf,
+}
+
+impl VmmProcess {
+    /// Starts `vmm -qmp unix:DIR/qmp.sock,server,nowait ARGS...` and waits
+    /// for the socket to appear.
+    pub fn start(args: &[&str]) -> VmmProcess {
+        let dir = TempDir::new("vmm");
+        let qmp_path = dir.path().join("qmp.sock");
+        let mut cmd = Command::new(vmm_binary());
+        cmd.arg("-qmp")
+            .arg(format!("unix:{},server,nowait", qmp_path.display()))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn vmm");
+        let p = VmmProcess {
+            child,
+            dir,
+            qmp_path,
+        };
+        p.wait_for_path(&p.qmp_path);
+        p
+    }
+
+    pub fn wait_for_path(&self, path: &Path) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Connects and reads the greeting (not negotiated).
+    pub fn connect(&self) -> QmpClient {
+        QmpClient::connect(&self.qmp_path)
+    }
+
+    /// Connects and negotiates capabilities.
+    pub fn qmp(&self) -> QmpClient {
+        let mut c = self.connect();
+        c.negotiate();
+        c
+    }
+
+    /// Waits for the process to end; fails the test after [`TIMEOUT`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait vmm") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "vmm did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `vmm ARGS` to completion (for options that exit at once).
+pub fn run_vmm(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(vmm_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmm");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A QMP client over a unix socket.
+pub struct QmpClient {
+    pub stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    pub greeting: Value,
+    /// Events read while waiting for responses.
+    pub events: Vec<Value>,
+}
+
+impl QmpClient {
+    pub fn connect(path: &Path) -> QmpClient {
+        // The socket file appears at bind(), a moment before listen().
+        let deadline = Instant::now() + TIMEOUT;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("connect to QMP socket {}: {e}", path.display()),
+            }
+        };
+        QmpClient::over(stream)
+    }
+
+    pub fn over(stream: UnixStream) -> QmpClient {
+        stream.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone socket"));
+        let mut c = QmpClient {
+            stream,
+            reader,
+            greeting: Value::Null,
+            events: Vec::new(),
+        };
+        c.greeting = c.read_message().expect("greeting");
+        c
+    }
+
+    pub fn negotiate(&mut self) {
+        let r = self.execute("qmp_capabilities", json!({}));
+        assert_eq!(r, json!({"return": {}}), "negotiation");
+    }
+
+    /// Reads one line-terminated message; `None` at end of stream.
+    pub fn read_message(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert!(line.ends_with("\r\n"), "QMP lines end with CRLF: {line:?}");
+                Some(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("bad JSON from vmm: {e}: {line}")),
+                )
+            }
+            Err(e) => panic!("reading from vmm: {e}"),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to vmm");
+    }
+
+    /// Reads the next response, keeping events aside.
+    pub fn read_response(&mut self) -> Value {
+        loop {
+            let m = self
+                .read_message()
+                .expect("connection closed before a response");
+            if m.get("event").is_some() {
+                self.events.push(m);
+            } else {
+                return m;
+            }
+        }
+    }
+
+    /// Sends a command and returns the whole response object.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Value {
+        let req = if arguments.as_object().is_some_and(|a| a.is_empty()) {
+            json!({"execute": command})
+        } else {
+            json!({"execute": command, "arguments": arguments})
+        };
+        self.send_raw(format!("{req}\n").as_bytes());
+        self.read_response()
+    }
+
+    /// Sends a command that must succeed and returns its `return` value.
+    pub fn ok(&mut self, command: &str, arguments: Value) -> Value {
+        let r = self.execute(command, arguments);
+        match r.get("return") {
+            Some(v) => v.clone(),
+            None => panic!("{command} failed: {r}"),
+        }
+    }
+
+    /// Sends a command that must fail and returns (class, desc).
+    pub fn err(&mut self, command: &str, arguments: Value) -> (String, String) {
+        let r = self.execute(command, arguments);
+        error_of(&r).unwrap_or_else(|| panic!("{command} did not fail: {r}"))
+    }
+
+    /// Waits for event `name`, returning it; earlier events stay recorded.
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        if let Some(pos) = self.events.iter().position(|e| e["event"] == name) {
+            return self.events.remove(pos);
+        }
+        loop {
+            let m = self
+                .read_message()
+                .unwrap_or_else(|| panic!("closed while waiting for {name}"));
+            if m["event"] == name {
+                return m;
+            }
+            if m.get("event").is_some() {
+                self.events.push(m);
+            } else {
+                panic!("unexpected response while waiting for {name}: {m}");
+            }
+        }
+    }
+
+    /// Names of the events received so far, in order.
+    pub fn event_names(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// (class, desc) of an error response.
+pub fn error_of(r: &Value) -> Option<(String, String)> {
+    let e = r.get("error")?;
+    Some((
+        e["class"].as_str()?.to_string(),
+        e["desc"].as_str()?.to_string(),
+    ))
+}
+
+/// The recorded conversation with QEMU 2.11.0 (see shared/oracle).
+pub struct Oracle {
+    pub messages: Vec<Value>,
+}
+
+impl Oracle {
+    pub fn load() -> Oracle {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/oracle/qemu-2.11.0-x86_64.replies");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let messages = text
+            .split("\n\n")
+            .filter(|b| !b.trim().is_empty())
+            .map(|b| serde_json::from_str(b).expect("oracle JSON"))
+            .collect();
+        Oracle { messages }
+    }
+
+    /// The reply to the first request that executes `command` (KVM probe).
+    pub fn reply<'a>(&'a self, command: &'a str) -> &'a Value {
+        self.replies(command)
+            .next()
+            .unwrap_or_else(|| panic!("no {command} in the oracle"))
+    }
+
+    /// Every (request, reply) pair for `command`.
+    pub fn exchanges<'a>(
+        &'a self,
+        command: &'a str,
+    ) -> impl Iterator<Item = (&'a Value, &'a Value)> + 'a {
+        self.messages
+            .windows(2)
+            .filter(move |w| w[0]["execute"] == command)
+            .map(|w| (&w[0], &w[1]))
+    }
+
+    pub fn replies<'a>(&'a self, command: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.exchanges(command).map(|(_, r)| r)
+    }
+}

@@ -1,0 +1,774 @@
+//! Every QMP command, through the trait generated from the schema. A
+//! command whose subsystem has not landed yet says so; see
+//! docs/qmp-coverage.md.
+
+use crate::vm::{Cause, Vm};
+use qmp::qapi::*;
+use qmp::Error;
+use serde_json::{Map, Value};
+
+/// The control plane's view of everything a command may touch.
+pub struct Vmm {
+    pub vm: Vm,
+    /// `-name`.
+    pub name: Option<String>,
+    /// `-uuid`, in its canonical text form.
+    pub uuid: String,
+    pub kvm_present: bool,
+    pub kvm_enabled: bool,
+    /// The `package` string of the greeting and query-version.
+    pub package: String,
+    /// The command-line option groups, for query-command-line-options.
+    pub option_groups: Vec<CommandLineOptionInfo>,
+}
+
+fn not_implemented<T>(name: &str) -> Result<T, Error> {
+    Err(Error::generic(format!(
+        "Command '{name}' is not implemented yet"
+    )))
+}
+
+/// Errors of the run-state table are bugs, but a client gets an error,
+/// never a crashed VMM.
+fn internal(e: crate::runstate::InvalidTransition) -> Error {
+    Error::generic(format!("Internal error: {e}"))
+}
+
+impl QmpCommands for Vmm {
+    fn qmp_capabilities(&mut self) -> Result<(), Error> {
+        // The monitor tracks negotiation itself; nothing else changes.
+        Ok(())
+    }
+
+    fn query_version(&mut self) -> Result<VersionInfo, Error> {
+        Ok(VersionInfo {
+            qemu: VersionTriple {
+                major: 2,
+                minor: 11,
+                micro: 50,
+            },
+            package: self.package.clone(),
+        })
+    }
+
+    fn query_name(&mut self) -> Result<NameInfo, Error> {
+        Ok(NameInfo {
+            name: self.name.clone(),
+        })
+    }
+
+    fn query_uuid(&mut self) -> Result<UuidInfo, Error> {
+        Ok(UuidInfo {
+            uuid: self.uuid.clone(),
+        })
+    }
+
+    fn query_status(&mut self) -> Result<StatusInfo, Error> {
+        Ok(StatusInfo {
+            running: self.vm.is_running(),
+            singlestep: false,
+            status: self.vm.runstate(),
+        })
+    }
+
+    fn query_kvm(&mut self) -> Result<KvmInfo, Error> {
+        Ok(KvmInfo {
+            enabled: self.kvm_enabled,
+            present: self.kvm_present,
+        })
+    }
+
+    fn query_target(&mut self) -> Result<TargetInfo, Error> {
+        Ok(TargetInfo {
+            arch: "x86_64".to_string(),
+        })
+    }
+
+    fn query_commands(&mut self) -> Result<Vec<CommandInfo>, Error> {
+        Ok(qmp::server::registered_commands()
+            .into_iter()
+            .map(|name| CommandInfo {
+                name: name.to_string(),
+            })
+            .collect())
+    }
+
+    fn query_events(&mut self) -> Result<Vec<EventInfo>, Error> {
+        // QEMU lists its event enum newest-registered first.
+        let mut names: Vec<&str> = EVENT_NAMES.to_vec();
+        names.sort_unstable();
+        Ok(names
+            .into_iter()
+            .rev()
+            .map(|name| EventInfo {
+                name: name.to_string(),
+            })
+            .collect())
+    }
+
+    fn query_qmp_schema(&mut self, _args: &Map<String, Value>) -> Result<Value, Error> {
+        // QEMU's handler ignores any arguments.
+        serde_json::from_str(SCHEMA_INFO_JSON)
+            .map_err(|e| Error::generic(format!("Internal error: {e}")))
+    }
+
+    fn query_machines(&mut self) -> Result<Vec<MachineInfo>, Error> {
+        Ok(crate::machines::MACHINE_TYPES
+            .iter()
+            .map(|m| MachineInfo {
+                name: m.name.to_string(),
+                alias: m.alias.map(str::to_string),
+                is_default: m.is_default.then_some(true),
+                cpu_max: m.cpu_max,
+                hotpluggable_cpus: m.hotpluggable_cpus,
+            })
+            .collect())
+    }
+
+    fn query_command_line_options(
+        &mut self,
+        args: QueryCommandLineOptionsArgs,
+    ) -> Result<Vec<CommandLineOptionInfo>, Error> {
+        match args.option {
+            None => Ok(self.option_groups.clone()),
+            Some(option) => {
+                let found: Vec<_> = self
+                    .option_groups
+                    .iter()
+                    .filter(|g| g.option == option)
+                    .cloned()
+                    .collect();
+                if found.is_empty() {
+                    Err(Error::generic("Invalid parameter 'option'"))
+                } else {
+                    Ok(found)
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), Error> {
+        if self.vm.runstate() == RunState::Inmigrate {
+            self.vm.autostart = false;
+            return Ok(());
+        }
+        self.vm.vm_stop(RunState::Paused).map_err(internal)
+    }
+
+    fn cont(&mut self) -> Result<(), Error> {
+        if self.vm.needs_reset() {
+            return Err(Error::generic("Resetting the Virtual Machine is required"));
+        }
+        match self.vm.runstate() {
+            RunState::Suspended => Ok(()),
+            RunState::Inmigrate => {
+                self.vm.autostart = true;
+                Ok(())
+            }
+            _ => self.vm.vm_start().map_err(internal),
+        }
+    }
+
+    fn system_reset(&mut self) -> Result<(), Error> {
+        self.vm.request_reset(Cause::HostQmp);
+        Ok(())
+    }
+
+    fn system_powerdown(&mut self) -> Result<(), Error> {
+        self.vm.request_powerdown();
+        Ok(())
+    }
+
+    fn system_wakeup(&mut self) -> Result<(), Error> {
+        // Only a suspended guest wakes up; the guest reaches S3 with the
+        // KVM machine, until then there is nothing to wake.
+        Ok(())
+    }
+
+    fn quit(&mut self) -> Result<(), Error> {
+        self.vm.no_shutdown = false;
+        self.vm.request_shutdown(Cause::HostQmp);
+        Ok(())
+    }
+
+    fn query_block(&mut self) -> Result<Vec<BlockInfo>, Error> {
+        not_implemented("query-block")
+    }
+
+    fn query_blockstats(&mut self, _args: QueryBlockstatsArgs) -> Result<Vec<BlockStats>, Error> {
+        not_implemented("query-blockstats")
+    }
+
+    fn query_block_jobs(&mut self) -> Result<Vec<BlockJobInfo>, Error> {
+        not_implemented("query-block-jobs")
+    }
+
+    fn block_passwd(&mut self, _args: BlockPasswdArgs) -> Result<(), Error> {
+        not_implemented("block_passwd")
+    }
+
+    fn block_resize(&mut self, _args: BlockResizeArgs) -> Result<(), Error> {
+        not_implemented("block_resize")
+    }
+
+    fn blockdev_snapshot_sync(&mut self, _args: BlockdevSnapshotSync) -> Result<(), Error> {
+        not_implemented("blockdev-snapshot-sync")
+    }
+
+    fn blockdev_snapshot(&mut self, _args: BlockdevSnapshot) -> Result<(), Error> {
+        not_implemented("blockdev-snapshot")
+    }
+
+    fn change_backing_file(&mut self, _args: ChangeBackingFileArgs) -> Result<(), Error> {
+        not_implemented("change-backing-file")
+    }
+
+    fn block_commit(&mut self, _args: BlockCommitArgs) -> Result<(), Error> {
+        not_implemented("block-commit")
+    }
+
+    fn drive_backup(&mut self, _args: DriveBackup) -> Result<(), Error> {
+        not_implemented("drive-backup")
+    }
+
+    fn blockdev_backup(&mut self, _args: BlockdevBackup) -> Result<(), Error> {
+        not_implemented("blockdev-backup")
+    }
+
+    fn query_named_block_nodes(&mut self) -> Result<Vec<BlockDeviceInfo>, Error> {
+        not_implemented("query-named-block-nodes")
+    }
+
+    fn drive_mirror(&mut self, _args: DriveMirror) -> Result<(), Error> {
+        not_implemented("drive-mirror")
+    }
+
+    fn block_dirty_bitmap_add(&mut self, _args: BlockDirtyBitmapAdd) -> Result<(), Error> {
+        not_implemented("block-dirty-bitmap-add")
+    }
+
+    fn block_dirty_bitmap_remove(&mut self, _args: BlockDirtyBitmap) -> Result<(), Error> {
+        not_implemented("block-dirty-bitmap-remove")
+    }
+
+    fn block_dirty_bitmap_clear(&mut self, _args: BlockDirtyBitmap) -> Result<(), Error> {
+        not_implemented("block-dirty-bitmap-clear")
+    }
+
+    fn blockdev_mirror(&mut self, _args: BlockdevMirrorArgs) -> Result<(), Error> {
+        not_implemented("blockdev-mirror")
+    }
+
+    fn block_set_io_throttle(&mut self, _args: BlockIOThrottle) -> Result<(), Error> {
+        not_implemented("block_set_io_throttle")
+    }
+
+    fn block_stream(&mut self, _args: BlockStreamArgs) -> Result<(), Error> {
+        not_implemented("block-stream")
+    }
+
+    fn block_job_set_speed(&mut self, _args: BlockJobSetSpeedArgs) -> Result<(), Error> {
+        not_implemented("block-job-set-speed")
+    }
+
+    fn block_job_cancel(&mut self, _args: BlockJobCancelArgs) -> Result<(), Error> {
+        not_implemented("block-job-cancel")
+    }
+
+    fn block_job_pause(&mut self, _args: BlockJobPauseArgs) -> Result<(), Error> {
+        not_implemented("block-job-pause")
+    }
+
+    fn block_job_resume(&mut self, _args: BlockJobResumeArgs) -> Result<(), Error> {
+        not_implemented("block-job-resume")
+    }
+
+    fn block_job_complete(&mut self, _args: BlockJobCompleteArgs) -> Result<(), Error> {
+        not_implemented("block-job-complete")
+    }
+
+    fn blockdev_add(&mut self, _args: BlockdevOptions) -> Result<(), Error> {
+        not_implemented("blockdev-add")
+    }
+
+    fn blockdev_del(&mut self, _args: BlockdevDelArgs) -> Result<(), Error> {
+        not_implemented("blockdev-del")
+    }
+
+    fn blockdev_open_tray(&mut self, _args: BlockdevOpenTrayArgs) -> Result<(), Error> {
+        not_implemented("blockdev-open-tray")
+    }
+
+    fn blockdev_close_tray(&mut self, _args: BlockdevCloseTrayArgs) -> Result<(), Error> {
+        not_implemented("blockdev-close-tray")
+    }
+
+    fn x_blockdev_remove_medium(&mut self, _args: XBlockdevRemoveMediumArgs) -> Result<(), Error> {
+        not_implemented("x-blockdev-remove-medium")
+    }
+
+    fn x_blockdev_insert_medium(&mut self, _args: XBlockdevInsertMediumArgs) -> Result<(), Error> {
+        not_implemented("x-blockdev-insert-medium")
+    }
+
+    fn blockdev_change_medium(&mut self, _args: BlockdevChangeMediumArgs) -> Result<(), Error> {
+        not_implemented("blockdev-change-medium")
+    }
+
+    fn block_set_write_threshold(
+        &mut self,
+        _args: BlockSetWriteThresholdArgs,
+    ) -> Result<(), Error> {
+        not_implemented("block-set-write-threshold")
+    }
+
+    fn x_blockdev_change(&mut self, _args: XBlockdevChangeArgs) -> Result<(), Error> {
+        not_implemented("x-blockdev-change")
+    }
+
+    fn blockdev_snapshot_internal_sync(
+        &mut self,
+        _args: BlockdevSnapshotInternal,
+    ) -> Result<(), Error> {
+        not_implemented("blockdev-snapshot-internal-sync")
+    }
+
+    fn blockdev_snapshot_delete_internal_sync(
+        &mut self,
+        _args: BlockdevSnapshotDeleteInternalSyncArgs,
+    ) -> Result<SnapshotInfo, Error> {
+        not_implemented("blockdev-snapshot-delete-internal-sync")
+    }
+
+    fn eject(&mut self, _args: EjectArgs) -> Result<(), Error> {
+        not_implemented("eject")
+    }
+
+    fn nbd_server_start(&mut self, _args: NbdServerStartArgs) -> Result<(), Error> {
+        not_implemented("nbd-server-start")
+    }
+
+    fn nbd_server_add(&mut self, _args: NbdServerAddArgs) -> Result<(), Error> {
+        not_implemented("nbd-server-add")
+    }
+
+    fn nbd_server_stop(&mut self) -> Result<(), Error> {
+        not_implemented("nbd-server-stop")
+    }
+
+    fn query_chardev(&mut self) -> Result<Vec<ChardevInfo>, Error> {
+        not_implemented("query-chardev")
+    }
+
+    fn query_chardev_backends(&mut self) -> Result<Vec<ChardevBackendInfo>, Error> {
+        not_implemented("query-chardev-backends")
+    }
+
+    fn ringbuf_write(&mut self, _args: RingbufWriteArgs) -> Result<(), Error> {
+        not_implemented("ringbuf-write")
+    }
+
+    fn ringbuf_read(&mut self, _args: RingbufReadArgs) -> Result<String, Error> {
+        not_implemented("ringbuf-read")
+    }
+
+    fn chardev_add(&mut self, _args: ChardevAddArgs) -> Result<ChardevReturn, Error> {
+        not_implemented("chardev-add")
+    }
+
+    fn chardev_change(&mut self, _args: ChardevChangeArgs) -> Result<ChardevReturn, Error> {
+        not_implemented("chardev-change")
+    }
+
+    fn chardev_remove(&mut self, _args: ChardevRemoveArgs) -> Result<(), Error> {
+        not_implemented("chardev-remove")
+    }
+
+    fn chardev_send_break(&mut self, _args: ChardevSendBreakArgs) -> Result<(), Error> {
+        not_implemented("chardev-send-break")
+    }
+
+    fn set_link(&mut self, _args: SetLinkArgs) -> Result<(), Error> {
+        not_implemented("set_link")
+    }
+
+    fn netdev_add(&mut self, _args: &Map<String, Value>) -> Result<Value, Error> {
+        not_implemented("netdev_add")
+    }
+
+    fn netdev_del(&mut self, _args: NetdevDelArgs) -> Result<(), Error> {
+        not_implemented("netdev_del")
+    }
+
+    fn query_rx_filter(&mut self, _args: QueryRxFilterArgs) -> Result<Vec<RxFilterInfo>, Error> {
+        not_implemented("query-rx-filter")
+    }
+
+    fn query_rocker(&mut self, _args: QueryRockerArgs) -> Result<RockerSwitch, Error> {
+        not_implemented("query-rocker")
+    }
+
+    fn query_rocker_ports(
+        &mut self,
+        _args: QueryRockerPortsArgs,
+    ) -> Result<Vec<RockerPort>, Error> {
+        not_implemented("query-rocker-ports")
+    }
+
+    fn query_rocker_of_dpa_flows(
+        &mut self,
+        _args: QueryRockerOfDpaFlowsArgs,
+    ) -> Result<Vec<RockerOfDpaFlow>, Error> {
+        not_implemented("query-rocker-of-dpa-flows")
+    }
+
+    fn query_rocker_of_dpa_groups(
+        &mut self,
+        _args: QueryRockerOfDpaGroupsArgs,
+    ) -> Result<Vec<RockerOfDpaGroup>, Error> {
+        not_implemented("query-rocker-of-dpa-groups")
+    }
+
+    fn query_tpm_models(&mut self) -> Result<Vec<TpmModel>, Error> {
+        not_implemented("query-tpm-models")
+    }
+
+    fn query_tpm_types(&mut self) -> Result<Vec<TpmType>, Error> {
+        not_implemented("query-tpm-types")
+    }
+
+    fn query_tpm(&mut self) -> Result<Vec<TPMInfo>, Error> {
+        not_implemented("query-tpm")
+    }
+
+    fn set_password(&mut self, _args: SetPasswordArgs) -> Result<(), Error> {
+        not_implemented("set_password")
+    }
+
+    fn expire_password(&mut self, _args: ExpirePasswordArgs) -> Result<(), Error> {
+        not_implemented("expire_password")
+    }
+
+    fn screendump(&mut self, _args: ScreendumpArgs) -> Result<(), Error> {
+        not_implemented("screendump")
+    }
+
+    fn query_spice(&mut self) -> Result<SpiceInfo, Error> {
+        not_implemented("query-spice")
+    }
+
+    fn query_vnc(&mut self) -> Result<VncInfo, Error> {
+        not_implemented("query-vnc")
+    }
+
+    fn query_vnc_servers(&mut self) -> Result<Vec<VncInfo2>, Error> {
+        not_implemented("query-vnc-servers")
+    }
+
+    fn change_vnc_password(&mut self, _args: ChangeVncPasswordArgs) -> Result<(), Error> {
+        not_implemented("change-vnc-password")
+    }
+
+    fn query_mice(&mut self) -> Result<Vec<MouseInfo>, Error> {
+        not_implemented("query-mice")
+    }
+
+    fn send_key(&mut self, _args: SendKeyArgs) -> Result<(), Error> {
+        not_implemented("send-key")
+    }
+
+    fn input_send_event(&mut self, _args: InputSendEventArgs) -> Result<(), Error> {
+        not_implemented("input-send-event")
+    }
+
+    fn query_migrate(&mut self) -> Result<MigrationInfo, Error> {
+        not_implemented("query-migrate")
+    }
+
+    fn migrate_set_capabilities(&mut self, _args: MigrateSetCapabilitiesArgs) -> Result<(), Error> {
+        not_implemented("migrate-set-capabilities")
+    }
+
+    fn query_migrate_capabilities(&mut self) -> Result<Vec<MigrationCapabilityStatus>, Error> {
+        not_implemented("query-migrate-capabilities")
+    }
+
+    fn migrate_set_parameters(&mut self, _args: MigrateSetParameters) -> Result<(), Error> {
+        not_implemented("migrate-set-parameters")
+    }
+
+    fn query_migrate_parameters(&mut self) -> Result<MigrationParameters, Error> {
+        not_implemented("query-migrate-parameters")
+    }
+
+    fn client_migrate_info(&mut self, _args: ClientMigrateInfoArgs) -> Result<(), Error> {
+        not_implemented("client_migrate_info")
+    }
+
+    fn migrate_start_postcopy(&mut self) -> Result<(), Error> {
+        not_implemented("migrate-start-postcopy")
+    }
+
+    fn x_colo_lost_heartbeat(&mut self) -> Result<(), Error> {
+        not_implemented("x-colo-lost-heartbeat")
+    }
+
+    fn migrate_cancel(&mut self) -> Result<(), Error> {
+        not_implemented("migrate_cancel")
+    }
+
+    fn migrate_continue(&mut self, _args: MigrateContinueArgs) -> Result<(), Error> {
+        not_implemented("migrate-continue")
+    }
+
+    fn migrate_set_downtime(&mut self, _args: MigrateSetDowntimeArgs) -> Result<(), Error> {
+        not_implemented("migrate_set_downtime")
+    }
+
+    fn migrate_set_speed(&mut self, _args: MigrateSetSpeedArgs) -> Result<(), Error> {
+        not_implemented("migrate_set_speed")
+    }
+
+    fn migrate_set_cache_size(&mut self, _args: MigrateSetCacheSizeArgs) -> Result<(), Error> {
+        not_implemented("migrate-set-cache-size")
+    }
+
+    fn query_migrate_cache_size(&mut self) -> Result<i64, Error> {
+        not_implemented("query-migrate-cache-size")
+    }
+
+    fn migrate(&mut self, _args: MigrateArgs) -> Result<(), Error> {
+        not_implemented("migrate")
+    }
+
+    fn migrate_incoming(&mut self, _args: MigrateIncomingArgs) -> Result<(), Error> {
+        not_implemented("migrate-incoming")
+    }
+
+    fn xen_save_devices_state(&mut self, _args: XenSaveDevicesStateArgs) -> Result<(), Error> {
+        not_implemented("xen-save-devices-state")
+    }
+
+    fn xen_set_replication(&mut self, _args: XenSetReplicationArgs) -> Result<(), Error> {
+        not_implemented("xen-set-replication")
+    }
+
+    fn query_xen_replication_status(&mut self) -> Result<ReplicationStatus, Error> {
+        not_implemented("query-xen-replication-status")
+    }
+
+    fn xen_colo_do_checkpoint(&mut self) -> Result<(), Error> {
+        not_implemented("xen-colo-do-checkpoint")
+    }
+
+    fn transaction(&mut self, _args: TransactionArgs) -> Result<(), Error> {
+        not_implemented("transaction")
+    }
+
+    fn trace_event_get_state(
+        &mut self,
+        _args: TraceEventGetStateArgs,
+    ) -> Result<Vec<TraceEventInfo>, Error> {
+        not_implemented("trace-event-get-state")
+    }
+
+    fn trace_event_set_state(&mut self, _args: TraceEventSetStateArgs) -> Result<(), Error> {
+        not_implemented("trace-event-set-state")
+    }
+
+    fn add_client(&mut self, _args: AddClientArgs) -> Result<(), Error> {
+        not_implemented("add_client")
+    }
+
+    fn query_cpus(&mut self) -> Result<Vec<CpuInfo>, Error> {
+        not_implemented("query-cpus")
+    }
+
+    fn query_iothreads(&mut self) -> Result<Vec<IOThreadInfo>, Error> {
+        not_implemented("query-iothreads")
+    }
+
+    fn query_balloon(&mut self) -> Result<BalloonInfo, Error> {
+        not_implemented("query-balloon")
+    }
+
+    fn query_pci(&mut self) -> Result<Vec<PciInfo>, Error> {
+        not_implemented("query-pci")
+    }
+
+    fn cpu(&mut self, _args: CpuArgs) -> Result<(), Error> {
+        not_implemented("cpu")
+    }
+
+    fn cpu_add(&mut self, _args: CpuAddArgs) -> Result<(), Error> {
+        not_implemented("cpu-add")
+    }
+
+    fn memsave(&mut self, _args: MemsaveArgs) -> Result<(), Error> {
+        not_implemented("memsave")
+    }
+
+    fn pmemsave(&mut self, _args: PmemsaveArgs) -> Result<(), Error> {
+        not_implemented("pmemsave")
+    }
+
+    fn inject_nmi(&mut self) -> Result<(), Error> {
+        not_implemented("inject-nmi")
+    }
+
+    fn balloon(&mut self, _args: BalloonArgs) -> Result<(), Error> {
+        not_implemented("balloon")
+    }
+
+    fn human_monitor_command(&mut self, _args: HumanMonitorCommandArgs) -> Result<String, Error> {
+        not_implemented("human-monitor-command")
+    }
+
+    fn qom_list(&mut self, _args: QomListArgs) -> Result<Vec<ObjectPropertyInfo>, Error> {
+        not_implemented("qom-list")
+    }
+
+    fn qom_get(&mut self, _args: QomGetArgs) -> Result<Value, Error> {
+        not_implemented("qom-get")
+    }
+
+    fn qom_set(&mut self, _args: QomSetArgs) -> Result<(), Error> {
+        not_implemented("qom-set")
+    }
+
+    fn change(&mut self, _args: ChangeArgs) -> Result<(), Error> {
+        not_implemented("change")
+    }
+
+    fn qom_list_types(&mut self, _args: QomListTypesArgs) -> Result<Vec<ObjectTypeInfo>, Error> {
+        not_implemented("qom-list-types")
+    }
+
+    fn device_list_properties(
+        &mut self,
+        _args: DeviceListPropertiesArgs,
+    ) -> Result<Vec<DevicePropertyInfo>, Error> {
+        not_implemented("device-list-properties")
+    }
+
+    fn xen_set_global_dirty_log(&mut self, _args: XenSetGlobalDirtyLogArgs) -> Result<(), Error> {
+        not_implemented("xen-set-global-dirty-log")
+    }
+
+    fn device_add(&mut self, _args: &Map<String, Value>) -> Result<Value, Error> {
+        not_implemented("device_add")
+    }
+
+    fn device_del(&mut self, _args: DeviceDelArgs) -> Result<(), Error> {
+        not_implemented("device_del")
+    }
+
+    fn dump_guest_memory(&mut self, _args: DumpGuestMemoryArgs) -> Result<(), Error> {
+        not_implemented("dump-guest-memory")
+    }
+
+    fn query_dump(&mut self) -> Result<DumpQueryResult, Error> {
+        not_implemented("query-dump")
+    }
+
+    fn query_dump_guest_memory_capability(&mut self) -> Result<DumpGuestMemoryCapability, Error> {
+        not_implemented("query-dump-guest-memory-capability")
+    }
+
+    fn dump_skeys(&mut self, _args: DumpSkeysArgs) -> Result<(), Error> {
+        not_implemented("dump-skeys")
+    }
+
+    fn object_add(&mut self, _args: ObjectAddArgs) -> Result<(), Error> {
+        not_implemented("object-add")
+    }
+
+    fn object_del(&mut self, _args: ObjectDelArgs) -> Result<(), Error> {
+        not_implemented("object-del")
+    }
+
+    fn getfd(&mut self, _args: GetfdArgs) -> Result<(), Error> {
+        not_implemented("getfd")
+    }
+
+    fn closefd(&mut self, _args: ClosefdArgs) -> Result<(), Error> {
+        not_implemented("closefd")
+    }
+
+    fn query_memory_size_summary(&mut self) -> Result<MemoryInfo, Error> {
+        not_implemented("query-memory-size-summary")
+    }
+
+    fn query_cpu_definitions(&mut self) -> Result<Vec<CpuDefinitionInfo>, Error> {
+        not_implemented("query-cpu-definitions")
+    }
+
+    fn query_cpu_model_expansion(
+        &mut self,
+        _args: QueryCpuModelExpansionArgs,
+    ) -> Result<CpuModelExpansionInfo, Error> {
+        not_implemented("query-cpu-model-expansion")
+    }
+
+    fn query_cpu_model_comparison(
+        &mut self,
+        _args: QueryCpuModelComparisonArgs,
+    ) -> Result<CpuModelCompareInfo, Error> {
+        not_implemented("query-cpu-model-comparison")
+    }
+
+    fn query_cpu_model_baseline(
+        &mut self,
+        _args: QueryCpuModelBaselineArgs,
+    ) -> Result<CpuModelBaselineInfo, Error> {
+        not_implemented("query-cpu-model-baseline")
+    }
+
+    fn add_fd(&mut self, _args: AddFdArgs) -> Result<AddfdInfo, Error> {
+        not_implemented("add-fd")
+    }
+
+    fn remove_fd(&mut self, _args: RemoveFdArgs) -> Result<(), Error> {
+        not_implemented("remove-fd")
+    }
+
+    fn query_fdsets(&mut self) -> Result<Vec<FdsetInfo>, Error> {
+        not_implemented("query-fdsets")
+    }
+
+    fn query_memdev(&mut self) -> Result<Vec<Memdev>, Error> {
+        not_implemented("query-memdev")
+    }
+
+    fn query_memory_devices(&mut self) -> Result<Vec<MemoryDeviceInfo>, Error> {
+        not_implemented("query-memory-devices")
+    }
+
+    fn query_acpi_ospm_status(&mut self) -> Result<Vec<ACPIOSTInfo>, Error> {
+        not_implemented("query-acpi-ospm-status")
+    }
+
+    fn rtc_reset_reinjection(&mut self) -> Result<(), Error> {
+        not_implemented("rtc-reset-reinjection")
+    }
+
+    fn xen_load_devices_state(&mut self, _args: XenLoadDevicesStateArgs) -> Result<(), Error> {
+        not_implemented("xen-load-devices-state")
+    }
+
+    fn query_gic_capabilities(&mut self) -> Result<Vec<GICCapability>, Error> {
+        not_implemented("query-gic-capabilities")
+    }
+
+    fn query_hotpluggable_cpus(&mut self) -> Result<Vec<HotpluggableCPU>, Error> {
+        not_implemented("query-hotpluggable-cpus")
+    }
+
+    fn query_vm_generation_id(&mut self) -> Result<GuidInfo, Error> {
+        not_implemented("query-vm-generation-id")
+    }
+
+    fn watchdog_set_action(&mut self, _args: WatchdogSetActionArgs) -> Result<(), Error> {
+        not_implemented("watchdog-set-action")
+    }
+}

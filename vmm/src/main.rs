@@ -1,0 +1,393 @@
+//! `vmm`: a KVM virtual machine monitor that speaks QEMU's QMP and takes
+//! QEMU's command line.
+
+mod cmdline;
+mod commands;
+mod kvm;
+mod machines;
+mod monitor;
+mod runstate;
+mod vm;
+
+use cmdline::{Action, ChardevSpec, Config, MonitorMode};
+use commands::Vmm;
+use monitor::{Endpoint, MainLoop, MonitorSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vm::{NoVcpus, Vm};
+
+/// What the greeting and query-version report as `package`.
+pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
+
+/// Options the parser knows whose subsystem has not landed yet, with the
+/// part of vmm that will bring them.
+const NOT_BUILT_YET: &[(&str, &str)] = &[
+    ("device", "devices"),
+    ("drive", "the block layer"),
+    ("blockdev", "the block layer"),
+    ("netdev", "network backends"),
+    ("object", "the object model"),
+    ("kernel", "the KVM machine"),
+    ("initrd", "the KVM machine"),
+    ("bios", "the KVM machine"),
+    ("vnc", "the VNC server"),
+    ("incoming", "migration"),
+    ("watchdog", "watchdog devices"),
+    ("numa", "the KVM machine"),
+    ("smbios", "the KVM machine"),
+    ("mem-path", "the KVM machine"),
+    ("mem-prealloc", "the KVM machine"),
+    ("global", "devices"),
+];
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("vmm: {message}");
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let action = match cmdline::parse_args(&args) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    match action {
+        Action::Run(config) => run(*config),
+        Action::Version => {
+            println!("QEMU emulator version 2.11.50 ({PACKAGE})");
+            println!("vmm is a KVM virtual machine monitor compatible with QEMU's QMP");
+            ExitCode::SUCCESS
+        }
+        Action::Help => {
+            print!("{}", usage());
+            ExitCode::SUCCESS
+        }
+        Action::ListMachines => {
+            println!("Supported machines are:");
+            for m in machines::MACHINE_TYPES {
+                if let Some(alias) = m.alias {
+                    println!("{alias:<20} {} (alias of {})", m.description, m.name);
+                }
+                let default = if m.is_default { " (default)" } else { "" };
+                println!("{:<20} {}{default}", m.name, m.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Action::ListAccels => {
+            println!("Possible accelerators: kvm");
+            ExitCode::SUCCESS
+        }
+        Action::LogUsage => {
+            println!("Log items (comma separated):");
+            for (name, help) in cmdline::LOG_ITEMS {
+                println!("{name:<10} {help}");
+            }
+            ExitCode::from(1)
+        }
+        other => fail(format!(
+            "{}: not available yet: {}",
+            help_option(&other),
+            help_subsystem(&other)
+        )),
+    }
+}
+
+fn help_option(a: &Action) -> &'static str {
+    match a {
+        Action::MachineHelp { .. } => "-machine help",
+        Action::ListCpus => "-cpu help",
+        Action::ListDevices | Action::DeviceHelp { .. } => "-device help",
+        Action::ListChardevBackends => "-chardev help",
+        Action::ListNetdevBackends => "-netdev help",
+        Action::ListWatchdogs => "-watchdog help",
+        _ => "help",
+    }
+}
+
+fn help_subsystem(a: &Action) -> &'static str {
+    match a {
+        Action::MachineHelp { .. } | Action::ListCpus => {
+            "CPU models and machine properties arrive with the KVM machine"
+        }
+        Action::ListDevices | Action::DeviceHelp { .. } => {
+            "devices arrive with the object model and the device issues"
+        }
+        Action::ListChardevBackends => "character devices arrive with their own issue",
+        Action::ListNetdevBackends => "network backends arrive with their own issue",
+        Action::ListWatchdogs => "watchdog devices arrive with their own issue",
+        _ => "not built",
+    }
+}
+
+fn usage() -> String {
+    let mut s = format!(
+        "QEMU emulator version 2.11.50 ({PACKAGE})\n\
+         usage: vmm [options]\n\n\
+         vmm takes qemu-system-x86_64's command line. Options it parses:\n"
+    );
+    for o in cmdline::OPTIONS {
+        s.push_str(&format!(
+            "-{}{}\n",
+            o.name,
+            if o.has_arg { " ..." } else { "" }
+        ));
+    }
+    s
+}
+
+/// The monitor endpoint a chardev describes.
+fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool) -> Result<MonitorSpec, String> {
+    let bool_opt = |name: &str| chardev.get_bool(name).map_err(|e| e.to_string());
+    match chardev.backend.as_str() {
+        "socket" => {
+            let server = bool_opt("server")?.unwrap_or(false);
+            let wait = bool_opt("wait")?.unwrap_or(true);
+            let endpoint = if let Some(path) = chardev.get("path") {
+                Endpoint::Unix { path: PathBuf::from(path) }
+            } else {
+                let port = chardev
+                    .get("port")
+                    .ok_or_else(|| format!("chardev: socket: no host/port or path given ({})", chardev.location))?;
+                let port: u16 = port.parse().map_err(|_| format!("{}: invalid port '{port}'", chardev.location))?;
+                let host = chardev.get("host").filter(|h| !h.is_empty()).unwrap_or("0.0.0.0");
+                Endpoint::Tcp {
+                    host: host.to_string(),
+                    port,
+                }
+            };
+            Ok(MonitorSpec {
+                endpoint,
+                server,
+                wait,
+                pretty,
+            })
+        }
+        "stdio" => Ok(MonitorSpec {
+            endpoint: Endpoint::Stdio,
+            server: false,
+            wait: false,
+            pretty,
+        }),
+        other => Err(format!(
+            "{}: chardev backend '{other}' is not available yet for monitors (socket and stdio are)",
+            chardev.location
+        )),
+    }
+}
+
+fn monitor_specs(config: &Config) -> Result<Vec<MonitorSpec>, String> {
+    let mut specs = Vec::new();
+    for m in &config.monitors {
+        // QEMU's default human monitor (on a virtual console, or on stdio
+        // with -nographic) comes with HMP and chardevs; until then vmm
+        // leaves it out rather than failing every plain start.
+        if m.mode == MonitorMode::Readline && m.location.is_empty() {
+            continue;
+        }
+        if m.mode == MonitorMode::Readline {
+            return Err(format!(
+                "{}: the human monitor (HMP) is not available yet",
+                m.location
+            ));
+        }
+        let chardev = config
+            .chardevs
+            .iter()
+            .find(|c| c.id == m.chardev)
+            .ok_or_else(|| format!("{}: chardev \"{}\" not found", m.location, m.chardev))?;
+        specs.push(monitor_endpoint(chardev, m.pretty)?);
+    }
+    Ok(specs)
+}
+
+fn check_buildable(config: &Config) -> Result<(), String> {
+    if let Some(given) = config.unsupported.first() {
+        return Err(format!(
+            "{}: this option is not supported by vmm",
+            given.location
+        ));
+    }
+    for given in &config.given {
+        if let Some((_, subsystem)) = NOT_BUILT_YET.iter().find(|(n, _)| *n == given.name) {
+            return Err(format!(
+                "{}: not available yet: {subsystem} has not landed in vmm",
+                given.location
+            ));
+        }
+    }
+    // The default serial port likewise comes with the KVM machine.
+    if let Some(serial) = config.serials.iter().find(|s| !s.location.is_empty()) {
+        return Err(format!(
+            "{}: not available yet: serial ports arrive with the KVM machine",
+            serial.location
+        ));
+    }
+    Ok(())
+}
+
+fn uuid_string(uuid: Option<[u8; 16]>) -> String {
+    let b = uuid.unwrap_or_default();
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    )
+}
+
+fn option_groups() -> Vec<qmp::qapi::CommandLineOptionInfo> {
+    cmdline::command_line_options()
+        .iter()
+        .filter_map(|g| qmp::visit::from_value(&g.to_json()).ok())
+        .collect()
+}
+
+fn run(config: Config) -> ExitCode {
+    for w in &config.warnings {
+        eprintln!("vmm: warning: {w}");
+    }
+    if let Err(e) = check_buildable(&config) {
+        return fail(e);
+    }
+    if machines::find(&config.machine.type_name).is_none() {
+        return fail(format!(
+            "-machine {}: unsupported machine type\nUse -machine help to list supported machines",
+            config.machine.type_name
+        ));
+    }
+    let specs = match monitor_specs(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = kvm::probe() {
+        eprintln!("{e}");
+        return fail("failed to initialize KVM");
+    }
+    // Before any thread exists, so that every thread inherits the mask.
+    let signals = match monitor::block_termination_signals() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("signals: {e}")),
+    };
+    let daemon = if config.daemonize {
+        match daemon::daemonize() {
+            Ok(d) => Some(d),
+            Err(e) => return fail(format!("-daemonize: {e}")),
+        }
+    } else {
+        None
+    };
+    if let Some(path) = &config.pidfile {
+        if let Err(e) = daemon::write_pidfile(path) {
+            return fail(format!("Could not acquire pid file: {e}"));
+        }
+    }
+    let mut vm = Vm::new(config.start_paused, Box::new(NoVcpus));
+    vm.no_shutdown = config.no_shutdown;
+    vm.no_reboot = config.no_reboot;
+    let vmm = Vmm {
+        vm,
+        name: config.name.guest.clone(),
+        uuid: uuid_string(config.uuid),
+        kvm_present: true,
+        kvm_enabled: true,
+        package: PACKAGE.to_string(),
+        option_groups: option_groups(),
+    };
+    let mut main_loop = match MainLoop::new(specs, signals, vmm) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = main_loop.vmm.vm.start_if_autostart() {
+        return fail(e);
+    }
+    if let Some(d) = daemon {
+        d.ready();
+    }
+    let status = main_loop.run();
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
+mod daemon {
+    //! `-daemonize` and `-pidfile`, as QEMU does them.
+
+    use std::io::{self, Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// The child's end of the pipe its parent waits on.
+    pub struct Daemon {
+        pipe: std::fs::File,
+    }
+
+    impl Daemon {
+        /// Start-up is complete: the parent exits 0 and the child's
+        /// standard streams go to /dev/null.
+        pub fn ready(mut self) {
+            let _ = self.pipe.write_all(&[0]);
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::AsRawFd;
+                for fd in 0..3 {
+                    // SAFETY: duplicating a valid descriptor over a standard stream.
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+        }
+    }
+
+    /// Forks; the parent waits until the child is ready (or fails) and
+    /// exits with the matching status; the child returns.
+    pub fn daemonize() -> io::Result<Daemon> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two fresh descriptors we now own.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: no other thread exists yet, so fork is sound.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                drop(read_end);
+                // SAFETY: setsid has no memory-safety preconditions.
+                unsafe { libc::setsid() };
+                Ok(Daemon {
+                    pipe: std::fs::File::from(write_end),
+                })
+            }
+            _ => {
+                drop(write_end);
+                let mut byte = [0u8; 1];
+                let status = match std::fs::File::from(read_end).read(&mut byte) {
+                    Ok(1) => 0,
+                    _ => 1,
+                };
+                std::process::exit(status);
+            }
+        }
+    }
+
+    /// Writes our pid to `path`, holding a lock on it for the life of the
+    /// process so that a second vmm with the same pid file fails.
+    pub fn write_pidfile(path: &str) -> io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: lockf on a descriptor we own.
+        if unsafe { libc::lockf(f.as_raw_fd(), libc::F_TLOCK, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        f.set_len(0)?;
+        writeln!(f, "{}", std::process::id())?;
+        // The lock lives as long as the descriptor: keep it open.
+        std::mem::forget(f);
+        Ok(())
+    }
+}

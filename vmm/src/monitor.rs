@@ -1,0 +1,586 @@
+//! QMP monitors on their transports, and the main loop that serves them.
+//!
+//! One thread, one mio poll: listening sockets, monitor connections,
+//! stdio and signals. A socket monitor serves one client at a time, as a
+//! QEMU socket chardev does; the next client is accepted when the first
+//! leaves, and gets a fresh greeting and negotiation.
+
+use crate::commands::Vmm;
+use crate::vm::{Cause, LoopControl};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use qmp::server::{event_message, greeting, Monitor};
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// A client that leaves this much output unread is disconnected, so that
+/// it cannot make the VMM hold unbounded memory.
+pub const MAX_PENDING_OUTPUT: usize = 16 << 20;
+
+/// Where a monitor listens or connects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Endpoint {
+    Unix { path: PathBuf },
+    Tcp { host: String, port: u16 },
+    Stdio,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitorSpec {
+    pub endpoint: Endpoint,
+    /// Listen (`server`) or connect.
+    pub server: bool,
+    /// With `server`, wait at start-up for the first client.
+    pub wait: bool,
+    pub pretty: bool,
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+    Stdio,
+}
+
+impl Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Stdio => read_fd(libc::STDIN_FILENO, buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Stdio => write_fd(libc::STDOUT_FILENO, buf),
+        }
+    }
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+struct Connection {
+    stream: Stream,
+    monitor: Monitor,
+    out: Vec<u8>,
+}
+
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+struct Port {
+    spec: MonitorSpec,
+    listener: Option<Listener>,
+    conn: Option<Connection>,
+}
+
+pub struct MonitorError(pub String);
+
+impl std::fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn listen(spec: &MonitorSpec) -> Result<Listener, MonitorError> {
+    match &spec.endpoint {
+        Endpoint::Unix { path } => {
+            // A stale socket from an earlier run is replaced, as QEMU does.
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path).map_err(|e| {
+                MonitorError(format!("Failed to bind socket to {}: {e}", path.display()))
+            })?;
+            Ok(Listener::Unix(l, path.clone()))
+        }
+        Endpoint::Tcp { host, port } => {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| {
+                    MonitorError(format!("address resolution failed for {host}:{port}: {e}"))
+                })?
+                .next()
+                .ok_or_else(|| {
+                    MonitorError(format!("address resolution failed for {host}:{port}"))
+                })?;
+            let std_listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| MonitorError(format!("Failed to bind socket: {e}")))?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| MonitorError(format!("Failed to bind socket: {e}")))?;
+            Ok(Listener::Tcp(TcpListener::from_std(std_listener)))
+        }
+        Endpoint::Stdio => Err(MonitorError("stdio cannot listen".into())),
+    }
+}
+
+fn connect(spec: &MonitorSpec) -> Result<Stream, MonitorError> {
+    match &spec.endpoint {
+        Endpoint::Unix { path } => {
+            let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+                MonitorError(format!("Failed to connect socket {}: {e}", path.display()))
+            })?;
+            s.set_nonblocking(true)
+                .map_err(|e| MonitorError(e.to_string()))?;
+            Ok(Stream::Unix(UnixStream::from_std(s)))
+        }
+        Endpoint::Tcp { host, port } => {
+            let s = std::net::TcpStream::connect((host.as_str(), *port))
+                .map_err(|e| MonitorError(format!("Failed to connect socket: {e}")))?;
+            s.set_nonblocking(true)
+                .map_err(|e| MonitorError(e.to_string()))?;
+            Ok(Stream::Tcp(TcpStream::from_std(s)))
+        }
+        Endpoint::Stdio => Ok(Stream::Stdio),
+    }
+}
+
+impl Port {
+    fn describe(&self) -> String {
+        match &self.spec.endpoint {
+            Endpoint::Unix { path } => format!("disconnected:unix:{},server", path.display()),
+            Endpoint::Tcp { host, port } => format!("disconnected:tcp:{host}:{port},server"),
+            Endpoint::Stdio => "stdio".into(),
+        }
+    }
+}
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+
+fn listener_token(i: usize) -> Token {
+    Token(2 * i)
+}
+
+fn conn_token(i: usize) -> Token {
+    Token(2 * i + 1)
+}
+
+/// The main loop: owns the monitors and the VM's control plane.
+pub struct MainLoop {
+    poll: Poll,
+    ports: Vec<Port>,
+    signals: OwnedFd,
+    pub vmm: Vmm,
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP and returns a signalfd that reports
+/// them, so that they are handled in the main loop. Call before any other
+/// thread starts, so that every thread inherits the mask.
+pub fn block_termination_signals() -> io::Result<OwnedFd> {
+    // SAFETY: plain libc calls on a local, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+impl MainLoop {
+    /// Opens every monitor; for `server` without `nowait`, waits for the
+    /// first client, as QEMU does before it starts the machine.
+    pub fn new(
+        specs: Vec<MonitorSpec>,
+        signals: OwnedFd,
+        vmm: Vmm,
+    ) -> Result<MainLoop, MonitorError> {
+        let poll = Poll::new().map_err(|e| MonitorError(format!("poll: {e}")))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.as_raw_fd()),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )
+            .map_err(|e| MonitorError(format!("poll: {e}")))?;
+        let mut ml = MainLoop {
+            poll,
+            ports: Vec::new(),
+            signals,
+            vmm,
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            let mut port = Port {
+                spec,
+                listener: None,
+                conn: None,
+            };
+            if port.spec.endpoint == Endpoint::Stdio {
+                ml.poll
+                    .registry()
+                    .register(
+                        &mut SourceFd(&libc::STDIN_FILENO),
+                        conn_token(i),
+                        Interest::READABLE,
+                    )
+                    .map_err(|e| MonitorError(format!("stdio: {e}")))?;
+                port.conn = Some(ml.new_connection(Stream::Stdio, port.spec.pretty));
+            } else if port.spec.server {
+                let mut listener = listen(&port.spec)?;
+                if port.spec.wait {
+                    eprintln!("QEMU waiting for connection on: {}", port.describe());
+                    let stream = accept_blocking(&mut listener)?;
+                    port.conn = Some(ml.open_connection(i, stream, port.spec.pretty)?);
+                } else {
+                    ml.register_listener(i, &mut listener)?;
+                }
+                port.listener = Some(listener);
+            } else {
+                let stream = connect(&port.spec)?;
+                port.conn = Some(ml.open_connection(i, stream, port.spec.pretty)?);
+            }
+            ml.ports.push(port);
+        }
+        Ok(ml)
+    }
+
+    fn register_listener(&self, i: usize, l: &mut Listener) -> Result<(), MonitorError> {
+        let r = match l {
+            Listener::Unix(l, _) => {
+                self.poll
+                    .registry()
+                    .register(l, listener_token(i), Interest::READABLE)
+            }
+            Listener::Tcp(l) => {
+                self.poll
+                    .registry()
+                    .register(l, listener_token(i), Interest::READABLE)
+            }
+        };
+        r.map_err(|e| MonitorError(format!("poll: {e}")))
+    }
+
+    fn new_connection(&self, stream: Stream, pretty: bool) -> Connection {
+        let monitor = Monitor::new(pretty);
+        let mut out = Vec::new();
+        monitor.write_message(&greeting(&self.vmm.package), &mut out);
+        Connection {
+            stream,
+            monitor,
+            out,
+        }
+    }
+
+    fn open_connection(
+        &self,
+        i: usize,
+        mut stream: Stream,
+        pretty: bool,
+    ) -> Result<Connection, MonitorError> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let r = match &mut stream {
+            Stream::Unix(s) => self.poll.registry().register(s, conn_token(i), interest),
+            Stream::Tcp(s) => self.poll.registry().register(s, conn_token(i), interest),
+            Stream::Stdio => Ok(()),
+        };
+        r.map_err(|e| MonitorError(format!("poll: {e}")))?;
+        Ok(self.new_connection(stream, pretty))
+    }
+
+    /// Serves until the VM asks to exit; returns the exit status.
+    pub fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(64);
+        loop {
+            if let Some(status) = self.after_work() {
+                return status;
+            }
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("vmm: poll: {e}");
+                return 1;
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == SIGNAL_TOKEN {
+                    self.handle_signals();
+                } else if token.0 % 2 == 0 {
+                    self.accept(token.0 / 2);
+                } else {
+                    self.serve(token.0 / 2);
+                }
+            }
+        }
+    }
+
+    /// Carries out the VM's requests, hands events to the monitors and
+    /// writes what is pending; `Some(status)` when the process should end.
+    fn after_work(&mut self) -> Option<i32> {
+        let control = self.vmm.vm.process_requests();
+        self.broadcast_events();
+        self.flush_all();
+        match control {
+            Ok(LoopControl::Continue) => None,
+            Ok(LoopControl::Exit(status)) => {
+                self.flush_before_exit();
+                Some(status)
+            }
+            Err(e) => {
+                eprintln!("vmm: {e}");
+                self.flush_before_exit();
+                Some(1)
+            }
+        }
+    }
+
+    fn broadcast_events(&mut self) {
+        self.broadcast_events_with(None);
+    }
+
+    /// Writes pending events to every negotiated monitor, including
+    /// `current`, the connection being served (taken out of its port).
+    fn broadcast_events_with(&mut self, mut current: Option<&mut Connection>) {
+        for (event, when) in self.vmm.vm.take_events() {
+            let message = event_message(&event, when);
+            let others = self.ports.iter_mut().filter_map(|p| p.conn.as_mut());
+            for conn in others.chain(current.as_deref_mut()) {
+                if conn.monitor.negotiated() {
+                    conn.monitor.write_message(&message, &mut conn.out);
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        while let Ok(n) = read_fd(self.signals.as_raw_fd(), &mut buf) {
+            if n < buf.len() {
+                break;
+            }
+            let signo = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            eprintln!("vmm: terminating on signal {signo}");
+            self.vmm.vm.no_shutdown = false;
+            self.vmm.vm.request_shutdown(Cause::HostSignal);
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        let Some(port) = self.ports.get_mut(i) else {
+            return;
+        };
+        if port.conn.is_some() {
+            return;
+        }
+        let accepted = match port.listener.as_mut() {
+            Some(Listener::Unix(l, _)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            None => return,
+        };
+        let Ok(stream) = accepted else { return };
+        // One client at a time: stop listening until it leaves.
+        if let Some(l) = port.listener.as_mut() {
+            let _ = match l {
+                Listener::Unix(l, _) => self.poll.registry().deregister(l),
+                Listener::Tcp(l) => self.poll.registry().deregister(l),
+            };
+        }
+        let pretty = port.spec.pretty;
+        match self.open_connection(i, stream, pretty) {
+            Ok(conn) => self.ports[i].conn = Some(conn),
+            Err(e) => {
+                eprintln!("vmm: monitor: {e}");
+                self.relisten(i);
+            }
+        }
+    }
+
+    fn relisten(&mut self, i: usize) {
+        let mut listener = self.ports[i].listener.take();
+        if let Some(l) = listener.as_mut() {
+            if let Err(e) = self.register_listener(i, l) {
+                eprintln!("vmm: monitor: {e}");
+            }
+        }
+        self.ports[i].listener = listener;
+    }
+
+    fn serve(&mut self, i: usize) {
+        let mut buf = [0u8; 65536];
+        let mut closed = false;
+        let Some(mut conn) = self.ports.get_mut(i).and_then(|p| p.conn.take()) else {
+            return;
+        };
+        loop {
+            match conn.stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    conn.monitor.receive(&buf[..n]);
+                    loop {
+                        let vmm = &mut self.vmm;
+                        let mut exec =
+                            |name: &str, args: &serde_json::Map<String, serde_json::Value>| {
+                                qmp::qapi::dispatch(vmm, name, args)
+                            };
+                        let Some(response) = conn.monitor.next_response(&mut exec) else {
+                            break;
+                        };
+                        // Events a command emits go out before its response, as in QEMU.
+                        self.broadcast_events_with(Some(&mut conn));
+                        conn.monitor.write_message(&response, &mut conn.out);
+                    }
+                    if conn.out.len() > MAX_PENDING_OUTPUT {
+                        closed = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if !closed && flush(&mut conn).is_err() {
+            closed = true;
+        }
+        if closed {
+            self.close(i, conn);
+        } else {
+            self.ports[i].conn = Some(conn);
+        }
+    }
+
+    fn close(&mut self, i: usize, mut conn: Connection) {
+        let _ = flush(&mut conn);
+        match &mut conn.stream {
+            Stream::Unix(s) => {
+                let _ = self.poll.registry().deregister(s);
+            }
+            Stream::Tcp(s) => {
+                let _ = self.poll.registry().deregister(s);
+            }
+            Stream::Stdio => {
+                // stdin at end of file: the monitor stays, nothing to read.
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&libc::STDIN_FILENO));
+                return;
+            }
+        }
+        drop(conn);
+        if self.ports[i].spec.server {
+            self.relisten(i);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for i in 0..self.ports.len() {
+            let Some(mut conn) = self.ports[i].conn.take() else {
+                continue;
+            };
+            if conn.out.len() > MAX_PENDING_OUTPUT || flush(&mut conn).is_err() {
+                self.close(i, conn);
+            } else {
+                self.ports[i].conn = Some(conn);
+            }
+        }
+    }
+
+    /// Last writes before the process ends: give each client a moment to
+    /// take its final responses and events.
+    fn flush_before_exit(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        for port in &mut self.ports {
+            if let Some(conn) = port.conn.as_mut() {
+                while !conn.out.is_empty() && std::time::Instant::now() < deadline {
+                    match flush(conn) {
+                        Ok(()) if conn.out.is_empty() => break,
+                        Ok(()) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        for port in &self.ports {
+            if let Some(Listener::Unix(_, path)) = &port.listener {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Writes as much pending output as the peer takes now.
+fn flush(conn: &mut Connection) -> io::Result<()> {
+    let mut written = 0;
+    let result = loop {
+        if written == conn.out.len() {
+            break Ok(());
+        }
+        match conn.stream.write(&conn.out[written..]) {
+            Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    conn.out.drain(..written);
+    result
+}
+
+fn accept_blocking(l: &mut Listener) -> Result<Stream, MonitorError> {
+    loop {
+        let r = match l {
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+        };
+        match r {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                let fd = match l {
+                    Listener::Unix(l, _) => l.as_raw_fd(),
+                    Listener::Tcp(l) => l.as_raw_fd(),
+                };
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+            }
+            Err(e) => return Err(MonitorError(format!("accept: {e}"))),
+        }
+    }
+}
