@@ -140,6 +140,23 @@ impl Drop for VmmProcess {
     }
 }
 
+/// Kills process `pid` after `after` unless the test ended first, so that
+/// a hung process fails the test instead of hanging the suite.
+pub fn kill_after(pid: u32, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // SAFETY: kill(2) has no memory-safety preconditions; a pid that
+        // was already reaped at worst hits nothing.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+}
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
 /// Runs `vmm ARGS` to completion (for options that exit at once).
 pub fn run_vmm(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(vmm_binary())

@@ -123,16 +123,10 @@ fn no_shutdown_keeps_the_process_in_state_shutdown_until_reset() {
 fn sigterm_emits_shutdown_and_exits_zero() {
     let mut vmm = VmmProcess::start(&["-no-shutdown"]);
     let mut c = vmm.qmp();
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc_kill(vmm.child.id() as i32, 15) };
+    vmm_tests::send_signal(vmm.child.id(), libc::SIGTERM);
     assert_eq!(c.wait_event("SHUTDOWN")["data"], json!({"guest": false}));
     assert_eq!(vmm.wait_exit().code(), Some(0));
     assert!(vmm.stderr().contains("terminating on signal 15"));
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

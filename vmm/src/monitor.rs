@@ -62,6 +62,16 @@ impl Stream {
     }
 }
 
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns for its lifetime.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes for the whole call.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -184,6 +194,9 @@ pub struct MainLoop {
     poll: Poll,
     ports: Vec<Port>,
     signals: OwnedFd,
+    /// The port on a stdin that epoll refuses (a regular file), served on
+    /// every iteration until its end.
+    unpollable_stdin: Option<usize>,
     pub vmm: Vmm,
 }
 
@@ -229,6 +242,7 @@ impl MainLoop {
             poll,
             ports: Vec::new(),
             signals,
+            unpollable_stdin: None,
             vmm,
         };
         for (i, spec) in specs.into_iter().enumerate() {
@@ -238,14 +252,23 @@ impl MainLoop {
                 conn: None,
             };
             if port.spec.endpoint == Endpoint::Stdio {
-                ml.poll
-                    .registry()
-                    .register(
-                        &mut SourceFd(&libc::STDIN_FILENO),
-                        conn_token(i),
-                        Interest::READABLE,
-                    )
+                // Reads must not block the main loop (QEMU's stdio
+                // chardev makes stdin non-blocking too).
+                set_nonblocking(libc::STDIN_FILENO)
                     .map_err(|e| MonitorError(format!("stdio: {e}")))?;
+                let registered = ml.poll.registry().register(
+                    &mut SourceFd(&libc::STDIN_FILENO),
+                    conn_token(i),
+                    Interest::READABLE,
+                );
+                match registered {
+                    Ok(()) => {}
+                    // A regular file cannot be polled: it is always readable.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        ml.unpollable_stdin = Some(i)
+                    }
+                    Err(e) => return Err(MonitorError(format!("stdio: {e}"))),
+                }
                 port.conn = Some(ml.new_connection(Stream::Stdio, port.spec.pretty));
             } else if port.spec.server {
                 let mut listener = listen(&port.spec)?;
@@ -315,6 +338,10 @@ impl MainLoop {
         loop {
             if let Some(status) = self.after_work() {
                 return status;
+            }
+            if let Some(i) = self.unpollable_stdin {
+                self.serve(i);
+                continue;
             }
             if let Err(e) = self.poll.poll(&mut events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -487,11 +514,14 @@ impl MainLoop {
                 let _ = self.poll.registry().deregister(s);
             }
             Stream::Stdio => {
-                // stdin at end of file: the monitor stays, nothing to read.
+                // stdin at end of file: nothing more to read, but the
+                // monitor stays and still gets its responses and events.
+                self.unpollable_stdin = None;
                 let _ = self
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&libc::STDIN_FILENO));
+                self.ports[i].conn = Some(conn);
                 return;
             }
         }
