@@ -1,4 +1,14 @@
-//! Everything a guest touches: buses, legacy platform devices, PCI, virtio, IDE,
-//! watchdogs, TPM, input, display and VNC, chardev and network backends.
+//! Everything a guest touches: buses, legacy platform devices, ACPI power
+//! management; PCI, virtio, IDE, watchdogs, TPM, input, display and VNC,
+//! chardev and network backends arrive with their issues.
 //!
-//! Devices arrive with the KVM machine issue and the device issues after it.
+//! Devices talk to the machine only through [`platform`]'s traits
+//! (interrupt lines, requests), never to the VMM directly.
+
+pub mod acpi_pm;
+pub mod bus;
+pub mod legacy;
+pub mod platform;
+
+pub use bus::{Bus, BusDevice, SharedDevice};
+pub use platform::{InterruptLine, PlatformRequest, RequestSink};

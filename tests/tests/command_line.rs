@@ -64,7 +64,7 @@ fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
     for args in [
         &["-device", "virtio-blk-pci,drive=d0"][..],
         &["-drive", "file=/dev/null,if=none,id=d0"],
-        &["-kernel", "/nonexistent/bzImage"],
+        &["-bios", "/usr/share/seabios/bios.bin"],
         &["-netdev", "user,id=n0"],
     ] {
         let (st, _, err) = run_vmm(args);
@@ -75,6 +75,13 @@ fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
         );
         assert!(err.contains("not available yet"), "{err}");
     }
+}
+
+#[test]
+fn a_missing_kernel_is_reported_as_qemu_does() {
+    let (st, _, err) = run_vmm(&["-kernel", "/nonexistent/vmlinux"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(err.starts_with("vmm: could not load kernel '/nonexistent/vmlinux'"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ use crate::vm::{Cause, Vm};
 use qmp::qapi::*;
 use qmp::Error;
 use serde_json::{Map, Value};
+use std::io::Write;
 
 /// The control plane's view of everything a command may touch.
 pub struct Vmm {
@@ -18,8 +19,17 @@ pub struct Vmm {
     pub kvm_enabled: bool,
     /// The `package` string of the greeting and query-version.
     pub package: String,
-    /// The command-line option groups, for query-command-line-options.
-    pub option_groups: Vec<CommandLineOptionInfo>,
+    /// `-m`, in bytes.
+    pub ram_size: u64,
+}
+
+/// The command-line option groups, as query-command-line-options lists
+/// them (built on demand: start-up should not pay for it).
+fn option_groups() -> Vec<CommandLineOptionInfo> {
+    crate::cmdline::command_line_options()
+        .iter()
+        .filter_map(|g| qmp::visit::from_value(&g.to_json()).ok())
+        .collect()
 }
 
 fn not_implemented<T>(name: &str) -> Result<T, Error> {
@@ -130,10 +140,9 @@ impl QmpCommands for Vmm {
         args: QueryCommandLineOptionsArgs,
     ) -> Result<Vec<CommandLineOptionInfo>, Error> {
         match args.option {
-            None => Ok(self.option_groups.clone()),
+            None => Ok(option_groups()),
             Some(option) => {
-                let found: Vec<_> = self
-                    .option_groups
+                let found: Vec<_> = option_groups()
                     .iter()
                     .filter(|g| g.option == option)
                     .cloned()
@@ -180,9 +189,8 @@ impl QmpCommands for Vmm {
     }
 
     fn system_wakeup(&mut self) -> Result<(), Error> {
-        // Only a suspended guest wakes up; the guest reaches S3 with the
-        // KVM machine, until then there is nothing to wake.
-        Ok(())
+        // Only a suspended guest wakes up; otherwise nothing happens.
+        self.vm.wakeup().map_err(internal)
     }
 
     fn quit(&mut self) -> Result<(), Error> {
@@ -581,7 +589,27 @@ impl QmpCommands for Vmm {
     }
 
     fn query_cpus(&mut self) -> Result<Vec<CpuInfo>, Error> {
-        not_implemented("query-cpus")
+        let Some(m) = self.vm.machine.as_mut() else {
+            return Ok(vec![]);
+        };
+        Ok(m.cpu_states()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pc, halted, tid))| CpuInfo {
+                cpu: i as i64,
+                current: i == 0,
+                halted,
+                qom_path: format!("/machine/unattached/device[{i}]"),
+                thread_id: i64::from(tid),
+                props: Some(CpuInstanceProperties {
+                    node_id: None,
+                    socket_id: Some(i as i64),
+                    core_id: Some(0),
+                    thread_id: Some(0),
+                }),
+                u: CpuInfoVariant::X86(CpuInfoX86 { pc: pc as i64 }),
+            })
+            .collect())
     }
 
     fn query_iothreads(&mut self) -> Result<Vec<IOThreadInfo>, Error> {
@@ -604,16 +632,62 @@ impl QmpCommands for Vmm {
         not_implemented("cpu-add")
     }
 
-    fn memsave(&mut self, _args: MemsaveArgs) -> Result<(), Error> {
-        not_implemented("memsave")
+    fn memsave(&mut self, args: MemsaveArgs) -> Result<(), Error> {
+        let cpu = args.cpu_index.unwrap_or(0);
+        let count = self.vm.machine.as_ref().map_or(0, |m| m.cpu_count());
+        if cpu < 0 || cpu as usize >= count {
+            return Err(Error::generic("Parameter 'cpu-index' expects a CPU number"));
+        }
+        let mut f = std::fs::File::create(&args.filename)
+            .map_err(|_| Error::generic(format!("Could not open '{}'", args.filename)))?;
+        let Some(m) = self.vm.machine.as_mut() else {
+            return Ok(());
+        };
+        let (mut addr, mut left) = (args.val as u64, args.size.max(0) as u64);
+        let mut page = vec![0u8; 0x1000];
+        while left > 0 {
+            let n = left.min(0x1000 - (addr & 0xfff));
+            let Some(gpa) = m.translate(cpu as usize, addr) else {
+                return Err(Error::generic(format!(
+                    "Invalid addr 0x{:016x}/size {} specified",
+                    args.val, args.size
+                )));
+            };
+            m.read_physical(gpa, &mut page[..n as usize]);
+            f.write_all(&page[..n as usize])
+                .map_err(|e| Error::generic(format!("writing '{}': {e}", args.filename)))?;
+            addr = addr.wrapping_add(n);
+            left -= n;
+        }
+        Ok(())
     }
 
-    fn pmemsave(&mut self, _args: PmemsaveArgs) -> Result<(), Error> {
-        not_implemented("pmemsave")
+    fn pmemsave(&mut self, args: PmemsaveArgs) -> Result<(), Error> {
+        let mut f = std::fs::File::create(&args.filename)
+            .map_err(|_| Error::generic(format!("Could not open '{}'", args.filename)))?;
+        let Some(m) = self.vm.machine.as_ref() else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut addr, mut left) = (args.val as u64, args.size.max(0) as u64);
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            m.read_physical(addr, &mut buf[..n]);
+            f.write_all(&buf[..n])
+                .map_err(|e| Error::generic(format!("writing '{}': {e}", args.filename)))?;
+            addr = addr.wrapping_add(n as u64);
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     fn inject_nmi(&mut self) -> Result<(), Error> {
-        not_implemented("inject-nmi")
+        match self.vm.machine.as_ref() {
+            Some(m) => m.inject_nmi().map_err(|e| Error::generic(e.to_string())),
+            None => Err(Error::generic(
+                "this feature or command is not currently supported",
+            )),
+        }
     }
 
     fn balloon(&mut self, _args: BalloonArgs) -> Result<(), Error> {
@@ -696,7 +770,10 @@ impl QmpCommands for Vmm {
     }
 
     fn query_memory_size_summary(&mut self) -> Result<MemoryInfo, Error> {
-        not_implemented("query-memory-size-summary")
+        Ok(MemoryInfo {
+            base_memory: self.ram_size,
+            plugged_memory: Some(0),
+        })
     }
 
     fn query_cpu_definitions(&mut self) -> Result<Vec<CpuDefinitionInfo>, Error> {

@@ -4,6 +4,7 @@
 mod cmdline;
 mod commands;
 mod kvm;
+mod machine;
 mod machines;
 mod monitor;
 mod runstate;
@@ -11,10 +12,13 @@ mod vm;
 
 use cmdline::{Action, ChardevSpec, Config, MonitorMode};
 use commands::Vmm;
-use monitor::{Endpoint, MainLoop, MonitorSpec};
+use machine::{Machine, MachineConfig};
+use monitor::{Endpoint, MachineEvents, MainLoop, MonitorSpec};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vm::{NoVcpus, Vm};
+use std::sync::Arc;
+use vm::Vm;
 
 /// What the greeting and query-version report as `package`.
 pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
@@ -22,21 +26,19 @@ pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
 /// Options the parser knows whose subsystem has not landed yet, with the
 /// part of vmm that will bring them.
 const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("device", "devices"),
     ("drive", "the block layer"),
     ("blockdev", "the block layer"),
     ("netdev", "network backends"),
     ("object", "the object model"),
-    ("kernel", "the KVM machine"),
-    ("initrd", "the KVM machine"),
-    ("bios", "the KVM machine"),
+    ("initrd", "the bzImage loader"),
+    ("bios", "firmware loading"),
     ("vnc", "the VNC server"),
     ("incoming", "migration"),
     ("watchdog", "watchdog devices"),
-    ("numa", "the KVM machine"),
-    ("smbios", "the KVM machine"),
-    ("mem-path", "the KVM machine"),
-    ("mem-prealloc", "the KVM machine"),
+    ("numa", "NUMA topology"),
+    ("smbios", "SMBIOS tables"),
+    ("mem-path", "file-backed guest memory"),
+    ("mem-prealloc", "file-backed guest memory"),
     ("global", "devices"),
 ];
 
@@ -215,14 +217,110 @@ fn check_buildable(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    // The default serial port likewise comes with the KVM machine.
-    if let Some(serial) = config.serials.iter().find(|s| !s.location.is_empty()) {
-        return Err(format!(
-            "{}: not available yet: serial ports arrive with the KVM machine",
-            serial.location
-        ));
+    for d in &config.devices {
+        let driver = d.get("driver").unwrap_or_default();
+        if driver != "isa-debug-exit" {
+            return Err(format!(
+                "{}: not available yet: device '{driver}' has not landed in vmm",
+                d.location
+            ));
+        }
     }
     Ok(())
+}
+
+/// Where COM1's output goes, from the first `-serial` (or the default
+/// console QEMU would make).
+fn serial_writer(config: &Config) -> Result<Option<Box<dyn Write + Send>>, String> {
+    let Some(serial) = config.serials.first() else {
+        return Ok(None);
+    };
+    let chardev = match &serial.target {
+        cmdline::SerialTarget::New(c) => c.clone(),
+        cmdline::SerialTarget::Existing(id) => config
+            .chardevs
+            .iter()
+            .find(|c| &c.id == id)
+            .cloned()
+            .ok_or_else(|| format!("{}: chardev \"{id}\" not found", serial.location))?,
+    };
+    match chardev.backend.as_str() {
+        "stdio" => Ok(Some(Box::new(std::io::stdout()))),
+        "null" => Ok(None),
+        // QEMU's default virtual console: vmm has no display to show it on.
+        "vc" if serial.location.is_empty() => Ok(None),
+        "file" => {
+            let path = chardev
+                .get("path")
+                .ok_or_else(|| format!("{}: chardev: file: no filename given", serial.location))?;
+            let append = chardev
+                .get_bool("append")
+                .map_err(|e| e.to_string())?
+                .unwrap_or(false);
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(path)
+                .map_err(|e| format!("{}: Could not open '{path}': {e}", serial.location))?;
+            Ok(Some(Box::new(f)))
+        }
+        other => Err(format!(
+            "{}: not available yet: serial backend '{other}' arrives with character devices",
+            serial.location
+        )),
+    }
+}
+
+/// `-device isa-debug-exit,iobase=N,iosize=N` (QEMU's defaults 0x501, 2).
+fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
+    let Some(d) = config
+        .devices
+        .iter()
+        .find(|d| d.get("driver") == Some("isa-debug-exit"))
+    else {
+        return Ok(None);
+    };
+    let num = |name: &str, default: u64| -> Result<u16, String> {
+        let v = d
+            .get_number(name)
+            .map_err(|e| e.to_string())?
+            .unwrap_or(default);
+        u16::try_from(v).map_err(|_| {
+            format!(
+                "{}: Property 'isa-debug-exit.{name}' doesn't take value {v}",
+                d.location
+            )
+        })
+    };
+    Ok(Some((num("iobase", 0x501)?, num("iosize", 2)?)))
+}
+
+/// The KVM machine, when the command line gives it something to run.
+fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<Machine>, String> {
+    if config.machine.type_name == "none" {
+        return Ok(None);
+    }
+    let Some(kernel_path) = &config.kernel else {
+        // Without a kernel there is nothing to run yet: the control plane
+        // alone (the bundled test guest becomes the default later).
+        return Ok(None);
+    };
+    let kernel = std::fs::read(kernel_path)
+        .map_err(|e| format!("could not load kernel '{kernel_path}': {e}"))?;
+    let machine_config = MachineConfig {
+        ram_size: config.memory.size,
+        cpus: config.smp.cpus,
+        kernel,
+        cmdline: config.append.clone().unwrap_or_default(),
+        serial: serial_writer(config)?,
+        debug_exit: debug_exit(config)?,
+    };
+    let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
+    Machine::new(machine_config, sink)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn uuid_string(uuid: Option<[u8; 16]>) -> String {
@@ -231,13 +329,6 @@ fn uuid_string(uuid: Option<[u8; 16]>) -> String {
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
     )
-}
-
-fn option_groups() -> Vec<qmp::qapi::CommandLineOptionInfo> {
-    cmdline::command_line_options()
-        .iter()
-        .filter_map(|g| qmp::visit::from_value(&g.to_json()).ok())
-        .collect()
 }
 
 fn run(config: Config) -> ExitCode {
@@ -279,7 +370,12 @@ fn run(config: Config) -> ExitCode {
             return fail(format!("Could not acquire pid file: {e}"));
         }
     }
-    let mut vm = Vm::new(config.start_paused, Box::new(NoVcpus));
+    let machine_events = Arc::new(MachineEvents::default());
+    let machine = match build_machine(&config, machine_events.clone()) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let mut vm = Vm::new(config.start_paused, machine);
     vm.no_shutdown = config.no_shutdown;
     vm.no_reboot = config.no_reboot;
     let vmm = Vmm {
@@ -289,9 +385,9 @@ fn run(config: Config) -> ExitCode {
         kvm_present: true,
         kvm_enabled: true,
         package: PACKAGE.to_string(),
-        option_groups: option_groups(),
+        ram_size: config.memory.size,
     };
-    let mut main_loop = match MainLoop::new(specs, signals, vmm) {
+    let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -302,7 +398,9 @@ fn run(config: Config) -> ExitCode {
         d.ready();
     }
     let status = main_loop.run();
-    ExitCode::from(u8::try_from(status).unwrap_or(1))
+    // As exit(3): only the low 8 bits reach the parent.
+    drop(main_loop);
+    ExitCode::from((status & 0xff) as u8)
 }
 
 mod daemon {

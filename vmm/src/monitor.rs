@@ -6,6 +6,7 @@
 //! leaves, and gets a fresh greeting and negotiation.
 
 use crate::commands::Vmm;
+use crate::machine::MachineEvent;
 use crate::vm::{Cause, LoopControl};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
@@ -15,6 +16,7 @@ use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A client that leaves this much output unread is disconnected, so that
 /// it cannot make the VMM hold unbounded memory.
@@ -180,6 +182,31 @@ impl Port {
 }
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+const WAKER_TOKEN: Token = Token(usize::MAX - 2);
+
+/// Events from vCPU threads, waiting for the main loop, which they wake.
+#[derive(Default)]
+pub struct MachineEvents {
+    items: std::sync::Mutex<Vec<MachineEvent>>,
+    waker: std::sync::OnceLock<mio::Waker>,
+}
+
+impl MachineEvents {
+    pub fn push(&self, event: MachineEvent) {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+        if let Some(w) = self.waker.get() {
+            // A failed wake leaves the event for the next iteration.
+            let _ = w.wake();
+        }
+    }
+
+    fn drain(&self) -> Vec<MachineEvent> {
+        std::mem::take(&mut *self.items.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 fn listener_token(i: usize) -> Token {
     Token(2 * i)
@@ -197,6 +224,9 @@ pub struct MainLoop {
     /// The port on a stdin that epoll refuses (a regular file), served on
     /// every iteration until its end.
     unpollable_stdin: Option<usize>,
+    machine_events: Arc<MachineEvents>,
+    /// One read buffer for every connection, allocated once.
+    read_buf: Vec<u8>,
     pub vmm: Vmm,
 }
 
@@ -228,9 +258,13 @@ impl MainLoop {
     pub fn new(
         specs: Vec<MonitorSpec>,
         signals: OwnedFd,
+        machine_events: Arc<MachineEvents>,
         vmm: Vmm,
     ) -> Result<MainLoop, MonitorError> {
         let poll = Poll::new().map_err(|e| MonitorError(format!("poll: {e}")))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)
+            .map_err(|e| MonitorError(format!("poll: {e}")))?;
+        let _ = machine_events.waker.set(waker);
         poll.registry()
             .register(
                 &mut SourceFd(&signals.as_raw_fd()),
@@ -243,6 +277,8 @@ impl MainLoop {
             ports: Vec::new(),
             signals,
             unpollable_stdin: None,
+            machine_events,
+            read_buf: vec![0; 65536],
             vmm,
         };
         for (i, spec) in specs.into_iter().enumerate() {
@@ -354,6 +390,8 @@ impl MainLoop {
                 let token = event.token();
                 if token == SIGNAL_TOKEN {
                     self.handle_signals();
+                } else if token == WAKER_TOKEN {
+                    // Drained in after_work.
                 } else if token.0 % 2 == 0 {
                     self.accept(token.0 / 2);
                 } else {
@@ -366,6 +404,17 @@ impl MainLoop {
     /// Carries out the VM's requests, hands events to the monitors and
     /// writes what is pending; `Some(status)` when the process should end.
     fn after_work(&mut self) -> Option<i32> {
+        for event in self.machine_events.drain() {
+            match self.vmm.vm.handle_machine_event(event) {
+                Ok(LoopControl::Continue) => {}
+                Ok(LoopControl::Exit(status)) => {
+                    self.broadcast_events();
+                    self.flush_before_exit();
+                    return Some(status);
+                }
+                Err(e) => eprintln!("vmm: {e}"),
+            }
+        }
         let control = self.vmm.vm.process_requests();
         self.broadcast_events();
         self.flush_all();
@@ -455,7 +504,7 @@ impl MainLoop {
     }
 
     fn serve(&mut self, i: usize) {
-        let mut buf = [0u8; 65536];
+        let mut buf = std::mem::take(&mut self.read_buf);
         let mut closed = false;
         let Some(mut conn) = self.ports.get_mut(i).and_then(|p| p.conn.take()) else {
             return;
@@ -497,6 +546,7 @@ impl MainLoop {
         if !closed && flush(&mut conn).is_err() {
             closed = true;
         }
+        self.read_buf = buf;
         if closed {
             self.close(i, conn);
         } else {

@@ -1,29 +1,12 @@
 //! The virtual machine as the control plane sees it: run state, requests
 //! that the main loop carries out (reset, shutdown, power-down), events,
-//! and the vCPUs behind a small trait so that the KVM machine plugs in.
+//! and the KVM machine when there is one (`-machine none` has none).
 
+use crate::machine::{Machine, MachineEvent};
 use crate::runstate::{InvalidTransition, RunStateMachine};
-use qmp::qapi::{Event, ResetEvent, RunState, ShutdownEvent};
+use devices::PlatformRequest;
+use qmp::qapi::{Event, ResetEvent, RtcChangeEvent, RunState, ShutdownEvent};
 use std::time::SystemTime;
-
-/// What the run state needs from the vCPUs. Until the KVM machine lands
-/// there are none and every call is immediate.
-pub trait Vcpus {
-    /// Stops every vCPU; returns once none runs guest code.
-    fn pause_all(&mut self);
-    fn resume_all(&mut self);
-    /// Puts every vCPU and device back in its power-on state.
-    fn reset(&mut self);
-}
-
-/// A machine without vCPUs (the control plane alone).
-pub struct NoVcpus;
-
-impl Vcpus for NoVcpus {
-    fn pause_all(&mut self) {}
-    fn resume_all(&mut self) {}
-    fn reset(&mut self) {}
-}
 
 /// Why a shutdown or reset was asked for (QEMU's ShutdownCause).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +44,7 @@ pub struct Vm {
     requests: Requests,
     /// Events not yet handed to the monitors.
     events: Vec<(Event, SystemTime)>,
-    vcpus: Box<dyn Vcpus>,
+    pub machine: Option<Machine>,
     /// `-no-shutdown`: stay in state `shutdown` instead of exiting.
     pub no_shutdown: bool,
     /// `-no-reboot`: a reset request shuts down instead.
@@ -71,12 +54,12 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn new(start_paused: bool, vcpus: Box<dyn Vcpus>) -> Vm {
+    pub fn new(start_paused: bool, machine: Option<Machine>) -> Vm {
         Vm {
             runstate: RunStateMachine::new(RunState::Prelaunch),
             requests: Requests::default(),
             events: Vec::new(),
-            vcpus,
+            machine,
             no_shutdown: false,
             no_reboot: false,
             autostart: !start_paused,
@@ -114,7 +97,9 @@ impl Vm {
     /// Stops the guest into `state`; nothing happens unless it runs.
     pub fn vm_stop(&mut self, state: RunState) -> Result<(), InvalidTransition> {
         if self.runstate.is_running() {
-            self.vcpus.pause_all();
+            if let Some(m) = self.machine.as_mut() {
+                m.pause_all();
+            }
             self.set_state(state)?;
             self.emit(Event::Stop);
         }
@@ -128,7 +113,9 @@ impl Vm {
         }
         self.set_state(RunState::Running)?;
         self.emit(Event::Resume);
-        self.vcpus.resume_all();
+        if let Some(m) = self.machine.as_mut() {
+            m.resume_all();
+        }
         Ok(())
     }
 
@@ -166,21 +153,78 @@ impl Vm {
             }
         }
         if let Some(cause) = self.requests.reset.take() {
-            self.vcpus.pause_all();
-            self.vcpus.reset();
+            // A reset rebuilds the vCPUs, running or not as before.
+            if let Some(m) = self.machine.as_mut() {
+                m.reset();
+            }
             self.emit(Event::Reset(ResetEvent {
                 guest: cause.by_guest(),
             }));
-            self.vcpus.resume_all();
             if !self.runstate.is(RunState::Running) && !self.runstate.is(RunState::Inmigrate) {
                 self.set_state(RunState::Prelaunch)?;
             }
         }
         if std::mem::take(&mut self.requests.powerdown) {
-            // The ACPI power button reaches the guest with the KVM machine.
             self.emit(Event::Powerdown);
+            if let Some(m) = self.machine.as_ref() {
+                m.press_power_button();
+            }
         }
         Ok(LoopControl::Continue)
+    }
+}
+
+impl Vm {
+    /// Acts on what the machine reported from its vCPU threads.
+    pub fn handle_machine_event(
+        &mut self,
+        event: MachineEvent,
+    ) -> Result<LoopControl, InvalidTransition> {
+        match event {
+            MachineEvent::GuestReset | MachineEvent::Platform(PlatformRequest::Reset) => {
+                self.request_reset(Cause::Guest);
+            }
+            MachineEvent::GuestShutdown | MachineEvent::Platform(PlatformRequest::Shutdown) => {
+                self.request_shutdown(Cause::Guest);
+            }
+            MachineEvent::Platform(PlatformRequest::DebugExit(v)) => {
+                // As QEMU's isa-debug-exit: the process ends at once.
+                return Ok(LoopControl::Exit(((v << 1) | 1) as i32));
+            }
+            MachineEvent::Platform(PlatformRequest::Suspend) => {
+                if self.runstate.is_running() {
+                    if let Some(m) = self.machine.as_mut() {
+                        m.pause_all();
+                    }
+                    self.set_state(RunState::Suspended)?;
+                    self.emit(Event::Suspend);
+                }
+            }
+            MachineEvent::Platform(PlatformRequest::RtcChange(offset)) => {
+                self.emit(Event::RtcChange(RtcChangeEvent { offset }));
+            }
+            MachineEvent::InternalError(message) => {
+                eprintln!("{message}");
+                self.vm_stop(RunState::InternalError)?;
+            }
+        }
+        Ok(LoopControl::Continue)
+    }
+
+    /// `system_wakeup`: a suspended guest runs again.
+    pub fn wakeup(&mut self) -> Result<(), InvalidTransition> {
+        if !self.runstate.is(RunState::Suspended) {
+            return Ok(());
+        }
+        if let Some(m) = self.machine.as_mut() {
+            m.wake();
+        }
+        self.set_state(RunState::Running)?;
+        if let Some(m) = self.machine.as_mut() {
+            m.resume_all();
+        }
+        self.emit(Event::Wakeup);
+        Ok(())
     }
 }
 
@@ -194,7 +238,7 @@ mod tests {
 
     #[test]
     fn reset_while_paused_goes_to_prelaunch() {
-        let mut vm = Vm::new(false, Box::new(NoVcpus));
+        let mut vm = Vm::new(false, None);
         vm.start_if_autostart().unwrap();
         vm.vm_stop(RunState::Paused).unwrap();
         vm.request_reset(Cause::HostQmp);
@@ -205,7 +249,7 @@ mod tests {
 
     #[test]
     fn no_reboot_turns_reset_into_shutdown() {
-        let mut vm = Vm::new(false, Box::new(NoVcpus));
+        let mut vm = Vm::new(false, None);
         vm.no_reboot = true;
         vm.request_reset(Cause::HostQmp);
         assert_eq!(vm.process_requests(), Ok(LoopControl::Exit(0)));

@@ -1,0 +1,40 @@
+//! What devices ask of the machine around them: interrupt lines, and
+//! requests the main loop carries out (reset, shutdown, exit).
+
+/// A level-triggered interrupt line to the interrupt controller.
+pub trait InterruptLine: Send + Sync {
+    fn set_level(&self, high: bool);
+
+    /// An edge: raise then lower.
+    fn pulse(&self) {
+        self.set_level(true);
+        self.set_level(false);
+    }
+}
+
+/// Requests a device makes of the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlatformRequest {
+    /// The guest asked for a reset (i8042 pulse, ACPI reset register,
+    /// triple fault).
+    Reset,
+    /// The guest powered off (ACPI S5).
+    Shutdown,
+    /// The guest suspended to RAM (ACPI S3).
+    Suspend,
+    /// `isa-debug-exit`: the process exits with `(value << 1) | 1`.
+    DebugExit(u32),
+    /// The guest set the RTC: new offset from host time, in seconds.
+    RtcChange(i64),
+}
+
+pub trait RequestSink: Send + Sync {
+    fn request(&self, request: PlatformRequest);
+}
+
+/// A line that goes nowhere (devices not wired to an interrupt).
+pub struct NoInterrupt;
+
+impl InterruptLine for NoInterrupt {
+    fn set_level(&self, _high: bool) {}
+}

@@ -1,0 +1,223 @@
+//! ACPI tables for the PC machine: RSDP, RSDT/XSDT, FADT (with the PM
+//! block, power button and reset register), FACS, MADT (every CPU, the
+//! IOAPIC, QEMU's interrupt overrides) and a DSDT with \_S3 and \_S5.
+
+use super::boot::ACPI_ADDR;
+use devices::acpi_pm::{
+    PM1_CNT_OFFSET, PM1_EVT_OFFSET, PM_BASE, PM_TMR_OFFSET, SCI_IRQ, SLP_TYP_S3, SLP_TYP_S5,
+};
+
+pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+const OEM_ID: &[u8; 6] = b"VMM   ";
+const OEM_TABLE_ID: &[u8; 8] = b"VMMPC   ";
+
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
+}
+
+/// A table with the standard 36-byte header; length and checksum are
+/// filled in by `finish`.
+struct Table(Vec<u8>);
+
+impl Table {
+    fn new(signature: &[u8; 4], revision: u8) -> Table {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(signature);
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(revision);
+        b.push(0);
+        b.extend_from_slice(OEM_ID);
+        b.extend_from_slice(OEM_TABLE_ID);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(b"VMM ");
+        b.extend_from_slice(&1u32.to_le_bytes());
+        Table(b)
+    }
+
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    /// A Generic Address Structure in system I/O space.
+    fn gas_io(&mut self, bits: u8, port: u64) -> &mut Self {
+        let access = match bits {
+            0 => 0,
+            8 => 1,
+            16 => 2,
+            _ => 3,
+        };
+        self.u8(if bits == 0 { 0 } else { 1 })
+            .u8(bits)
+            .u8(0)
+            .u8(access)
+            .u64(if bits == 0 { 0 } else { port })
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.0.len() as u32;
+        self.0[4..8].copy_from_slice(&len.to_le_bytes());
+        self.0[9] = 0;
+        self.0[9] = checksum(&self.0);
+        self.0
+    }
+}
+
+fn dsdt() -> Vec<u8> {
+    let mut t = Table::new(b"DSDT", 2);
+    // Name (_S3_, Package (4) {1, 1, 0, 0}); Name (_S5_, Package (4) {0, 0, 0, 0})
+    for (name, typ) in [(b"_S3_", SLP_TYP_S3), (b"_S5_", SLP_TYP_S5)] {
+        let v = |x: u16| if x == 0 { 0x00 } else { 0x01 };
+        t.u8(0x08).bytes(name).u8(0x12).u8(0x06).u8(0x04);
+        t.u8(v(typ)).u8(v(typ)).u8(0).u8(0);
+    }
+    t.finish()
+}
+
+fn facs() -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(b"FACS");
+    b.extend_from_slice(&64u32.to_le_bytes());
+    b.resize(64, 0);
+    b[32] = 1; // version
+    b
+}
+
+fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
+    let pm = PM_BASE;
+    let mut t = Table::new(b"FACP", 3);
+    t.u32(facs).u32(dsdt).u8(0).u8(0); // reserved, PM profile unspecified
+    t.u16(SCI_IRQ as u16).u32(0); // SCI, no SMI command port: always ACPI mode
+    t.u8(0).u8(0).u8(0).u8(0);
+    t.u32((pm + PM1_EVT_OFFSET) as u32).u32(0);
+    t.u32((pm + PM1_CNT_OFFSET) as u32).u32(0).u32(0);
+    t.u32((pm + PM_TMR_OFFSET) as u32).u32(0).u32(0);
+    t.u8(4).u8(2).u8(0).u8(4).u8(0).u8(0).u8(0).u8(0);
+    t.u16(0xfff).u16(0xfff); // no C2, C3
+    t.u16(0).u16(0).u8(0).u8(0).u8(0).u8(0).u8(0x32); // century register
+    t.u16(0x0003).u8(0); // legacy devices and an 8042
+                         // WBINVD, PROC_C1, SLP_BUTTON (none), RESET_REG_SUP.
+    t.u32((1 << 0) | (1 << 2) | (1 << 5) | (1 << 10));
+    t.gas_io(8, 0xcf9).u8(0x06); // reset register and value
+    t.u16(0).u8(0);
+    t.u64(u64::from(facs)).u64(u64::from(dsdt));
+    t.gas_io(32, pm + PM1_EVT_OFFSET).gas_io(0, 0);
+    t.gas_io(16, pm + PM1_CNT_OFFSET).gas_io(0, 0);
+    t.gas_io(0, 0);
+    t.gas_io(32, pm + PM_TMR_OFFSET);
+    t.gas_io(0, 0).gas_io(0, 0);
+    t.finish()
+}
+
+fn madt(cpus: u32) -> Vec<u8> {
+    let mut t = Table::new(b"APIC", 1);
+    t.u32(LAPIC_ADDR).u32(1); // PCAT_COMPAT: there are 8259s too
+    for id in 0..cpus {
+        t.u8(0).u8(8).u8(id as u8).u8(id as u8).u32(1);
+    }
+    t.u8(1).u8(12).u8(0).u8(0).u32(IOAPIC_ADDR).u32(0);
+    // IRQ0 -> GSI2 (the PIT); the SCI level-triggered, active high.
+    t.u8(2).u8(10).u8(0).u8(0).u32(2).u16(0);
+    t.u8(2)
+        .u8(10)
+        .u8(0)
+        .u8(SCI_IRQ as u8)
+        .u32(SCI_IRQ)
+        .u16(0x000d);
+    // LINT1 of every CPU is the NMI line.
+    t.u8(4).u8(6).u8(0xff).u16(0).u8(1);
+    t.finish()
+}
+
+/// Builds every table for `cpus` CPUs, laid out from [`ACPI_ADDR`]; returns
+/// the bytes to copy there and the RSDP's guest address.
+pub fn build(cpus: u32) -> (Vec<u8>, u64) {
+    let base = ACPI_ADDR as u32;
+    let mut blob = vec![0u8; 64]; // the RSDP goes first, at a 16-byte boundary
+    let place = |blob: &mut Vec<u8>, table: Vec<u8>| -> u32 {
+        while !blob.len().is_multiple_of(16) {
+            blob.push(0);
+        }
+        let at = base + blob.len() as u32;
+        blob.extend_from_slice(&table);
+        at
+    };
+    let dsdt_at = place(&mut blob, dsdt());
+    let facs_at = {
+        while !blob.len().is_multiple_of(64) {
+            blob.push(0);
+        }
+        place(&mut blob, facs())
+    };
+    let fadt_at = place(&mut blob, fadt(facs_at, dsdt_at));
+    let madt_at = place(&mut blob, madt(cpus));
+    let mut xsdt = Table::new(b"XSDT", 1);
+    xsdt.u64(u64::from(fadt_at)).u64(u64::from(madt_at));
+    let xsdt_at = place(&mut blob, xsdt.finish());
+    let mut rsdt = Table::new(b"RSDT", 1);
+    rsdt.u32(fadt_at).u32(madt_at);
+    let rsdt_at = place(&mut blob, rsdt.finish());
+    let mut rsdp = Vec::with_capacity(36);
+    rsdp.extend_from_slice(b"RSD PTR ");
+    rsdp.push(0);
+    rsdp.extend_from_slice(OEM_ID);
+    rsdp.push(2);
+    rsdp.extend_from_slice(&rsdt_at.to_le_bytes());
+    rsdp.extend_from_slice(&36u32.to_le_bytes());
+    rsdp.extend_from_slice(&u64::from(xsdt_at).to_le_bytes());
+    rsdp.extend_from_slice(&[0, 0, 0, 0]);
+    rsdp[8] = checksum(&rsdp[..20]);
+    rsdp[32] = checksum(&rsdp);
+    blob[..36].copy_from_slice(&rsdp);
+    (blob, ACPI_ADDR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_have_valid_checksums_and_lengths() {
+        let (blob, rsdp) = build(4);
+        assert_eq!(rsdp, ACPI_ADDR);
+        assert_eq!(&blob[..8], b"RSD PTR ");
+        assert_eq!(checksum(&blob[..20]), 0);
+        assert_eq!(checksum(&blob[..36]), 0);
+        let xsdt = u64::from_le_bytes(blob[24..32].try_into().unwrap()) - ACPI_ADDR;
+        let at = |off: u64| &blob[off as usize..];
+        let len = |t: &[u8]| u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+        let x = at(xsdt);
+        assert_eq!(&x[..4], b"XSDT");
+        assert_eq!(checksum(&x[..len(x)]), 0);
+        for i in 0..2 {
+            let p = u64::from_le_bytes(x[36 + 8 * i..44 + 8 * i].try_into().unwrap()) - ACPI_ADDR;
+            let t = at(p);
+            assert_eq!(checksum(&t[..len(t)]), 0, "{:?}", &t[..4]);
+            if &t[..4] == b"FACP" {
+                assert_eq!(len(t), 244);
+                assert_eq!(u32::from_le_bytes(t[64..68].try_into().unwrap()), 0x604);
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The KVM machine (`pc`): guest RAM, the VM with its in-kernel irqchip and
+//! PIT, the vCPU threads, the legacy devices on the port bus, ACPI tables,
+//! and the kernel it boots.
+
+pub mod acpi;
+pub mod boot;
+pub mod memory;
+pub mod vcpu;
+
+use boot::{ElfKernel, ACPI_ADDR};
+use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
+use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
+use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use memory::{GuestRam, RamLayout};
+use std::io::Write;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use vcpu::{EventSink, VcpuShared};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// What the machine tells the main loop, from any thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineEvent {
+    Platform(PlatformRequest),
+    GuestReset,
+    GuestShutdown,
+    InternalError(String),
+}
+
+/// Where the identity map and TSS go (below the BIOS, as QEMU puts them).
+const IDENTITY_MAP_ADDR: u64 = 0xfeffc000;
+const TSS_ADDR: usize = 0xfeffd000;
+
+#[derive(Debug)]
+pub struct MachineError(pub String);
+
+impl std::fmt::Display for MachineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> MachineError + '_ {
+    move |e| MachineError(format!("{what}: {e}"))
+}
+
+/// The VM handle devices reach their interrupt lines through; replaced
+/// when a reset rebuilds the VM.
+type CurrentVm = Arc<RwLock<Option<Arc<VmFd>>>>;
+
+/// An ISA interrupt line into the in-kernel PIC and IOAPIC.
+struct IsaIrq {
+    vm: CurrentVm,
+    irq: u32,
+}
+
+impl InterruptLine for IsaIrq {
+    fn set_level(&self, high: bool) {
+        if let Some(vm) = self.vm.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            // An irq line error cannot be reported to the device; the
+            // guest simply sees no interrupt.
+            let _ = vm.set_irq_line(self.irq, high);
+        }
+    }
+}
+
+struct PlatformSink(EventSink);
+
+impl RequestSink for PlatformSink {
+    fn request(&self, request: PlatformRequest) {
+        (self.0)(MachineEvent::Platform(request));
+    }
+}
+
+/// What the machine is built from.
+pub struct MachineConfig {
+    pub ram_size: u64,
+    pub cpus: u32,
+    pub kernel: Vec<u8>,
+    pub cmdline: String,
+    /// Where COM1 writes (None: no serial port).
+    pub serial: Option<Box<dyn Write + Send>>,
+    /// `-device isa-debug-exit,iobase=...,iosize=...`.
+    pub debug_exit: Option<(u16, u16)>,
+}
+
+pub struct Machine {
+    kvm: Kvm,
+    ram: GuestRam,
+    kernel: ElfKernel,
+    cmdline: String,
+    cpus: u32,
+    vm: CurrentVm,
+    vcpus: Vec<Arc<VcpuShared>>,
+    threads: Vec<JoinHandle<()>>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    events: EventSink,
+    pm: Arc<Mutex<AcpiPm>>,
+    serial: Arc<Mutex<Serial16550>>,
+    /// The vCPUs are to run (the run state is `running`).
+    running: bool,
+}
+
+impl Machine {
+    pub fn new(config: MachineConfig, events: EventSink) -> Result<Machine, MachineError> {
+        vcpu::install_kick_handler();
+        let kvm = Kvm::new().map_err(err("Could not access KVM kernel module"))?;
+        let layout = RamLayout::pc(config.ram_size);
+        let ram = GuestRam::new(layout).map_err(err("guest memory"))?;
+        let kernel = ElfKernel::parse(config.kernel).map_err(err("-kernel"))?;
+        let vm: CurrentVm = Arc::new(RwLock::new(None));
+        let sink: Arc<dyn RequestSink> = Arc::new(PlatformSink(events.clone()));
+        let irq = |n: u32| -> Arc<dyn InterruptLine> {
+            Arc::new(IsaIrq {
+                vm: vm.clone(),
+                irq: n,
+            })
+        };
+
+        let mut pio = Bus::new();
+        let serial = Arc::new(Mutex::new(Serial16550::new(irq(4), config.serial)));
+        let pm = Arc::new(Mutex::new(AcpiPm::new(
+            irq(devices::acpi_pm::SCI_IRQ),
+            sink.clone(),
+        )));
+        let below = layout.below_4g;
+        let above = layout.above_4g;
+        let insert = |bus: &mut Bus, base: u64, len: u64, d: devices::SharedDevice| {
+            bus.insert(base, len, d).map_err(err("port bus"))
+        };
+        insert(&mut pio, 0x3f8, 8, serial.clone())?;
+        // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4).
+        insert(
+            &mut pio,
+            0x60,
+            5,
+            Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1)))),
+        )?;
+        insert(
+            &mut pio,
+            0x70,
+            2,
+            Arc::new(Mutex::new(Cmos::new(below, above, sink.clone()))),
+        )?;
+        insert(
+            &mut pio,
+            devices::acpi_pm::PM_BASE,
+            devices::acpi_pm::PM_LEN,
+            pm.clone(),
+        )?;
+        insert(
+            &mut pio,
+            0xcf9,
+            1,
+            Arc::new(Mutex::new(ResetControl::new(sink.clone()))),
+        )?;
+        if let Some((base, len)) = config.debug_exit {
+            insert(
+                &mut pio,
+                u64::from(base),
+                u64::from(len.max(1)),
+                Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
+            )?;
+        }
+        let mut m = Machine {
+            kvm,
+            ram,
+            kernel,
+            cmdline: config.cmdline,
+            cpus: config.cpus.max(1),
+            vm,
+            vcpus: Vec::new(),
+            threads: Vec::new(),
+            pio: Arc::new(pio),
+            mmio: Arc::new(Bus::new()),
+            events,
+            pm,
+            serial,
+            running: false,
+        };
+        m.build_vm()?;
+        Ok(m)
+    }
+
+    /// Creates the KVM VM and its vCPUs in power-on state, with the kernel
+    /// and boot data freshly loaded. Used at start and for every reset.
+    fn build_vm(&mut self) -> Result<(), MachineError> {
+        let vm = self
+            .kvm
+            .create_vm()
+            .map_err(err("failed to initialize KVM"))?;
+        vm.set_identity_map_address(IDENTITY_MAP_ADDR)
+            .map_err(err("KVM identity map"))?;
+        vm.set_tss_address(TSS_ADDR).map_err(err("KVM TSS"))?;
+        vm.create_irq_chip().map_err(err("KVM irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(err("KVM PIT"))?;
+        for (slot, region) in self.ram.mem.iter().enumerate() {
+            let host = self
+                .ram
+                .mem
+                .get_host_address(region.start_addr())
+                .map_err(err("guest memory"))?;
+            let r = kvm_bindings::kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the mapping stays alive as long as `self.ram`, which
+            // outlives every VM this machine creates.
+            unsafe { vm.set_user_memory_region(r) }.map_err(err("KVM memory"))?;
+        }
+        self.load_boot_data()?;
+        let mut cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(err("KVM CPUID"))?;
+        let vm = Arc::new(vm);
+        let mut vcpus = Vec::new();
+        for index in 0..self.cpus {
+            let fd = vm.create_vcpu(u64::from(index)).map_err(err("KVM vCPU"))?;
+            set_cpuid(&fd, &mut cpuid, index, self.cpus)?;
+            setup_lapic(&fd)?;
+            let fpu = kvm_bindings::kvm_fpu {
+                fcw: 0x37f,
+                mxcsr: 0x1f80,
+                ..Default::default()
+            };
+            fd.set_fpu(&fpu).map_err(err("KVM FPU"))?;
+            if index == 0 {
+                set_pvh_entry(&fd, self.kernel.entry, boot::START_INFO_ADDR)?;
+            }
+            vcpus.push(VcpuShared::new(index as usize, fd, !self.running));
+        }
+        *self.vm.write().unwrap_or_else(|e| e.into_inner()) = Some(vm);
+        for v in &vcpus {
+            let name = format!("CPU {}/KVM", v.index);
+            let t = vcpu::spawn(
+                v.clone(),
+                self.pio.clone(),
+                self.mmio.clone(),
+                self.events.clone(),
+                name,
+            )
+            .map_err(err("vCPU thread"))?;
+            self.threads.push(t);
+        }
+        self.vcpus = vcpus;
+        Ok(())
+    }
+
+    fn load_boot_data(&self) -> Result<(), MachineError> {
+        let mem = &self.ram.mem;
+        self.kernel
+            .load(mem, &self.ram.layout)
+            .map_err(err("-kernel"))?;
+        let (tables, rsdp) = acpi::build(self.cpus);
+        mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
+            .map_err(err("ACPI tables"))?;
+        boot::write_start_info(mem, &self.ram.layout, &self.cmdline, rsdp)
+            .map_err(err("PVH start info"))?;
+        Ok(())
+    }
+
+    fn teardown_vm(&mut self) {
+        for v in &self.vcpus {
+            v.stop();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.vcpus.clear();
+        *self.vm.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn cpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Runs `f` with every vCPU stopped (for reading their registers),
+    /// then lets them run again if they ran before.
+    fn with_vcpus_paused<T>(&mut self, f: impl FnOnce(&Self) -> T) -> T {
+        let was_running = self.running;
+        if was_running {
+            self.pause_all();
+        }
+        let r = f(self);
+        if was_running {
+            self.resume_all();
+        }
+        r
+    }
+
+    /// (instruction pointer, halted, thread id) of every vCPU.
+    pub fn cpu_states(&mut self) -> Vec<(u64, bool, i32)> {
+        self.with_vcpus_paused(|m| {
+            m.vcpus
+                .iter()
+                .map(|v| {
+                    let fd = v.fd.lock().unwrap_or_else(|e| e.into_inner());
+                    let rip = fd.get_regs().map(|r| r.rip).unwrap_or(0);
+                    let halted = fd
+                        .get_mp_state()
+                        .map(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED)
+                        .unwrap_or(false);
+                    (rip, halted, v.tid.load(std::sync::atomic::Ordering::SeqCst))
+                })
+                .collect()
+        })
+    }
+
+    /// Guest-physical memory; bytes outside RAM read as zero.
+    pub fn read_physical(&self, addr: u64, out: &mut [u8]) {
+        out.fill(0);
+        let mut done = 0usize;
+        while done < out.len() {
+            let gpa = addr.wrapping_add(done as u64);
+            let chunk = (out.len() - done).min(0x1000 - (gpa as usize & 0xfff));
+            // A page outside RAM stays zero.
+            let _ = self
+                .ram
+                .mem
+                .read_slice(&mut out[done..done + chunk], GuestAddress(gpa));
+            done += chunk;
+        }
+    }
+
+    /// The guest-physical address of `gva` in the page tables of vCPU `cpu`.
+    pub fn translate(&mut self, cpu: usize, gva: u64) -> Option<u64> {
+        self.with_vcpus_paused(|m| {
+            let v = m.vcpus.get(cpu)?;
+            let fd = v.fd.lock().unwrap_or_else(|e| e.into_inner());
+            let t = fd.translate_gva(gva).ok()?;
+            (t.valid != 0).then_some(t.physical_address)
+        })
+    }
+
+    pub fn press_power_button(&self) {
+        self.pm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
+    }
+
+    pub fn wake(&self) {
+        self.pm.lock().unwrap_or_else(|e| e.into_inner()).wake();
+    }
+
+    pub fn inject_nmi(&self) -> Result<(), MachineError> {
+        for v in &self.vcpus {
+            v.fd.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .nmi()
+                .map_err(err("NMI"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.teardown_vm();
+    }
+}
+
+impl Machine {
+    /// Stops every vCPU; returns once none runs guest code.
+    pub fn pause_all(&mut self) {
+        self.running = false;
+        for v in &self.vcpus {
+            v.pause();
+        }
+    }
+
+    pub fn resume_all(&mut self) {
+        self.running = true;
+        for v in &self.vcpus {
+            v.resume();
+        }
+    }
+
+    /// Power-on state again: a fresh KVM VM (vCPUs, irqchip, PIT), the
+    /// devices reset, the kernel and boot data reloaded, RAM kept.
+    pub fn reset(&mut self) {
+        let running = self.running;
+        self.running = false;
+        self.teardown_vm();
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+        self.pm.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.running = running;
+        if let Err(e) = self.build_vm() {
+            (self.events)(MachineEvent::InternalError(format!("reset failed: {e}")));
+        }
+    }
+}
+
+fn set_cpuid(
+    fd: &kvm_ioctls::VcpuFd,
+    cpuid: &mut CpuId,
+    index: u32,
+    cpus: u32,
+) -> Result<(), MachineError> {
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => {
+                e.ebx = (e.ebx & 0x0000_ffff) | (index << 24) | ((cpus.min(255)) << 16);
+                e.ecx |= 1 << 31; // running under a hypervisor
+            }
+            0xb | 0x1f => e.edx = index,
+            _ => {}
+        }
+    }
+    fd.set_cpuid2(cpuid).map_err(err("KVM CPUID"))
+}
+
+fn setup_lapic(fd: &kvm_ioctls::VcpuFd) -> Result<(), MachineError> {
+    let mut lapic = fd.get_lapic().map_err(err("KVM LAPIC"))?;
+    let set = |regs: &mut [std::os::raw::c_char; 1024], off: usize, v: u32| {
+        for (i, b) in v.to_le_bytes().iter().enumerate() {
+            regs[off + i] = *b as std::os::raw::c_char;
+        }
+    };
+    // LINT0 delivers the 8259's ExtINT, LINT1 the NMI, as on a PC.
+    set(&mut lapic.regs, 0x350, 0x700);
+    set(&mut lapic.regs, 0x360, 0x400);
+    fd.set_lapic(&lapic).map_err(err("KVM LAPIC"))
+}
+
+/// The PVH entry state: 32-bit protected mode with flat segments, paging
+/// off, %ebx pointing at the start info.
+fn set_pvh_entry(fd: &kvm_ioctls::VcpuFd, entry: u64, start_info: u64) -> Result<(), MachineError> {
+    let mut sregs = fd.get_sregs().map_err(err("KVM sregs"))?;
+    let code = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 0x10,
+        type_: 0xb,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let data = kvm_bindings::kvm_segment {
+        selector: 0x18,
+        type_: 0x3,
+        ..code
+    };
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.cr0 = 0x11;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    fd.set_sregs(&sregs).map_err(err("KVM sregs"))?;
+    let regs = kvm_regs {
+        rip: entry,
+        rbx: start_info,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    fd.set_regs(&regs).map_err(err("KVM regs"))
+}
