@@ -81,7 +81,10 @@ fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
 fn a_missing_kernel_is_reported_as_qemu_does() {
     let (st, _, err) = run_vmm(&["-kernel", "/nonexistent/vmlinux"]);
     assert_eq!(st.code(), Some(1));
-    assert!(err.starts_with("vmm: could not load kernel '/nonexistent/vmlinux'"), "{err}");
+    assert!(
+        err.starts_with("vmm: could not load kernel '/nonexistent/vmlinux'"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -30,7 +30,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("blockdev", "the block layer"),
     ("netdev", "network backends"),
     ("object", "the object model"),
-    ("initrd", "the bzImage loader"),
     ("bios", "firmware loading"),
     ("vnc", "the VNC server"),
     ("incoming", "migration"),
@@ -309,10 +308,18 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
     };
     let kernel = std::fs::read(kernel_path)
         .map_err(|e| format!("could not load kernel '{kernel_path}': {e}"))?;
+    let initrd = config
+        .initrd
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p).map_err(|e| format!("could not load initial ram disk '{p}': {e}"))
+        })
+        .transpose()?;
     let machine_config = MachineConfig {
         ram_size: config.memory.size,
         cpus: config.smp.cpus,
         kernel,
+        initrd,
         cmdline: config.append.clone().unwrap_or_default(),
         serial: serial_writer(config)?,
         debug_exit: debug_exit(config)?,

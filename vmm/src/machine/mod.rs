@@ -4,10 +4,12 @@
 
 pub mod acpi;
 pub mod boot;
+pub mod bzimage;
 pub mod memory;
 pub mod vcpu;
 
 use boot::{ElfKernel, ACPI_ADDR};
+use bzimage::BzImage;
 use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
 use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
 use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -78,6 +80,7 @@ pub struct MachineConfig {
     pub ram_size: u64,
     pub cpus: u32,
     pub kernel: Vec<u8>,
+    pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
     /// Where COM1 writes (None: no serial port).
     pub serial: Option<Box<dyn Write + Send>>,
@@ -88,7 +91,7 @@ pub struct MachineConfig {
 pub struct Machine {
     kvm: Kvm,
     ram: GuestRam,
-    kernel: ElfKernel,
+    kernel: Kernel,
     cmdline: String,
     cpus: u32,
     vm: CurrentVm,
@@ -109,7 +112,16 @@ impl Machine {
         let kvm = Kvm::new().map_err(err("Could not access KVM kernel module"))?;
         let layout = RamLayout::pc(config.ram_size);
         let ram = GuestRam::new(layout).map_err(err("guest memory"))?;
-        let kernel = ElfKernel::parse(config.kernel).map_err(err("-kernel"))?;
+        let kernel = if BzImage::is_bzimage(&config.kernel) {
+            Kernel::BzImage(BzImage::parse(&config.kernel, config.initrd).map_err(err("-kernel"))?)
+        } else {
+            if config.initrd.is_some() {
+                return Err(MachineError(
+                    "-initrd: only a bzImage kernel takes an initrd".into(),
+                ));
+            }
+            Kernel::Pvh(ElfKernel::parse(config.kernel).map_err(err("-kernel"))?)
+        };
         let vm: CurrentVm = Arc::new(RwLock::new(None));
         let sink: Arc<dyn RequestSink> = Arc::new(PlatformSink(events.clone()));
         let irq = |n: u32| -> Arc<dyn InterruptLine> {
@@ -217,7 +229,7 @@ impl Machine {
             // outlives every VM this machine creates.
             unsafe { vm.set_user_memory_region(r) }.map_err(err("KVM memory"))?;
         }
-        self.load_boot_data()?;
+        let entry = self.load_boot_data()?;
         let mut cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -235,7 +247,7 @@ impl Machine {
             };
             fd.set_fpu(&fpu).map_err(err("KVM FPU"))?;
             if index == 0 {
-                set_pvh_entry(&fd, self.kernel.entry, boot::START_INFO_ADDR)?;
+                set_protected_mode_entry(&fd, entry)?;
             }
             vcpus.push(VcpuShared::new(index as usize, fd, !self.running));
         }
@@ -256,17 +268,37 @@ impl Machine {
         Ok(())
     }
 
-    fn load_boot_data(&self) -> Result<(), MachineError> {
+    /// Writes kernel, boot data, GDT and ACPI tables; returns the entry
+    /// registers for the boot vCPU.
+    fn load_boot_data(&self) -> Result<EntryPoint, MachineError> {
         let mem = &self.ram.mem;
-        self.kernel
-            .load(mem, &self.ram.layout)
-            .map_err(err("-kernel"))?;
+        mem.write_slice(&boot_gdt(), GuestAddress(GDT_ADDR))
+            .map_err(err("GDT"))?;
         let (tables, rsdp) = acpi::build(self.cpus);
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
-        boot::write_start_info(mem, &self.ram.layout, &self.cmdline, rsdp)
-            .map_err(err("PVH start info"))?;
-        Ok(())
+        match &self.kernel {
+            Kernel::Pvh(k) => {
+                k.load(mem, &self.ram.layout).map_err(err("-kernel"))?;
+                let si = boot::write_start_info(mem, &self.ram.layout, &self.cmdline, rsdp)
+                    .map_err(err("PVH start info"))?;
+                Ok(EntryPoint {
+                    rip: k.entry,
+                    rbx: si,
+                    rsi: 0,
+                })
+            }
+            Kernel::BzImage(k) => {
+                let (rip, zero_page) = k
+                    .load(mem, &self.ram.layout, &self.cmdline)
+                    .map_err(err("-kernel"))?;
+                Ok(EntryPoint {
+                    rip,
+                    rbx: 0,
+                    rsi: zero_page,
+                })
+            }
+        }
     }
 
     fn teardown_vm(&mut self) {
@@ -436,10 +468,42 @@ fn setup_lapic(fd: &kvm_ioctls::VcpuFd) -> Result<(), MachineError> {
     fd.set_lapic(&lapic).map_err(err("KVM LAPIC"))
 }
 
-/// The PVH entry state: 32-bit protected mode with flat segments, paging
-/// off, %ebx pointing at the start info.
-fn set_pvh_entry(fd: &kvm_ioctls::VcpuFd, entry: u64, start_info: u64) -> Result<(), MachineError> {
+/// The kernels a machine boots.
+enum Kernel {
+    /// An ELF with a PVH entry note.
+    Pvh(ElfKernel),
+    /// A Linux bzImage.
+    BzImage(BzImage),
+}
+
+/// Registers the boot vCPU starts with.
+#[derive(Clone, Copy)]
+struct EntryPoint {
+    rip: u64,
+    /// PVH: the start info.
+    rbx: u64,
+    /// Linux boot protocol: the zero page.
+    rsi: u64,
+}
+
+/// A GDT with the selectors both entry protocols name: 0x10 flat 32-bit
+/// code, 0x18 flat data.
+const GDT_ADDR: u64 = 0x500;
+
+fn boot_gdt() -> Vec<u8> {
+    let entries: [u64; 4] = [0, 0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+    entries.iter().flat_map(|e| e.to_le_bytes()).collect()
+}
+
+/// The 32-bit entry state both protocols use: protected mode with flat
+/// segments, paging off, interrupts off.
+fn set_protected_mode_entry(
+    fd: &kvm_ioctls::VcpuFd,
+    entry: EntryPoint,
+) -> Result<(), MachineError> {
     let mut sregs = fd.get_sregs().map_err(err("KVM sregs"))?;
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = (boot_gdt().len() - 1) as u16;
     let code = kvm_bindings::kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
@@ -471,8 +535,9 @@ fn set_pvh_entry(fd: &kvm_ioctls::VcpuFd, entry: u64, start_info: u64) -> Result
     sregs.efer = 0;
     fd.set_sregs(&sregs).map_err(err("KVM sregs"))?;
     let regs = kvm_regs {
-        rip: entry,
-        rbx: start_info,
+        rip: entry.rip,
+        rbx: entry.rbx,
+        rsi: entry.rsi,
         rflags: 0x2,
         ..Default::default()
     };

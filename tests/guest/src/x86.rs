@@ -1,0 +1,131 @@
+//! Port I/O, MMIO, CPUID, TSC. Port I/O works in ring 3 through the TSS
+//! I/O permission bitmap (every port allowed).
+
+use core::arch::asm;
+
+#[inline]
+pub fn outb(port: u16, v: u8) {
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+}
+
+#[inline]
+pub fn outw(port: u16, v: u16) {
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) }
+}
+
+#[inline]
+pub fn outl(port: u16, v: u32) {
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+}
+
+#[inline]
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+#[inline]
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+#[inline]
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+pub struct Cpuid {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+pub fn cpuid(leaf: u32, sub: u32) -> Cpuid {
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, sub) };
+    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+/// Initial APIC ID of the running CPU.
+pub fn apic_id() -> u32 {
+    cpuid(1, 0).ebx >> 24
+}
+
+#[inline]
+pub fn rdtsc() -> u64 {
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[inline]
+pub fn pause() {
+    core::hint::spin_loop()
+}
+
+/// Current privilege level.
+pub fn cpl() -> u16 {
+    let cs: u16;
+    unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) }
+    cs & 3
+}
+
+/// Sleeps until an NMI arrives. From ring 3 this is the int3 gate (the
+/// ring-0 handler does `hlt; iretq`); from ring 0 a plain `hlt`.
+pub fn halt() {
+    if cpl() == 3 {
+        unsafe { asm!("int3", options(nomem, nostack)) }
+    } else {
+        unsafe { asm!("hlt", options(nomem, nostack)) }
+    }
+}
+
+/// Physical memory is identity-mapped (and user-accessible): a physical
+/// address is a pointer.
+#[inline]
+pub fn rd8(pa: u64) -> u8 {
+    unsafe { core::ptr::read_volatile(pa as *const u8) }
+}
+
+#[inline]
+pub fn rd16(pa: u64) -> u16 {
+    unsafe { core::ptr::read_unaligned(pa as *const u16) }
+}
+
+#[inline]
+pub fn rd32(pa: u64) -> u32 {
+    unsafe { core::ptr::read_unaligned(pa as *const u32) }
+}
+
+#[inline]
+pub fn rd64(pa: u64) -> u64 {
+    unsafe { core::ptr::read_unaligned(pa as *const u64) }
+}
+
+#[inline]
+pub fn mmio_rd32(pa: u64) -> u32 {
+    unsafe { core::ptr::read_volatile(pa as *const u32) }
+}
+
+#[inline]
+pub fn mmio_wr32(pa: u64, v: u32) {
+    unsafe { core::ptr::write_volatile(pa as *mut u32, v) }
+}
+
+#[inline]
+pub fn mmio_wr16(pa: u64, v: u16) {
+    unsafe { core::ptr::write_volatile(pa as *mut u16, v) }
+}
+
+#[inline]
+pub fn mmio_wr8(pa: u64, v: u8) {
+    unsafe { core::ptr::write_volatile(pa as *mut u8, v) }
+}
+
+#[inline]
+pub fn mmio_wr64(pa: u64, v: u64) {
+    unsafe { core::ptr::write_volatile(pa as *mut u64, v) }
+}
