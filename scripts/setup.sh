@@ -22,3 +22,20 @@ if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
     echo "setup: /dev/kvm is not usable by $(id -un); vmm needs KVM" >&2
     exit 1
 fi
+
+# A stock Linux kernel for the boot smoke test: Debian's cloud kernel,
+# fetched as a package and unpacked here, never committed.
+kernel_dir=tests/assets/kernel
+if [ ! -s "$kernel_dir/vmlinuz" ]; then
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+    if [ -z "$pkg" ]; then
+        $SUDO apt-get update -qq
+        pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    fi
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb x)
+    mkdir -p "$kernel_dir"
+    cp "$tmp"/x/boot/vmlinuz-* "$kernel_dir/vmlinuz"
+    rm -rf "$tmp"
+fi

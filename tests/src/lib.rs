@@ -157,6 +157,58 @@ pub fn send_signal(pid: u32, signal: i32) {
     unsafe { libc::kill(pid as i32, signal) };
 }
 
+/// Why a full guest boot cannot run here, if it cannot: a host without
+/// hardware virtualization (or behind the paravirtual `kvm_pvm`
+/// hypervisor) emulates guest ring 0, and stock kernels die there.
+pub fn full_boot_unavailable() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let hw = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        Some(
+            "KVM runs through the paravirtual kvm_pvm hypervisor (guest ring 0 is emulated)".into(),
+        )
+    } else if !hw {
+        Some("the host CPU shows no vmx/svm (no hardware virtualization)".into())
+    } else {
+        None
+    }
+}
+
+/// A file the test set-up (scripts/setup.sh) provides.
+pub fn asset(relative: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(relative);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+/// Waits until `path` holds a line for which `done` is true; returns the
+/// whole text. Fails the test after `limit`.
+pub fn wait_for_text(path: &Path, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(&done) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out; {} holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `vmm ARGS` to completion (for options that exit at once).
 pub fn run_vmm(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(vmm_binary())

@@ -21,6 +21,10 @@ pub struct Vmm {
     pub package: String,
     /// `-m`, in bytes.
     pub ram_size: u64,
+    /// `-smp`.
+    pub topology: crate::cmdline::SmpConfig,
+    /// The `-cpu` model name (QEMU's default `qemu64`).
+    pub cpu_model: String,
 }
 
 /// The command-line option groups, as query-command-line-options lists
@@ -838,7 +842,27 @@ impl QmpCommands for Vmm {
     }
 
     fn query_hotpluggable_cpus(&mut self) -> Result<Vec<HotpluggableCPU>, Error> {
-        not_implemented("query-hotpluggable-cpus")
+        let t = self.topology;
+        let present = self.vm.machine.as_ref().map_or(0, |m| m.cpu_count());
+        let per_socket = u64::from(t.cores.max(1) * t.threads.max(1));
+        // QEMU lists every possible CPU, the highest first.
+        Ok((0..u64::from(t.maxcpus))
+            .rev()
+            .map(|i| HotpluggableCPU {
+                r#type: format!("{}-x86_64-cpu", self.cpu_model),
+                vcpus_count: 1,
+                props: CpuInstanceProperties {
+                    node_id: None,
+                    socket_id: Some((i / per_socket) as i64),
+                    core_id: Some(
+                        ((i / u64::from(t.threads.max(1))) % u64::from(t.cores.max(1))) as i64,
+                    ),
+                    thread_id: Some((i % u64::from(t.threads.max(1))) as i64),
+                },
+                qom_path: ((i as usize) < present)
+                    .then(|| format!("/machine/unattached/device[{i}]")),
+            })
+            .collect())
     }
 
     fn query_vm_generation_id(&mut self) -> Result<GuidInfo, Error> {

@@ -393,6 +393,13 @@ fn run(config: Config) -> ExitCode {
         kvm_enabled: true,
         package: PACKAGE.to_string(),
         ram_size: config.memory.size,
+        topology: config.smp,
+        cpu_model: config
+            .cpu_model
+            .as_deref()
+            .and_then(|c| c.split(',').next())
+            .unwrap_or("qemu64")
+            .to_string(),
     };
     let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
         Ok(m) => m,
