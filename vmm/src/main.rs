@@ -74,6 +74,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Action::ListCpus => {
+            println!("Available CPUs:");
+            for (name, desc) in machine::cpuid::MODELS {
+                println!("x86 {name:<16} {desc}");
+            }
+            ExitCode::SUCCESS
+        }
         Action::ListAccels => {
             println!("Possible accelerators: kvm");
             ExitCode::SUCCESS
@@ -96,7 +103,6 @@ fn main() -> ExitCode {
 fn help_option(a: &Action) -> &'static str {
     match a {
         Action::MachineHelp { .. } => "-machine help",
-        Action::ListCpus => "-cpu help",
         Action::ListDevices | Action::DeviceHelp { .. } => "-device help",
         Action::ListChardevBackends => "-chardev help",
         Action::ListNetdevBackends => "-netdev help",
@@ -107,7 +113,7 @@ fn help_option(a: &Action) -> &'static str {
 
 fn help_subsystem(a: &Action) -> &'static str {
     match a {
-        Action::MachineHelp { .. } | Action::ListCpus => {
+        Action::MachineHelp { .. } => {
             "CPU models and machine properties arrive with the KVM machine"
         }
         Action::ListDevices | Action::DeviceHelp { .. } => {
@@ -315,7 +321,10 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
             std::fs::read(p).map_err(|e| format!("could not load initial ram disk '{p}': {e}"))
         })
         .transpose()?;
+    let cpu = machine::cpuid::CpuSpec::parse(config.cpu_model.as_deref().unwrap_or("qemu64"))
+        .map_err(|e| format!("-cpu: {e}"))?;
     let machine_config = MachineConfig {
+        cpu,
         ram_size: config.memory.size,
         cpus: config.smp.cpus,
         kernel,

@@ -5,6 +5,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod bzimage;
+pub mod cpuid;
 pub mod memory;
 pub mod vcpu;
 
@@ -79,6 +80,7 @@ impl RequestSink for PlatformSink {
 pub struct MachineConfig {
     pub ram_size: u64,
     pub cpus: u32,
+    pub cpu: cpuid::CpuSpec,
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
@@ -93,6 +95,7 @@ pub struct Machine {
     ram: GuestRam,
     kernel: Kernel,
     cmdline: String,
+    cpu: cpuid::CpuSpec,
     cpus: u32,
     vm: CurrentVm,
     vcpus: Vec<Arc<VcpuShared>>,
@@ -181,6 +184,7 @@ impl Machine {
             ram,
             kernel,
             cmdline: config.cmdline,
+            cpu: config.cpu,
             cpus: config.cpus.max(1),
             vm,
             vcpus: Vec::new(),
@@ -230,10 +234,11 @@ impl Machine {
             unsafe { vm.set_user_memory_region(r) }.map_err(err("KVM memory"))?;
         }
         let entry = self.load_boot_data()?;
-        let mut cpuid = self
+        let supported = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("KVM CPUID"))?;
+        let mut cpuid = cpuid::apply(&self.cpu, &supported);
         let vm = Arc::new(vm);
         let mut vcpus = Vec::new();
         for index in 0..self.cpus {

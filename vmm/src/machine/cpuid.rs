@@ -1,0 +1,283 @@
+//! CPU models and features for `-cpu`: KVM's supported CPUID, narrowed to
+//! a model's feature set and adjusted by `+feat`/`-feat` (or `feat=on`,
+//! `feat=off`), as QEMU's x86 CPU options do.
+
+use kvm_bindings::CpuId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reg {
+    Eax,
+    Ebx,
+    Ecx,
+    Edx,
+}
+
+/// (QEMU's feature name, leaf, subleaf, register, bit).
+const FEATURES: &[(&str, u32, u32, Reg, u32)] = &[
+    ("fpu", 1, 0, Reg::Edx, 0),
+    ("vme", 1, 0, Reg::Edx, 1),
+    ("de", 1, 0, Reg::Edx, 2),
+    ("pse", 1, 0, Reg::Edx, 3),
+    ("tsc", 1, 0, Reg::Edx, 4),
+    ("msr", 1, 0, Reg::Edx, 5),
+    ("pae", 1, 0, Reg::Edx, 6),
+    ("mce", 1, 0, Reg::Edx, 7),
+    ("cx8", 1, 0, Reg::Edx, 8),
+    ("apic", 1, 0, Reg::Edx, 9),
+    ("sep", 1, 0, Reg::Edx, 11),
+    ("mtrr", 1, 0, Reg::Edx, 12),
+    ("pge", 1, 0, Reg::Edx, 13),
+    ("mca", 1, 0, Reg::Edx, 14),
+    ("cmov", 1, 0, Reg::Edx, 15),
+    ("pat", 1, 0, Reg::Edx, 16),
+    ("pse36", 1, 0, Reg::Edx, 17),
+    ("clflush", 1, 0, Reg::Edx, 19),
+    ("mmx", 1, 0, Reg::Edx, 23),
+    ("fxsr", 1, 0, Reg::Edx, 24),
+    ("sse", 1, 0, Reg::Edx, 25),
+    ("sse2", 1, 0, Reg::Edx, 26),
+    ("ss", 1, 0, Reg::Edx, 27),
+    ("ht", 1, 0, Reg::Edx, 28),
+    ("pni", 1, 0, Reg::Ecx, 0),
+    ("pclmulqdq", 1, 0, Reg::Ecx, 1),
+    ("monitor", 1, 0, Reg::Ecx, 3),
+    ("vmx", 1, 0, Reg::Ecx, 5),
+    ("ssse3", 1, 0, Reg::Ecx, 9),
+    ("fma", 1, 0, Reg::Ecx, 12),
+    ("cx16", 1, 0, Reg::Ecx, 13),
+    ("pcid", 1, 0, Reg::Ecx, 17),
+    ("sse4.1", 1, 0, Reg::Ecx, 19),
+    ("sse4.2", 1, 0, Reg::Ecx, 20),
+    ("x2apic", 1, 0, Reg::Ecx, 21),
+    ("movbe", 1, 0, Reg::Ecx, 22),
+    ("popcnt", 1, 0, Reg::Ecx, 23),
+    ("tsc-deadline", 1, 0, Reg::Ecx, 24),
+    ("aes", 1, 0, Reg::Ecx, 25),
+    ("xsave", 1, 0, Reg::Ecx, 26),
+    ("avx", 1, 0, Reg::Ecx, 28),
+    ("f16c", 1, 0, Reg::Ecx, 29),
+    ("rdrand", 1, 0, Reg::Ecx, 30),
+    ("hypervisor", 1, 0, Reg::Ecx, 31),
+    ("fsgsbase", 7, 0, Reg::Ebx, 0),
+    ("bmi1", 7, 0, Reg::Ebx, 3),
+    ("avx2", 7, 0, Reg::Ebx, 5),
+    ("smep", 7, 0, Reg::Ebx, 7),
+    ("bmi2", 7, 0, Reg::Ebx, 8),
+    ("erms", 7, 0, Reg::Ebx, 9),
+    ("invpcid", 7, 0, Reg::Ebx, 10),
+    ("avx512f", 7, 0, Reg::Ebx, 16),
+    ("rdseed", 7, 0, Reg::Ebx, 18),
+    ("adx", 7, 0, Reg::Ebx, 19),
+    ("smap", 7, 0, Reg::Ebx, 20),
+    ("clflushopt", 7, 0, Reg::Ebx, 23),
+    ("sha-ni", 7, 0, Reg::Ebx, 29),
+    ("umip", 7, 0, Reg::Ecx, 2),
+    ("pku", 7, 0, Reg::Ecx, 3),
+    ("xsaveopt", 0xd, 1, Reg::Eax, 0),
+    ("xsavec", 0xd, 1, Reg::Eax, 1),
+    ("xgetbv1", 0xd, 1, Reg::Eax, 2),
+    ("xsaves", 0xd, 1, Reg::Eax, 3),
+    ("lahf-lm", 0x8000_0001, 0, Reg::Ecx, 0),
+    ("svm", 0x8000_0001, 0, Reg::Ecx, 2),
+    ("abm", 0x8000_0001, 0, Reg::Ecx, 5),
+    ("sse4a", 0x8000_0001, 0, Reg::Ecx, 6),
+    ("3dnowprefetch", 0x8000_0001, 0, Reg::Ecx, 8),
+    ("syscall", 0x8000_0001, 0, Reg::Edx, 11),
+    ("nx", 0x8000_0001, 0, Reg::Edx, 20),
+    ("pdpe1gb", 0x8000_0001, 0, Reg::Edx, 26),
+    ("rdtscp", 0x8000_0001, 0, Reg::Edx, 27),
+    ("lm", 0x8000_0001, 0, Reg::Edx, 29),
+];
+
+/// The features of QEMU's `qemu64` and `kvm64` models (`kvm64` lacks
+/// `lahf-lm`, `sse4a`... and has the same base set otherwise).
+const QEMU64: &[&str] = &[
+    "fpu",
+    "de",
+    "pse",
+    "tsc",
+    "msr",
+    "pae",
+    "mce",
+    "cx8",
+    "apic",
+    "sep",
+    "mtrr",
+    "pge",
+    "mca",
+    "cmov",
+    "pat",
+    "pse36",
+    "clflush",
+    "mmx",
+    "fxsr",
+    "sse",
+    "sse2",
+    "pni",
+    "cx16",
+    "lahf-lm",
+    "syscall",
+    "nx",
+    "lm",
+    "hypervisor",
+    "x2apic",
+];
+const KVM64: &[&str] = &[
+    "fpu",
+    "de",
+    "pse",
+    "tsc",
+    "msr",
+    "pae",
+    "mce",
+    "cx8",
+    "apic",
+    "sep",
+    "mtrr",
+    "pge",
+    "mca",
+    "cmov",
+    "pat",
+    "pse36",
+    "clflush",
+    "mmx",
+    "fxsr",
+    "sse",
+    "sse2",
+    "pni",
+    "cx16",
+    "syscall",
+    "nx",
+    "lm",
+    "hypervisor",
+    "x2apic",
+];
+
+/// The CPU models vmm offers, for `-cpu help`.
+pub const MODELS: &[(&str, &str)] = &[
+    ("host", "KVM processor with all supported host features"),
+    ("qemu64", "QEMU Virtual CPU version 2.5+ (feature set)"),
+    ("kvm64", "Common KVM processor (feature set)"),
+];
+
+/// A parsed `-cpu` option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuSpec {
+    pub model: String,
+    /// (feature, on) in the order given.
+    pub changes: Vec<(String, bool)>,
+}
+
+impl CpuSpec {
+    pub fn parse(text: &str) -> Result<CpuSpec, String> {
+        let mut parts = text.split(',');
+        let model = parts.next().unwrap_or("qemu64").to_string();
+        if !MODELS.iter().any(|(m, _)| *m == model) {
+            return Err(format!("unable to find CPU model '{model}'"));
+        }
+        let mut changes = Vec::new();
+        for p in parts.filter(|p| !p.is_empty()) {
+            let (name, on) = if let Some(n) = p.strip_prefix('+') {
+                (n, true)
+            } else if let Some(n) = p.strip_prefix('-') {
+                (n, false)
+            } else if let Some((n, v)) = p.split_once('=') {
+                match v {
+                    "on" | "yes" | "true" => (n, true),
+                    "off" | "no" | "false" => (n, false),
+                    _ => return Err(format!("Property '{n}' doesn't take value '{v}'")),
+                }
+            } else {
+                (p, true)
+            };
+            // QEMU accepts `sse4_2`, `sse4.2` and `sse4-2` alike.
+            let norm = |n: &str| n.replace(['.', '-'], "_");
+            let Some(f) = FEATURES.iter().find(|f| norm(f.0) == norm(name)) else {
+                return Err(format!("Property '.{name}' not found"));
+            };
+            changes.push((f.0.to_string(), on));
+        }
+        Ok(CpuSpec { model, changes })
+    }
+}
+
+fn reg_mut(e: &mut kvm_bindings::kvm_cpuid_entry2, r: Reg) -> &mut u32 {
+    match r {
+        Reg::Eax => &mut e.eax,
+        Reg::Ebx => &mut e.ebx,
+        Reg::Ecx => &mut e.ecx,
+        Reg::Edx => &mut e.edx,
+    }
+}
+
+fn set_feature(cpuid: &mut CpuId, name: &str, on: bool, supported: &CpuId) {
+    let Some(&(_, leaf, sub, reg, bit)) = FEATURES.iter().find(|f| f.0 == name) else {
+        return;
+    };
+    let host_has = supported
+        .as_slice()
+        .iter()
+        .find(|e| e.function == leaf && (e.index == sub || leaf != 7 && leaf != 0xd))
+        .is_some_and(|e| {
+            let mut e = *e;
+            *reg_mut(&mut e, reg) & (1 << bit) != 0
+        });
+    for e in cpuid.as_mut_slice() {
+        if e.function == leaf && (e.index == sub || leaf != 7 && leaf != 0xd) {
+            let r = reg_mut(e, reg);
+            // A feature KVM cannot give stays off, as QEMU's KVM filtering.
+            if on && (host_has || name == "hypervisor") {
+                *r |= 1 << bit;
+            } else {
+                *r &= !(1 << bit);
+            }
+        }
+    }
+}
+
+/// Narrows KVM's supported CPUID to the model and applies the changes.
+pub fn apply(spec: &CpuSpec, supported: &CpuId) -> CpuId {
+    let mut cpuid = supported.clone();
+    let model_set: Option<&[&str]> = match spec.model.as_str() {
+        "qemu64" => Some(QEMU64),
+        "kvm64" => Some(KVM64),
+        _ => None,
+    };
+    if let Some(set) = model_set {
+        for (name, ..) in FEATURES {
+            set_feature(&mut cpuid, name, set.contains(name), supported);
+        }
+    }
+    for (name, on) in &spec.changes {
+        set_feature(&mut cpuid, name, *on, supported);
+    }
+    cpuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_qemu_spellings() {
+        let s = CpuSpec::parse("host,-cx16,+avx,xsave=off,sse4_2").unwrap();
+        assert_eq!(s.model, "host");
+        assert_eq!(
+            s.changes,
+            vec![
+                ("cx16".into(), false),
+                ("avx".into(), true),
+                ("xsave".into(), false),
+                ("sse4.2".into(), true)
+            ]
+        );
+        assert_eq!(
+            CpuSpec::parse("pentium9").unwrap_err(),
+            "unable to find CPU model 'pentium9'"
+        );
+        assert_eq!(
+            CpuSpec::parse("host,-bogus").unwrap_err(),
+            "Property '.bogus' not found"
+        );
+    }
+}
