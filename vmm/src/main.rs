@@ -234,12 +234,22 @@ fn check_buildable(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Where COM1's output goes, from the first `-serial` (or the default
-/// console QEMU would make).
-fn serial_writer(config: &Config) -> Result<Option<Box<dyn Write + Send>>, String> {
-    let Some(serial) = config.serials.first() else {
-        return Ok(None);
-    };
+/// The serial ports (COM1 first) and where each one's output goes.
+fn serial_writers(config: &Config) -> Result<Vec<Option<Box<dyn Write + Send>>>, String> {
+    if config.serials.len() > 4 {
+        return Err("too many serial ports".into());
+    }
+    config
+        .serials
+        .iter()
+        .map(|s| serial_writer(config, s))
+        .collect()
+}
+
+fn serial_writer(
+    config: &Config,
+    serial: &cmdline::SerialConfig,
+) -> Result<Option<Box<dyn Write + Send>>, String> {
     let chardev = match &serial.target {
         cmdline::SerialTarget::New(c) => c.clone(),
         cmdline::SerialTarget::Existing(id) => config
@@ -330,7 +340,7 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
         kernel,
         initrd,
         cmdline: config.append.clone().unwrap_or_default(),
-        serial: serial_writer(config)?,
+        serials: serial_writers(config)?,
         debug_exit: debug_exit(config)?,
     };
     let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));

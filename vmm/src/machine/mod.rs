@@ -84,8 +84,9 @@ pub struct MachineConfig {
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
-    /// Where COM1 writes (None: no serial port).
-    pub serial: Option<Box<dyn Write + Send>>,
+    /// One entry per serial port, COM1 first (at most four): where its
+    /// output goes (None: a port whose output is discarded).
+    pub serials: Vec<Option<Box<dyn Write + Send>>>,
     /// `-device isa-debug-exit,iobase=...,iosize=...`.
     pub debug_exit: Option<(u16, u16)>,
 }
@@ -104,7 +105,7 @@ pub struct Machine {
     mmio: Arc<Bus>,
     events: EventSink,
     pm: Arc<Mutex<AcpiPm>>,
-    serial: Arc<Mutex<Serial16550>>,
+    serials: Vec<Arc<Mutex<Serial16550>>>,
     /// The vCPUs are to run (the run state is `running`).
     running: bool,
 }
@@ -135,7 +136,14 @@ impl Machine {
         };
 
         let mut pio = Bus::new();
-        let serial = Arc::new(Mutex::new(Serial16550::new(irq(4), config.serial)));
+        // COM1-COM4 at their PC ports and interrupts.
+        let com = [(0x3f8u64, 4u32), (0x2f8, 3), (0x3e8, 4), (0x2e8, 3)];
+        let serials: Vec<Arc<Mutex<Serial16550>>> = config
+            .serials
+            .into_iter()
+            .zip(com)
+            .map(|(out, (_, line))| Arc::new(Mutex::new(Serial16550::new(irq(line), out))))
+            .collect();
         let pm = Arc::new(Mutex::new(AcpiPm::new(
             irq(devices::acpi_pm::SCI_IRQ),
             sink.clone(),
@@ -145,7 +153,9 @@ impl Machine {
         let insert = |bus: &mut Bus, base: u64, len: u64, d: devices::SharedDevice| {
             bus.insert(base, len, d).map_err(err("port bus"))
         };
-        insert(&mut pio, 0x3f8, 8, serial.clone())?;
+        for (uart, (port, _)) in serials.iter().zip(com) {
+            insert(&mut pio, port, 8, uart.clone())?;
+        }
         // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4).
         insert(
             &mut pio,
@@ -193,7 +203,7 @@ impl Machine {
             mmio: Arc::new(Bus::new()),
             events,
             pm,
-            serial,
+            serials,
             running: false,
         };
         m.build_vm()?;
@@ -429,10 +439,9 @@ impl Machine {
         let running = self.running;
         self.running = false;
         self.teardown_vm();
-        self.serial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reset();
+        for uart in &self.serials {
+            uart.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
         self.pm.lock().unwrap_or_else(|e| e.into_inner()).reset();
         self.running = running;
         if let Err(e) = self.build_vm() {
