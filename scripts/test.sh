@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+tests/guest/build.sh
 cargo build --workspace --locked
 cargo test --workspace --locked

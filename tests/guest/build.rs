@@ -5,7 +5,10 @@ use std::env;
 fn main() {
     let dir = env::var("CARGO_MANIFEST_DIR").unwrap();
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if !flags.split('\x1f').any(|f| f == "relocation-model=static" || f == "-Crelocation-model=static") {
+    if !flags
+        .split('\x1f')
+        .any(|f| f == "relocation-model=static" || f == "-Crelocation-model=static")
+    {
         panic!("build the test guest with tests/guest/build.sh (it sets the required RUSTFLAGS)");
     }
     println!("cargo:rerun-if-changed=link.ld");

@@ -23,7 +23,6 @@ fn is_rsdp(a: u64) -> bool {
 #[derive(Clone, Copy)]
 pub struct Rsdp {
     pub addr: u64,
-    pub revision: u8,
     /// XSDT if there is one (revision >= 2), else RSDT.
     pub root: u64,
     pub xsdt: bool,
@@ -37,12 +36,25 @@ pub fn find_rsdp(hint: u64) -> Option<Rsdp> {
     } else {
         (scan_rsdp()?, "scan")
     };
-    let revision = rd8(addr + 15);
-    let xsdt = if revision >= 2 { rd64(addr + 24) } else { 0 };
-    if xsdt != 0 && mapped(xsdt, 36) {
-        Some(Rsdp { addr, revision, root: xsdt, xsdt: true, source })
+    let xsdt = if rd8(addr + 15) >= 2 {
+        rd64(addr + 24)
     } else {
-        Some(Rsdp { addr, revision, root: rd32(addr + 16) as u64, xsdt: false, source })
+        0
+    };
+    if xsdt != 0 && mapped(xsdt, 36) {
+        Some(Rsdp {
+            addr,
+            root: xsdt,
+            xsdt: true,
+            source,
+        })
+    } else {
+        Some(Rsdp {
+            addr,
+            root: rd32(addr + 16) as u64,
+            xsdt: false,
+            source,
+        })
     }
 }
 
@@ -72,10 +84,28 @@ pub fn table_at(addr: u64) -> Option<Table> {
     if len < 36 || !mapped(addr, len) {
         return None;
     }
-    Some(Table { addr, len, checksum_ok: sum(addr, len) == 0 })
+    Some(Table {
+        addr,
+        len,
+        checksum_ok: sum(addr, len) == 0,
+    })
 }
 
+/// Finds a table by signature (a bad checksum is reported, not fatal).
 pub fn find_table(rsdp: &Rsdp, sig: &[u8; 4]) -> Option<Table> {
+    let t = find_table_quiet(rsdp, sig)?;
+    if !t.checksum_ok {
+        let name = core::str::from_utf8(sig).unwrap_or("????");
+        crate::say!(
+            "warning: ACPI table {} at {:#x} has a bad checksum",
+            name,
+            t.addr
+        );
+    }
+    Some(t)
+}
+
+fn find_table_quiet(rsdp: &Rsdp, sig: &[u8; 4]) -> Option<Table> {
     let root = table_at(rsdp.root)?;
     let esz = if rsdp.xsdt { 8 } else { 4 };
     let n = (root.len - 36) / esz;
@@ -103,7 +133,12 @@ pub struct Madt {
 }
 
 pub fn madt(t: &Table) -> Madt {
-    let mut m = Madt { lapic: rd32(t.addr + 36) as u64, apic_ids: [0; 256], count: 0, skipped: 0 };
+    let mut m = Madt {
+        lapic: rd32(t.addr + 36) as u64,
+        apic_ids: [0; 256],
+        count: 0,
+        skipped: 0,
+    };
     let mut p = t.addr + 44;
     let end = t.addr + t.len;
     while p + 2 <= end {
@@ -144,13 +179,17 @@ pub struct Gas {
 }
 
 fn gas(a: u64) -> Gas {
-    Gas { space: rd8(a), bit_width: rd8(a + 1), access_size: rd8(a + 3), addr: rd64(a + 4) }
+    Gas {
+        space: rd8(a),
+        bit_width: rd8(a + 1),
+        access_size: rd8(a + 3),
+        addr: rd64(a + 4),
+    }
 }
 
 pub struct Fadt {
     pub revision: u8,
     pub len: u64,
-    pub flags: u32,
     pub dsdt: u64,
     /// PM1a control block port (X_PM1a_CNT_BLK if it is an I/O address).
     pub pm1a_cnt: u16,
@@ -186,7 +225,6 @@ pub fn fadt(t: &Table) -> Fadt {
     Fadt {
         revision: rd8(a + 8),
         len,
-        flags,
         dsdt,
         pm1a_cnt: pm1a_cnt as u16,
         pm1b_cnt: pm1b_cnt as u16,

@@ -37,7 +37,7 @@
 .set EFER_LME,      0x100
 .set RFLAGS_RING3,  0x2             # IF=0, IOPL=0: no maskable interrupts, ever
 
-.globl tss_array, vectors_start, gdt, idt, boot_cr3
+.globl tss_array, vectors_start, gdt, idt, boot_cr3, pml4_1g
 .globl pvh_entry, ap_trampoline_start, ap_trampoline_end
 .globl ring0_stacks_sym, ring3_stacks_sym
 
@@ -125,15 +125,17 @@ ap_entry32:
     ljmp    $KCODE, $ap_long
 
 .code64
-ap_long:
+ap_long:                                    # find this CPU's AP_BOOT slot
     xor     %eax, %eax
     mov     %eax, %fs
     mov     %eax, %gs
-    mov     $1, %eax
-    cpuid
-    shr     $24, %ebx                       # initial APIC ID
+    mov     LAPIC_BASE, %rax
+    mov     0x20(%rax), %ebx                # local APIC ID register
+    shr     $24, %ebx
     shl     $5, %ebx                        # 32-byte entries in AP_BOOT
     mov     AP_BOOT+0(%rbx), %rsp           # ring-0 stack top
+    test    %rsp, %rsp
+    jz      3f                              # no slot for this APIC ID
     mov     AP_BOOT+8(%rbx), %eax           # TSS selector
     ltr     %ax
     lidt    idt_ptr
@@ -144,6 +146,8 @@ ap_long:
     pushq   $(UCODE | 3)
     pushq   $ap_ring3
     iretq
+3:  hlt                                     # the BSP reports it missing
+    jmp     3b
 
 # ---- ring 3 from here ----
 bsp_ring3:
@@ -249,11 +253,24 @@ nmi_entry:
     lock incq STATUS+16
     iretq
 
-# int3 from ring 3 (DPL-3 gate): the "halt" call. Sleeps until an NMI
-# (IF stays 0, so nothing else wakes it) and returns to ring 3.
+# int3 from ring 3 (DPL-3 gate): the ring-0 services, selected by %rax.
+#   rax=0: halt: sleep until an NMI (IF stays 0, nothing else wakes it).
+#   rax=1: cpuid, leaf %edi, subleaf %esi -> eax, ebx, ecx, edx. (On
+#          kvm_pvm a ring-3 cpuid is not virtualized: it shows the host's.)
+#   else:  rax = -1.
 .balign 16
 int3_entry:
+    test    %rax, %rax
+    jnz     1f
     hlt
+    iretq
+1:  cmp     $1, %rax
+    jne     2f
+    mov     %edi, %eax
+    mov     %esi, %ecx
+    cpuid
+    iretq
+2:  mov     $-1, %rax
     iretq
 .popsection
 

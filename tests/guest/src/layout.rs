@@ -64,17 +64,17 @@ impl<T> Racy<T> {
 extern "C" {
     pub static mut gdt: [u64; 6 + 2 * MAX_CPUS];
     pub static mut tss_array: [u8; 0];
-    pub static vectors_start: u8;
     pub static ap_trampoline_start: u8;
     pub static ap_trampoline_end: u8;
     pub static boot_cr3: u32;
+    pub static pml4_1g: u8;
     pub static ring0_stacks_sym: u8;
     pub static ring3_stacks_sym: u8;
 }
 
 pub fn check() -> Result<(), &'static str> {
     use core::ptr::addr_of;
-    let ok = unsafe {
+    let ok = {
         addr_of!(tss_array) as u64 == TSS_BASE
             && addr_of!(ring0_stacks_sym) as u64 == RING0_STACKS
             && addr_of!(ring3_stacks_sym) as u64 == RING3_STACKS

@@ -36,7 +36,10 @@ pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let mut i = 0;
     while i < n {
-        let (x, y) = (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i)));
+        let (x, y) = (
+            core::ptr::read_volatile(a.add(i)),
+            core::ptr::read_volatile(b.add(i)),
+        );
         if x != y {
             return x as i32 - y as i32;
         }

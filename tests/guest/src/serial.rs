@@ -34,6 +34,9 @@ pub fn init() {
     outb(MCR, 0x03); // DTR, RTS
     let fifo = inb(IIR) & 0xc0 == 0xc0;
     BURST.store(if fifo { 16 } else { 1 }, Ordering::Relaxed);
+    // Firmware may have left a partial line ("Booting from ROM.."): start
+    // on a fresh one so every guest line begins with PREFIX.
+    write_raw(b"\n");
 }
 
 /// Writes raw bytes (no locking).
@@ -61,18 +64,13 @@ pub struct LineBuf {
 
 impl LineBuf {
     pub const fn new() -> Self {
-        LineBuf { buf: [0; 512], len: 0 }
+        LineBuf {
+            buf: [0; 512],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
-    }
-    pub fn as_str(&self) -> &str {
-        // Only whole &str pieces are ever appended, but truncation may cut
-        // a multi-byte character: fall back to the valid prefix.
-        match core::str::from_utf8(self.as_bytes()) {
-            Ok(s) => s,
-            Err(e) => unsafe { core::str::from_utf8_unchecked(&self.buf[..e.valid_up_to()]) },
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::layout::*;
 use crate::x86::{mmio_rd32, mmio_wr32, pause};
 use core::ptr::{addr_of, addr_of_mut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -20,8 +20,14 @@ pub struct ApBoot {
 
 /// Indexed by initial APIC ID; read by boot.S (ap_long), 32 bytes each.
 #[no_mangle]
-pub static AP_BOOT: Racy<[ApBoot; 256]> =
-    Racy::new([ApBoot { rsp0: 0, tss_sel: 0, rsp3: 0, cpu: 0 }; 256]);
+pub static AP_BOOT: Racy<[ApBoot; 256]> = Racy::new(
+    [ApBoot {
+        rsp0: 0,
+        tss_sel: 0,
+        rsp3: 0,
+        cpu: 0,
+    }; 256],
+);
 
 /// Set by each AP as soon as it reaches ring 3.
 pub static STARTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -29,6 +35,25 @@ pub static STARTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; 
 const ICR_LO: u64 = 0x300;
 const ICR_HI: u64 = 0x310;
 const SVR: u64 = 0xf0;
+const LVT_LINT1: u64 = 0x360;
+
+/// Architectural default; the MADT may say otherwise.
+pub const LAPIC_DEFAULT: u64 = 0xfee0_0000;
+/// The LAPIC base every CPU uses (set by the BSP from the MADT; boot.S
+/// reads it to find an AP's ID).
+#[no_mangle]
+pub static LAPIC_BASE: AtomicU64 = AtomicU64::new(LAPIC_DEFAULT);
+
+/// Software-enables this CPU's local APIC (spurious vector 0xff; IF is 0,
+/// so nothing is ever delivered) and makes LINT1 deliver NMIs, as on a PC
+/// where the chipset wires the NMI line to LINT1. QEMU's KVM inject-nmi
+/// (and a VMM doing the same) only delivers an NMI to a CPU whose LINT1 is
+/// programmed like this: SeaBIOS does it on the BSP, qboot does not.
+pub fn lapic_init_nmi() {
+    let lapic = LAPIC_BASE.load(Ordering::Relaxed);
+    mmio_wr32(lapic + SVR, 0x1ff);
+    mmio_wr32(lapic + LVT_LINT1, 0x400); // delivery mode NMI, unmasked
+}
 
 /// Fills CPU `cpu`'s TSS and GDT descriptor (the BSP's are built in).
 fn setup_tss(cpu: usize) {
@@ -70,16 +95,34 @@ fn ipi(lapic: u64, apic_id: u32, lo: u32) {
 }
 
 pub struct Started {
+    /// CPUs that should report, BSP included.
     pub cpus: usize,
+    /// APIC ID of CPU i.
+    pub apic: [u32; MAX_CPUS],
 }
 
-/// Starts every AP in `apic_ids` (the BSP's own ID is skipped). Returns
-/// the number of CPUs that should report (BSP included).
-pub fn start_aps(lapic: u64, apic_ids: &[u32], bsp_apic: u32) -> Result<Started, &'static str> {
+impl Started {
+    /// The APIC IDs of the APs that have not reached ring 3.
+    pub fn missing(&self) -> impl Iterator<Item = u32> + '_ {
+        (1..self.cpus)
+            .filter(|&i| !STARTED[i].load(Ordering::Acquire))
+            .map(|i| self.apic[i])
+    }
+}
+
+/// Starts every AP in `apic_ids` (the BSP's own ID is skipped).
+pub fn start_aps(lapic: u64, apic_ids: &[u32], bsp_apic: u32) -> Started {
     // The trampoline, copied into low memory.
-    let (start, end) = unsafe { (addr_of!(ap_trampoline_start) as u64, addr_of!(ap_trampoline_end) as u64) };
+    let (start, end) = (
+        addr_of!(ap_trampoline_start) as u64,
+        addr_of!(ap_trampoline_end) as u64,
+    );
     unsafe {
-        core::ptr::copy_nonoverlapping(start as *const u8, TRAMPOLINE as *mut u8, (end - start) as usize);
+        core::ptr::copy_nonoverlapping(
+            start as *const u8,
+            TRAMPOLINE as *mut u8,
+            (end - start) as usize,
+        );
     }
 
     let mut cpus = 1;
@@ -90,7 +133,11 @@ pub fn start_aps(lapic: u64, apic_ids: &[u32], bsp_apic: u32) -> Result<Started,
             continue;
         }
         if cpus == MAX_CPUS {
-            crate::say!("smp: more than {} CPUs, starting only {}", MAX_CPUS, MAX_CPUS);
+            crate::say!(
+                "smp: more than {} CPUs, starting only {}",
+                MAX_CPUS,
+                MAX_CPUS
+            );
             break;
         }
         setup_tss(cpus);
@@ -103,14 +150,17 @@ pub fn start_aps(lapic: u64, apic_ids: &[u32], bsp_apic: u32) -> Result<Started,
         ap_list[cpus] = id;
         cpus += 1;
     }
+    ap_list[0] = bsp_apic;
     let aps = &ap_list[1..cpus];
     if aps.is_empty() {
-        return Ok(Started { cpus });
+        return Started {
+            cpus,
+            apic: ap_list,
+        };
     }
 
-    // Software-enable the local APIC (spurious vector 0xff; IF is 0 so
-    // nothing is ever delivered).
-    mmio_wr32(lapic + SVR, 0x1ff);
+    LAPIC_BASE.store(lapic, Ordering::Relaxed);
+    lapic_init_nmi();
     let vector = (TRAMPOLINE >> 12) as u32;
     for &id in aps {
         ipi(lapic, id, 0x0000_4500); // INIT, level assert
@@ -125,5 +175,8 @@ pub fn start_aps(lapic: u64, apic_ids: &[u32], bsp_apic: u32) -> Result<Started,
             ipi(lapic, id, 0x0000_4600 | vector); // second STARTUP (ignored by a running CPU)
         }
     }
-    Ok(Started { cpus })
+    Started {
+        cpus,
+        apic: ap_list,
+    }
 }

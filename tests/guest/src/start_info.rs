@@ -34,7 +34,11 @@ static INFO: Racy<StartInfo> = Racy::new(StartInfo {
     rsdp: 0,
     cmdline: [0; MAX_CMDLINE],
     cmdline_len: 0,
-    memmap: [MemEntry { addr: 0, size: 0, kind: 0 }; MAX_MEMMAP],
+    memmap: [MemEntry {
+        addr: 0,
+        size: 0,
+        kind: 0,
+    }; MAX_MEMMAP],
     memmap_len: 0,
 });
 
@@ -68,7 +72,11 @@ pub fn init(pa: u64) {
         if map != 0 && map < 0x1_0000_0000 {
             for i in 0..n {
                 let e = map + 24 * i as u64;
-                si.memmap[i] = MemEntry { addr: rd64(e), size: rd64(e + 8), kind: rd32(e + 16) };
+                si.memmap[i] = MemEntry {
+                    addr: rd64(e),
+                    size: rd64(e + 8),
+                    kind: rd32(e + 16),
+                };
             }
             si.memmap_len = n;
         }
@@ -90,7 +98,11 @@ impl StartInfo {
 
     /// Total RAM (type 1) in the memory map, 0 if there is none.
     pub fn ram_bytes(&self) -> u64 {
-        self.memmap().iter().filter(|e| e.kind == 1).map(|e| e.size).sum()
+        self.memmap()
+            .iter()
+            .filter(|e| e.kind == 1)
+            .map(|e| e.size)
+            .sum()
     }
 
     /// Whether [start, end) is RAM according to the memory map; `None`

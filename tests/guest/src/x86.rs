@@ -5,40 +5,44 @@ use core::arch::asm;
 
 #[inline]
 pub fn outb(port: u16, v: u8) {
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline]
 pub fn outw(port: u16, v: u16) {
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline]
 pub fn outl(port: u16, v: u32) {
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline]
 pub fn inb(port: u16) -> u8 {
     let v: u8;
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
 #[inline]
 pub fn inw(port: u16) -> u16 {
     let v: u16;
-    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
-#[inline]
-pub fn inl(port: u16) -> u32 {
-    let v: u32;
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
+#[allow(dead_code)]
 pub struct Cpuid {
     pub eax: u32,
     pub ebx: u32,
@@ -46,12 +50,43 @@ pub struct Cpuid {
     pub edx: u32,
 }
 
+/// The guest's CPUID. In ring 3 it goes through the int3 gate (function
+/// 1): on kvm_pvm a ring-3 `cpuid` is not virtualized and returns the
+/// host's values, whatever the VMM configured.
 pub fn cpuid(leaf: u32, sub: u32) -> Cpuid {
-    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, sub) };
-    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+    if cpl() == 0 {
+        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+        return Cpuid {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        };
+    }
+    let (eax, ebx, ecx, edx): (u64, u64, u64, u64);
+    unsafe {
+        asm!(
+            "mov {b:r}, rbx",
+            "int3",
+            "xchg {b:r}, rbx",
+            b = out(reg) ebx,
+            inout("rax") 1u64 => eax,
+            in("rdi") leaf as u64,
+            in("rsi") sub as u64,
+            out("rcx") ecx,
+            out("rdx") edx,
+            options(nomem, nostack),
+        );
+    }
+    Cpuid {
+        eax: eax as u32,
+        ebx: ebx as u32,
+        ecx: ecx as u32,
+        edx: edx as u32,
+    }
 }
 
-/// Initial APIC ID of the running CPU.
+/// Initial APIC ID of the running CPU (CPUID.1:EBX[31:24]).
 pub fn apic_id() -> u32 {
     cpuid(1, 0).ebx >> 24
 }
@@ -77,7 +112,7 @@ pub fn cpl() -> u16 {
 /// ring-0 handler does `hlt; iretq`); from ring 0 a plain `hlt`.
 pub fn halt() {
     if cpl() == 3 {
-        unsafe { asm!("int3", options(nomem, nostack)) }
+        unsafe { asm!("int3", inout("rax") 0u64 => _, options(nomem, nostack)) }
     } else {
         unsafe { asm!("hlt", options(nomem, nostack)) }
     }

@@ -72,6 +72,11 @@ struct PlatformSink(EventSink);
 
 impl RequestSink for PlatformSink {
     fn request(&self, request: PlatformRequest) {
+        if let PlatformRequest::DebugExit(v) = request {
+            // As QEMU's isa-debug-exit: the process ends right here, before
+            // the guest runs another instruction (status has 8 bits).
+            std::process::exit(((v << 1) | 1) as i32);
+        }
         (self.0)(MachineEvent::Platform(request));
     }
 }

@@ -1,0 +1,302 @@
+//! The workloads, selected with `test=` on the command line.
+
+use crate::layout::{SCRATCH, STATUS};
+use crate::start_info;
+use crate::x86::{apic_id, halt, inw, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw};
+use crate::{acpi, exit, rtc, say, smp, time, EXIT_FAIL};
+use core::sync::atomic::Ordering;
+
+pub const ALL: &[&str] = &[
+    "serial",
+    "count",
+    "nmi",
+    "rtc",
+    "reset",
+    "acpi-shutdown",
+    "smp",
+    "idle",
+    "fault",
+];
+
+/// Default for every bounded wait (seconds); `timeout=` overrides it.
+pub const DEFAULT_TIMEOUT: u64 = 10;
+
+pub fn timeout() -> u64 {
+    start_info::get()
+        .arg("timeout")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn fail(test: &str, why: core::fmt::Arguments) -> ! {
+    say!("fail {} {}", test, why);
+    exit(EXIT_FAIL)
+}
+
+pub fn run(name: &str) {
+    match name {
+        "serial" => say!("ok serial"),
+        "count" => count(),
+        "nmi" => nmi(),
+        "rtc" => rtc(),
+        "reset" => reset(),
+        "acpi-shutdown" => acpi_shutdown(),
+        "smp" => smp(),
+        "idle" => idle(),
+        "fault" => fault(),
+        _ => unreachable!(),
+    }
+}
+
+fn count() -> ! {
+    let c = &STATUS.counter;
+    say!("count addr={:#x} running", c as *const _ as u64);
+    loop {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// The LAPIC base from the MADT, if there is one.
+fn find_lapic() {
+    let si = start_info::get();
+    if let Some(m) = acpi::find_rsdp(si.rsdp)
+        .and_then(|r| acpi::find_table(&r, b"APIC"))
+        .map(|t| acpi::madt(&t))
+    {
+        smp::LAPIC_BASE.store(m.lapic, Ordering::Relaxed);
+    }
+}
+
+fn nmi() {
+    find_lapic();
+    smp::lapic_init_nmi();
+    let t = timeout();
+    let before = STATUS.nmis.load(Ordering::Relaxed);
+    say!("nmi waiting timeout={}", t);
+    if time::wait_until(t, || STATUS.nmis.load(Ordering::Relaxed) != before) {
+        // Give NMIs sent to every CPU a moment to land before counting.
+        time::delay_us(1000);
+        say!(
+            "ok nmi count={}",
+            STATUS.nmis.load(Ordering::Relaxed) - before
+        );
+    } else {
+        fail("nmi", format_args!("timeout after {}s", t));
+    }
+}
+
+fn rtc() {
+    let d = rtc::now();
+    let line = format_args!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} statusB={:#04x} century={:#04x}",
+        d.year, d.mon, d.day, d.hour, d.min, d.sec, d.status_b, d.century_reg
+    );
+    if d.valid() {
+        say!("ok rtc {}", line);
+    } else {
+        fail("rtc", format_args!("invalid {}", line));
+    }
+}
+
+/// Marker left in SCRATCH (outside the ELF image, so a reset that reloads
+/// the image keeps it) before resetting.
+const RESET_MARK: u64 = u64::from_le_bytes(*b"RESETNOW");
+
+fn reset() -> ! {
+    let mark = SCRATCH as *mut u64;
+    unsafe {
+        if core::ptr::read_volatile(mark) == RESET_MARK {
+            core::ptr::write_volatile(mark, 0);
+            say!("ok reset rebooted");
+            exit(0);
+        }
+        core::ptr::write_volatile(mark, RESET_MARK);
+    }
+    say!("reset via i8042");
+    outb(0x64, 0xfe);
+    let t = timeout();
+    time::wait_until(t, || false);
+    unsafe { core::ptr::write_volatile(mark, 0) };
+    fail(
+        "reset",
+        format_args!("still running {}s after i8042 reset", t),
+    )
+}
+
+fn gas_write(g: &acpi::Gas, v: u64) {
+    let width = match (g.access_size, g.bit_width) {
+        (1, _) => 8,
+        (2, _) => 16,
+        (3, _) => 32,
+        (4, _) => 64,
+        (_, w) if w > 0 => w,
+        _ => 8,
+    };
+    match (g.space, width) {
+        (1, 8) => outb(g.addr as u16, v as u8),
+        (1, 16) => outw(g.addr as u16, v as u16),
+        (1, _) => outl(g.addr as u16, v as u32),
+        (_, 8) => mmio_wr8(g.addr, v as u8),
+        (_, 16) => mmio_wr16(g.addr, v as u16),
+        (_, 32) => mmio_wr32(g.addr, v as u32),
+        (_, _) => mmio_wr64(g.addr, v),
+    }
+}
+
+fn acpi_shutdown() -> ! {
+    const T: &str = "acpi-shutdown";
+    let si = start_info::get();
+    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
+        fail(T, format_args!("no RSDP"))
+    };
+    let Some(facp) = acpi::find_table(&rsdp, b"FACP") else {
+        fail(T, format_args!("no FADT"))
+    };
+    let f = acpi::fadt(&facp);
+    let dsdt = acpi::table_at(f.dsdt);
+    let s5 = dsdt.as_ref().and_then(acpi::s5_slp_typ);
+    say!(
+        "{} rsdp={:#x} ({}) fadt={:#x} rev={} len={} dsdt={:#x} pm1a_cnt={:#x} hw_reduced={} s5={}",
+        T,
+        rsdp.addr,
+        rsdp.source,
+        facp.addr,
+        f.revision,
+        f.len,
+        f.dsdt,
+        f.pm1a_cnt,
+        f.hw_reduced as u8,
+        match s5 {
+            Some(v) => v as i32,
+            None => -1,
+        }
+    );
+    if f.pm1a_cnt != 0 && !f.hw_reduced {
+        // PM1a_CNT: SLP_TYP bits 10-12, SLP_EN bit 13. Without \_S5, 0
+        // (QEMU's PIIX4 and ICH9 treat SLP_TYP 0 as soft-off).
+        let typ = s5.unwrap_or(0) as u16 & 7;
+        let v = (inw(f.pm1a_cnt) & !0x3c00) | typ << 10;
+        say!("{} pm1a_cnt={:#x} <- {:#x}", T, f.pm1a_cnt, v | 1 << 13);
+        outw(f.pm1a_cnt, v);
+        outw(f.pm1a_cnt, v | 1 << 13);
+        if f.pm1b_cnt != 0 {
+            outw(
+                f.pm1b_cnt,
+                (inw(f.pm1b_cnt) & !0x3c00) | typ << 10 | 1 << 13,
+            );
+        }
+    } else if let Some(g) = f.sleep_ctl {
+        // Hardware-reduced: SLEEP_CONTROL_REG, SLP_TYP bits 2-4, SLP_EN
+        // bit 5. Without \_S5, 5 (QEMU's GED S5 value).
+        let typ = s5.unwrap_or(5) as u64 & 7;
+        let v = typ << 2 | 1 << 5;
+        say!(
+            "{} sleep_control space={} addr={:#x} <- {:#x}",
+            T,
+            g.space,
+            g.addr,
+            v
+        );
+        gas_write(&g, v);
+    } else {
+        fail(
+            T,
+            format_args!("FADT has neither PM1a_CNT_BLK nor SLEEP_CONTROL_REG"),
+        );
+    }
+    let t = timeout();
+    time::wait_until(t, || false);
+    fail(
+        T,
+        format_args!("still running {}s after the sleep request", t),
+    )
+}
+
+fn smp() {
+    const T: &str = "smp";
+    let si = start_info::get();
+    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
+        fail(T, format_args!("no RSDP"))
+    };
+    let Some(t) = acpi::find_table(&rsdp, b"APIC") else {
+        fail(T, format_args!("no MADT"))
+    };
+    let m = acpi::madt(&t);
+    let bsp = apic_id();
+    say!(
+        "smp cpus={} lapic={:#x} bsp_apic={} skipped={}",
+        m.count,
+        m.lapic,
+        bsp,
+        m.skipped
+    );
+    if si.is_ram(
+        crate::layout::TRAMPOLINE,
+        crate::layout::TRAMPOLINE + 0x1000,
+    ) == Some(false)
+    {
+        say!(
+            "smp warning: trampoline page {:#x} is not RAM in the memory map",
+            crate::layout::TRAMPOLINE
+        );
+    }
+    say!("cpu 0 up apic={}", bsp);
+    STATUS.cpus_up.store(1, Ordering::Release);
+    let started = smp::start_aps(m.lapic, &m.apic_ids[..m.count], bsp);
+    let want = started.cpus as u64;
+    let secs = timeout();
+    if time::wait_until(secs, || STATUS.cpus_up.load(Ordering::Acquire) >= want) {
+        say!("ok smp {}", want);
+    } else {
+        struct Missing<'a>(&'a smp::Started);
+        impl core::fmt::Display for Missing<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                for (i, id) in self.0.missing().enumerate() {
+                    write!(f, "{}{}", if i > 0 { "," } else { "" }, id)?;
+                }
+                Ok(())
+            }
+        }
+        let up = STATUS.cpus_up.load(Ordering::Acquire);
+        fail(
+            T,
+            format_args!(
+                "only {} of {} CPUs up after {}s (missing apic {})",
+                up,
+                want,
+                secs,
+                Missing(&started)
+            ),
+        );
+    }
+}
+
+/// Reads an unmapped address from ring 3: the #PF handler must report
+/// `fault #PF ... cr2=0x1000000000` and exit with EXIT_FAULT.
+fn fault() -> ! {
+    const UNMAPPED: u64 = 0x10_0000_0000; // 64 GiB: above both identity maps
+    say!("fault reading {:#x}", UNMAPPED);
+    let v = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+    fail(
+        "fault",
+        format_args!("read {:#x} returned {:#x}", UNMAPPED, v),
+    )
+}
+
+fn idle() -> ! {
+    say!("idle");
+    loop {
+        halt();
+    }
+}
+
+/// An AP in ring 3.
+pub fn ap_main(cpu: u64) -> ! {
+    smp::STARTED[cpu as usize].store(true, Ordering::Release);
+    smp::lapic_init_nmi();
+    say!("cpu {} up apic={}", cpu, apic_id());
+    STATUS.cpus_up.fetch_add(1, Ordering::AcqRel);
+    loop {
+        halt();
+    }
+}

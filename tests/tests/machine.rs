@@ -1,0 +1,303 @@
+//! The KVM machine with the project's test guest (tests/guest): boot,
+//! serial, debug-exit, SMP, NMI, RTC, guest reset and power-off, pause and
+//! resume with real vCPUs, and memory reads through pmemsave.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vmm_tests::{run_vmm, wait_for_text, QmpClient, TempDir, VmmProcess};
+
+const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn guest() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/target/guest.elf");
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/guest/build.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A running guest whose COM1 goes to a file.
+struct Guest {
+    vmm: VmmProcess,
+    serial: PathBuf,
+    _dir: TempDir,
+}
+
+impl Guest {
+    fn start(test: &str, extra: &[&str]) -> Guest {
+        let dir = TempDir::new("guest");
+        let serial = dir.path().join("com1.log");
+        let elf = guest();
+        let serial_arg = format!("file:{}", serial.display());
+        let append = format!("test={test}");
+        let mut args = vec![
+            "-nodefaults",
+            "-m",
+            "256",
+            "-kernel",
+            elf.to_str().expect("path"),
+            "-append",
+            &append,
+            "-serial",
+            &serial_arg,
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ];
+        args.extend_from_slice(extra);
+        let vmm = VmmProcess::start(&args);
+        Guest {
+            vmm,
+            serial,
+            _dir: dir,
+        }
+    }
+
+    fn wait_line(&self, needle: &str) -> String {
+        wait_for_text(&self.serial, GUEST_TIMEOUT, |l| l.contains(needle))
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+}
+
+/// Runs the guest to its end and returns (exit status, serial output).
+fn run_guest(test: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = TempDir::new("run");
+    let serial = dir.path().join("com1.log");
+    let elf = guest();
+    let serial_arg = format!("file:{}", serial.display());
+    let append = format!("test={test}");
+    let mut args = vec![
+        "-nodefaults",
+        "-m",
+        "256",
+        "-kernel",
+        elf.to_str().expect("path"),
+        "-append",
+        &append,
+        "-serial",
+        &serial_arg,
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ];
+    args.extend_from_slice(extra);
+    let (st, _, err) = run_vmm(&args);
+    assert!(err.is_empty() || !err.contains("panicked"), "{err}");
+    (
+        st.code(),
+        std::fs::read_to_string(&serial).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_guest_prints_on_com1_and_exits_through_debug_exit() {
+    let (code, out) = run_guest("serial", &[]);
+    assert!(out.contains("vmm-guest: ok serial"), "{out}");
+    // Guest exit value 0 -> (0 << 1) | 1, as QEMU's isa-debug-exit.
+    assert_eq!(code, Some(1), "{out}");
+    let (code, out) = run_guest("nosuchtest", &[]);
+    assert_eq!(code, Some((2 << 1) | 1), "{out}");
+}
+
+#[test]
+fn every_cpu_of_smp_comes_up() {
+    let (code, out) = run_guest("smp", &["-smp", "4"]);
+    for n in 0..4 {
+        assert!(out.contains(&format!("cpu {n} up")), "{out}");
+    }
+    assert!(out.contains("ok smp 4"), "{out}");
+    assert_eq!(code, Some(1));
+}
+
+#[test]
+fn the_rtc_reads_host_time() {
+    let (code, out) = run_guest("rtc", &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("ok rtc"))
+        .expect("rtc line");
+    // `ok rtc YYYY-MM-DD hh:mm:ss ...`: the date is the host's (UTC).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let days = (now / 86400) as i64;
+    let (y, m, d) = devices_civil(days);
+    let today = format!("{y:04}-{m:02}-{d:02}");
+    let (y2, m2, d2) = devices_civil(days - 1);
+    let yesterday = format!("{y2:04}-{m2:02}-{d2:02}");
+    assert!(
+        line.contains(&today) || line.contains(&yesterday),
+        "{line} vs {today}"
+    );
+}
+
+/// Civil date of a day count since 1970 (to check the RTC).
+fn devices_civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[test]
+fn inject_nmi_reaches_the_guest() {
+    let g = Guest::start("nmi", &[]);
+    let mut c = g.vmm.qmp();
+    g.wait_line("nmi waiting");
+    c.ok("inject-nmi", json!({}));
+    let out = g.wait_line("ok nmi");
+    assert!(!out.contains("fail nmi"), "{out}");
+}
+
+#[test]
+fn acpi_power_off_is_a_guest_shutdown() {
+    let mut g = Guest::start("acpi-shutdown", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    let e = c.wait_event("SHUTDOWN");
+    assert_eq!(e["data"], json!({"guest": true}));
+    assert_eq!(g.vmm.wait_exit().code(), Some(0));
+    assert!(
+        g.output().contains("acpi-shutdown pm1a_cnt=0x604"),
+        "{}",
+        g.output()
+    );
+}
+
+#[test]
+fn with_no_shutdown_a_powered_off_guest_waits_for_reset_and_boots_again() {
+    let g = Guest::start("acpi-shutdown", &["-S", "-no-shutdown"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    c.wait_event("SHUTDOWN");
+    c.wait_event("STOP");
+    assert_eq!(c.ok("query-status", json!({}))["status"], "shutdown");
+    assert_eq!(
+        c.err("cont", json!({})).1,
+        "Resetting the Virtual Machine is required"
+    );
+    c.ok("system_reset", json!({}));
+    c.wait_event("RESET");
+    assert_eq!(c.ok("query-status", json!({}))["status"], "prelaunch");
+    c.ok("cont", json!({}));
+    // The guest starts from the beginning and powers off once more.
+    c.wait_event("SHUTDOWN");
+    let starts = g.output().matches("vmm-guest: start").count();
+    assert_eq!(starts, 2, "{}", g.output());
+}
+
+#[test]
+fn an_i8042_reset_is_a_guest_reset_and_the_guest_boots_again() {
+    let mut g = Guest::start("reset", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    let e = c.wait_event("RESET");
+    assert_eq!(e["data"], json!({"guest": true}));
+    // The guest boots again, sees it was reset, and reports success.
+    assert_eq!(g.vmm.wait_exit().code(), Some(1));
+    let out = g.output();
+    assert_eq!(out.matches("vmm-guest: start").count(), 2, "{out}");
+    assert!(out.contains("ok reset"), "{out}");
+}
+
+#[test]
+fn with_no_reboot_a_guest_reset_shuts_down() {
+    let mut g = Guest::start("reset", &["-S", "-no-reboot"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    assert_eq!(c.wait_event("SHUTDOWN")["data"], json!({"guest": true}));
+    assert_eq!(g.vmm.wait_exit().code(), Some(0));
+}
+
+/// Reads the guest's counter through pmemsave.
+fn counter(c: &mut QmpClient, dir: &Path, addr: u64) -> u64 {
+    let file = dir.join("counter.bin");
+    c.ok(
+        "pmemsave",
+        json!({"val": addr, "size": 8, "filename": file.to_str().expect("path")}),
+    );
+    let bytes = std::fs::read(&file).expect("pmemsave file");
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+#[test]
+fn stop_freezes_the_vcpus_and_cont_resumes_them() {
+    let g = Guest::start("count", &[]);
+    let mut c = g.vmm.qmp();
+    let line = g.wait_line("count addr=");
+    let addr = line
+        .lines()
+        .find_map(|l| l.split("count addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok())
+        .expect("counter address");
+    let dir = TempDir::new("count");
+    let a = counter(&mut c, dir.path(), addr);
+    std::thread::sleep(Duration::from_millis(100));
+    let b = counter(&mut c, dir.path(), addr);
+    assert!(b > a, "the counter runs: {a} then {b}");
+    c.ok("stop", json!({}));
+    c.wait_event("STOP");
+    let frozen = counter(&mut c, dir.path(), addr);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        counter(&mut c, dir.path(), addr),
+        frozen,
+        "no guest instruction runs while paused"
+    );
+    // query-cpus while paused: one CPU, a real thread of the process.
+    let cpus = c.ok("query-cpus", json!({}));
+    let tid = cpus[0]["thread_id"].as_i64().expect("thread_id");
+    assert!(Path::new(&format!("/proc/{}/task/{tid}", g.vmm.child.id())).exists());
+    assert_eq!(cpus[0]["qom_path"], "/machine/unattached/device[0]");
+    c.ok("cont", json!({}));
+    c.wait_event("RESUME");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(counter(&mut c, dir.path(), addr) > frozen);
+}
+
+#[test]
+fn system_reset_reboots_the_guest() {
+    let g = Guest::start("count", &[]);
+    let mut c = g.vmm.qmp();
+    g.wait_line("count addr=");
+    c.ok("system_reset", json!({}));
+    assert_eq!(c.wait_event("RESET")["data"], json!({"guest": false}));
+    wait_for_text(&g.serial, GUEST_TIMEOUT, |_| {
+        g.output().matches("vmm-guest: start").count() >= 2
+    });
+    assert_eq!(c.ok("query-status", json!({}))["status"], "running");
+}
+
+#[test]
+fn query_cpus_lists_every_vcpu_thread() {
+    let g = Guest::start("count", &["-smp", "2"]);
+    let mut c = g.vmm.qmp();
+    g.wait_line("count addr=");
+    let cpus = c.ok("query-cpus", json!({}));
+    let list = cpus.as_array().expect("list");
+    assert_eq!(list.len(), 2);
+    let tids: Vec<i64> = list
+        .iter()
+        .map(|c| c["thread_id"].as_i64().expect("tid"))
+        .collect();
+    assert_ne!(tids[0], tids[1]);
+    for (i, c) in list.iter().enumerate() {
+        assert_eq!(c["CPU"], i);
+        assert_eq!(c["arch"], "x86");
+        assert!(c["pc"].as_i64().is_some());
+    }
+    let hot = c.ok("query-hotpluggable-cpus", json!({}));
+    assert_eq!(hot.as_array().map(Vec::len), Some(2));
+}
