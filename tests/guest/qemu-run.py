@@ -2,17 +2,20 @@
 """Runs the test guest under QEMU: every test on every machine, checks the
 result, and measures the time from process start to the first guest line.
 
-    tests/guest/qemu-run.py                       # whole matrix
-    tests/guest/qemu-run.py -m microvm -t serial -n 20
-    QEMU=/path/to/qemu-system-x86_64 QEMU_CPU=host tests/guest/qemu-run.py
+    tests/guest/qemu-run.py                       # every test on pc and microvm
+    tests/guest/qemu-run.py -m q35 -t smp -t nmi -v
+    tests/guest/qemu-run.py -m microvm -t serial -n 20    # timing
+    tests/guest/qemu-run.py --qemu target/debug/vmm --cpu host -m pc
 
-The same protocol applies to vmm: only the command line differs (see
-README.md). Needs python3 and qemu-system-x86 (Debian), nothing else.
+vmm takes the same command line, so --qemu may name it. "first line" is
+the time from process start to the guest's first `vmm-guest:` line.
+Needs python3 and qemu-system-x86 (Debian), nothing else.
 """
 import argparse
 import json
 import os
 import queue
+import shutil
 import socket
 import statistics
 import subprocess
@@ -139,6 +142,7 @@ def run(machine, test, args, extra_append=""):
         if qmp:
             qmp.close()
         err = p.stderr.read().decode(errors="replace")
+        shutil.rmtree(tmp, ignore_errors=True)
     total = time.monotonic() - t0
     status = p.returncode
     text = "\n".join(out)

@@ -686,7 +686,7 @@ impl QmpCommands for Vmm {
     }
 
     fn inject_nmi(&mut self) -> Result<(), Error> {
-        match self.vm.machine.as_ref() {
+        match self.vm.machine.as_mut() {
             Some(m) => m.inject_nmi().map_err(|e| Error::generic(e.to_string())),
             None => Err(Error::generic(
                 "this feature or command is not currently supported",

@@ -20,6 +20,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use vm::Vm;
 
+/// The project's test guest (tests/guest), booted when no kernel is given.
+const BUNDLED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
+
 /// What the greeting and query-version report as `package`.
 pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
 
@@ -317,13 +320,15 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
     if config.machine.type_name == "none" {
         return Ok(None);
     }
-    let Some(kernel_path) = &config.kernel else {
-        // Without a kernel there is nothing to run yet: the control plane
-        // alone (the bundled test guest becomes the default later).
-        return Ok(None);
+    let (kernel, default_append) = match &config.kernel {
+        Some(path) => (
+            std::fs::read(path).map_err(|e| format!("could not load kernel '{path}': {e}"))?,
+            "",
+        ),
+        // Without -kernel the machine boots the bundled test guest, idle
+        // unless -append names one of its tests.
+        None => (BUNDLED_GUEST.to_vec(), "test=idle"),
     };
-    let kernel = std::fs::read(kernel_path)
-        .map_err(|e| format!("could not load kernel '{kernel_path}': {e}"))?;
     let initrd = config
         .initrd
         .as_ref()
@@ -339,7 +344,10 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
         cpus: config.smp.cpus,
         kernel,
         initrd,
-        cmdline: config.append.clone().unwrap_or_default(),
+        cmdline: config
+            .append
+            .clone()
+            .unwrap_or_else(|| default_append.to_string()),
         serials: serial_writers(config)?,
         debug_exit: debug_exit(config)?,
     };

@@ -405,14 +405,18 @@ impl Machine {
         self.pm.lock().unwrap_or_else(|e| e.into_inner()).wake();
     }
 
-    pub fn inject_nmi(&self) -> Result<(), MachineError> {
-        for v in &self.vcpus {
-            v.fd.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .nmi()
-                .map_err(err("NMI"))?;
-        }
-        Ok(())
+    /// An NMI to every vCPU. A running vCPU holds its descriptor inside
+    /// KVM_RUN, so the vCPUs stop for the moment it takes.
+    pub fn inject_nmi(&mut self) -> Result<(), MachineError> {
+        self.with_vcpus_paused(|m| {
+            for v in &m.vcpus {
+                v.fd.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .nmi()
+                    .map_err(err("NMI"))?;
+            }
+            Ok(())
+        })
     }
 }
 

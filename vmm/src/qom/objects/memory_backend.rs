@@ -1,0 +1,366 @@
+//! `memory-backend-ram` and `memory-backend-file`: host memory allocated
+//! when the object is created, with QEMU's knobs (merge, dump, prealloc,
+//! NUMA policy), ready for guest RAM, NUMA nodes and DIMMs to map.
+
+use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
+use qmp::Error;
+use serde_json::Value;
+use std::any::Any;
+use std::os::fd::AsRawFd;
+
+/// QEMU's MAX_NODES: the highest host node a policy can name, plus one.
+const MAX_NODES: u16 = 128;
+
+/// HostMemPolicy, in the order of both QAPI and Linux's MPOL_* values.
+const POLICIES: &[&str] = &["default", "preferred", "bind", "interleave"];
+
+/// Where the memory comes from.
+pub enum Source {
+    Ram,
+    File {
+        mem_path: Option<String>,
+        share: bool,
+        discard_data: bool,
+    },
+}
+
+/// A host mapping, unmapped on drop.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; nothing in it
+// is tied to the creating thread.
+unsafe impl Send for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: addr/len describe a mapping this value created.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+pub struct MemoryBackend {
+    type_name: &'static str,
+    source: Source,
+    size: u64,
+    merge: bool,
+    dump: bool,
+    prealloc: bool,
+    host_nodes: Vec<u16>,
+    policy: usize,
+    mapping: Option<Mapping>,
+}
+
+fn errno_error(what: &str) -> Error {
+    Error::generic(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+impl MemoryBackend {
+    /// `merge` and `dump` default to the machine's mem-merge and
+    /// dump-guest-core (both on), `prealloc` to -mem-prealloc (off).
+    pub fn new(type_name: &'static str, source: Source) -> MemoryBackend {
+        MemoryBackend {
+            type_name,
+            source,
+            size: 0,
+            merge: true,
+            dump: true,
+            prealloc: false,
+            host_nodes: Vec::new(),
+            policy: 0,
+            mapping: None,
+        }
+    }
+
+    pub fn memdev(&self, id: &str) -> qmp::qapi::Memdev {
+        use qmp::qapi::HostMemPolicy;
+        qmp::qapi::Memdev {
+            id: Some(id.to_string()),
+            size: self.size,
+            merge: self.merge,
+            dump: self.dump,
+            prealloc: self.prealloc,
+            host_nodes: self.host_nodes.clone(),
+            policy: HostMemPolicy::ALL[self.policy],
+        }
+    }
+
+    fn madvise(&self, advice: libc::c_int) {
+        if let Some(m) = &self.mapping {
+            // SAFETY: advising on our own mapping. Failure (a kernel
+            // without KSM, say) leaves the memory usable, as in QEMU.
+            unsafe { libc::madvise(m.addr, m.len, advice) };
+        }
+    }
+
+    fn apply_merge_and_dump(&self) {
+        self.madvise(if self.merge {
+            libc::MADV_MERGEABLE
+        } else {
+            libc::MADV_UNMERGEABLE
+        });
+        self.madvise(if self.dump {
+            libc::MADV_DODUMP
+        } else {
+            libc::MADV_DONTDUMP
+        });
+    }
+
+    /// Touches every page so the host backs them now.
+    fn preallocate(&self) {
+        if let Some(m) = &self.mapping {
+            // SAFETY: page size query has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            let base = m.addr as *mut u8;
+            for off in (0..m.len).step_by(page) {
+                // SAFETY: off < len, inside our writable mapping; a
+                // volatile read-write keeps the content and forces a
+                // private page.
+                unsafe {
+                    let p = base.add(off);
+                    p.write_volatile(p.read_volatile());
+                }
+            }
+        }
+    }
+
+    fn map(&self) -> Result<Mapping, Error> {
+        let len = usize::try_from(self.size)
+            .map_err(|_| Error::generic("memory backend size does not fit in the address space"))?;
+        let (fd, flags, _file) = match &self.source {
+            Source::Ram => (
+                -1,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                None,
+            ),
+            Source::File {
+                mem_path, share, ..
+            } => {
+                let Some(path) = mem_path else {
+                    return Err(Error::generic("mem-path property not set"));
+                };
+                let file = open_backing_file(path, self.size)?;
+                let flags = if *share {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                (file.as_raw_fd(), flags, Some(file))
+            }
+        };
+        // SAFETY: a fresh mapping at an address the kernel chooses.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(errno_error("unable to map backing store for guest RAM"));
+        }
+        Ok(Mapping { addr, len })
+    }
+
+    fn bind(&self, m: &Mapping) -> Result<(), Error> {
+        let policy = self.policy;
+        if !self.host_nodes.is_empty() && policy == 0 {
+            return Err(Error::generic(
+                "host-nodes must be empty for policy default, or you should explicitly specify a policy other than default",
+            ));
+        }
+        if self.host_nodes.is_empty() && policy != 0 {
+            return Err(Error::generic(format!(
+                "host-nodes must be set for policy {}",
+                POLICIES[policy]
+            )));
+        }
+        if policy == 0 {
+            return Ok(());
+        }
+        let mut mask = [0u64; (MAX_NODES as usize).div_ceil(64) + 1];
+        for n in &self.host_nodes {
+            mask[usize::from(*n) / 64] |= 1 << (n % 64);
+        }
+        let maxnode = self.host_nodes.iter().max().map_or(0, |n| u64::from(*n) + 1);
+        const MPOL_MF_STRICT: u64 = 1;
+        const MPOL_MF_MOVE: u64 = 2;
+        // SAFETY: mbind on our own mapping with a mask of maxnode bits.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                m.addr,
+                m.len,
+                policy as u64,
+                mask.as_ptr(),
+                maxnode + 1,
+                MPOL_MF_STRICT | MPOL_MF_MOVE,
+            )
+        };
+        if r != 0 {
+            return Err(errno_error("cannot bind memory to host NUMA nodes"));
+        }
+        Ok(())
+    }
+
+    fn frozen(&self) -> Result<(), Error> {
+        if self.mapping.is_some() {
+            Err(Error::generic("cannot change property value"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The file behind memory-backend-file: a directory gets a fresh,
+/// unlinked file; a file is created if missing and grown to `size`.
+fn open_backing_file(path: &str, size: u64) -> Result<std::fs::File, Error> {
+    let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
+    let file = if is_dir {
+        let mut tmp = std::ffi::CString::new(format!("{path}/qemu_back_mem.XXXXXX"))
+            .map_err(|_| Error::generic("mem-path contains a NUL byte"))?
+            .into_bytes_with_nul();
+        // SAFETY: mkstemp edits the NUL-terminated template in place.
+        let fd = unsafe { libc::mkstemp(tmp.as_mut_ptr() as *mut libc::c_char) };
+        if fd < 0 {
+            return Err(errno_error(&format!(
+                "unable to create backing store for guest RAM in {path}"
+            )));
+        }
+        // SAFETY: unlinking the NUL-terminated path mkstemp wrote.
+        unsafe { libc::unlink(tmp.as_ptr() as *const libc::c_char) };
+        // SAFETY: mkstemp returned a descriptor we now own.
+        unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    } else {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| {
+                Error::generic(format!("can't open backing store {path} for guest RAM: {e}"))
+            })?
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < size {
+        file.set_len(size)
+            .map_err(|e| Error::generic(format!("ftruncate: {e}")))?;
+    }
+    Ok(file)
+}
+
+impl ObjectState for MemoryBackend {
+    fn properties(&self) -> Vec<PropInfo> {
+        let mut p = vec![
+            PropInfo::new("merge", "bool", Access::ReadWrite),
+            PropInfo::new("dump", "bool", Access::ReadWrite),
+            PropInfo::new("prealloc", "bool", Access::ReadWrite),
+            PropInfo::new("size", "int", Access::ReadWrite),
+            PropInfo::new("host-nodes", "int", Access::ReadWrite),
+            PropInfo::new("policy", "HostMemPolicy", Access::ReadWrite),
+        ];
+        if let Source::File { .. } = self.source {
+            p.push(PropInfo::new("mem-path", "string", Access::ReadWrite));
+            p.push(PropInfo::new("share", "bool", Access::ReadWrite));
+            p.push(PropInfo::new("discard-data", "bool", Access::ReadWrite));
+        }
+        p
+    }
+
+    fn get(&self, name: &str) -> Result<Value, Error> {
+        Ok(match (name, &self.source) {
+            ("merge", _) => Value::from(self.merge),
+            ("dump", _) => Value::from(self.dump),
+            ("prealloc", _) => Value::from(self.prealloc),
+            ("size", _) => Value::from(self.size),
+            ("host-nodes", _) => Value::from(self.host_nodes.clone()),
+            ("policy", _) => Value::from(POLICIES[self.policy]),
+            ("mem-path", Source::File { mem_path, .. }) => {
+                Value::from(mem_path.clone().unwrap_or_default())
+            }
+            ("share", Source::File { share, .. }) => Value::from(*share),
+            ("discard-data", Source::File { discard_data, .. }) => Value::from(*discard_data),
+            _ => return Err(crate::qom::props::permission_denied()),
+        })
+    }
+
+    fn set(&mut self, input: &PropInput) -> Result<(), Error> {
+        match input.name {
+            "merge" => {
+                self.merge = input.bool()?;
+                self.apply_merge_and_dump();
+            }
+            "dump" => {
+                self.dump = input.bool()?;
+                self.apply_merge_and_dump();
+            }
+            "prealloc" => {
+                let on = input.bool()?;
+                if on && !self.prealloc {
+                    self.preallocate();
+                }
+                self.prealloc = on;
+            }
+            "size" => {
+                self.frozen()?;
+                let size = input.size()?;
+                if size == 0 {
+                    return Err(Error::generic(format!(
+                        "Property '{}.size' doesn't take value '0'",
+                        self.type_name
+                    )));
+                }
+                self.size = size;
+            }
+            "host-nodes" => {
+                let nodes = input.u16_list()?;
+                if let Some(n) = nodes.iter().find(|n| **n >= MAX_NODES) {
+                    return Err(Error::generic(format!("Invalid host-nodes value: {n}")));
+                }
+                self.host_nodes = nodes;
+            }
+            "policy" => self.policy = input.choice(POLICIES)?,
+            name => {
+                self.frozen()?;
+                let Source::File {
+                    mem_path,
+                    share,
+                    discard_data,
+                } = &mut self.source
+                else {
+                    return Err(crate::qom::props::permission_denied());
+                };
+                match name {
+                    "mem-path" => *mem_path = Some(input.str()?),
+                    "share" => *share = input.bool()?,
+                    _ => *discard_data = input.bool()?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, _id: &str) -> Result<(), Error> {
+        if self.size == 0 {
+            return Err(Error::generic("can't create backend with size 0"));
+        }
+        let m = self.map()?;
+        self.bind(&m)?;
+        self.mapping = Some(m);
+        self.apply_merge_and_dump();
+        if self.prealloc {
+            self.preallocate();
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
