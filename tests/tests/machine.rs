@@ -301,3 +301,22 @@ fn query_cpus_lists_every_vcpu_thread() {
     let hot = c.ok("query-hotpluggable-cpus", json!({}));
     assert_eq!(hot.as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn s3_suspends_and_system_wakeup_wakes_the_guest() {
+    let mut g = Guest::start("acpi-suspend", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    let e = c.wait_event("SUSPEND");
+    assert!(e.get("data").is_none(), "{e}");
+    assert_eq!(c.ok("query-status", json!({}))["status"], "suspended");
+    // cont leaves a suspended guest alone, as QEMU does.
+    c.ok("cont", json!({}));
+    assert_eq!(c.ok("query-status", json!({}))["status"], "suspended");
+    c.ok("system_wakeup", json!({}));
+    c.wait_event("WAKEUP");
+    assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
+    let out = g.output();
+    assert!(out.contains("ok acpi-suspend woke"), "{out}");
+    assert!(!c.event_names().contains(&"RESET".to_string()));
+}

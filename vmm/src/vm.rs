@@ -211,16 +211,17 @@ impl Vm {
         Ok(LoopControl::Continue)
     }
 
-    /// `system_wakeup`: a suspended guest runs again.
+    /// `system_wakeup`: a suspended guest runs again. As QEMU 2.11 does,
+    /// the wake-up resets the machine (firmware or kernel follow their
+    /// resume path from there), without a RESET event, then emits WAKEUP.
     pub fn wakeup(&mut self) -> Result<(), InvalidTransition> {
         if !self.runstate.is(RunState::Suspended) {
             return Ok(());
         }
-        if let Some(m) = self.machine.as_mut() {
-            m.wake();
-        }
         self.set_state(RunState::Running)?;
         if let Some(m) = self.machine.as_mut() {
+            m.reset();
+            m.wake();
             m.resume_all();
         }
         self.emit(Event::Wakeup);

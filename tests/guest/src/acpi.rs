@@ -233,15 +233,20 @@ pub fn fadt(t: &Table) -> Fadt {
     }
 }
 
-/// SLP_TYPa of \_S5 in the DSDT: finds `NameOp "_S5_" PackageOp`, skips
-/// PkgLength and NumElements, and decodes the first element (Zero, One,
-/// Ones, BytePrefix n, WordPrefix n). Enough for the AML that QEMU,
-/// firmware and most VMMs generate.
+/// SLP_TYPa of \_S5 in the DSDT.
 pub fn s5_slp_typ(dsdt: &Table) -> Option<u8> {
+    sleep_slp_typ(dsdt, b"_S5_")
+}
+
+/// SLP_TYPa of a sleep state package (`_S3_`, `_S5_`) in the DSDT: finds
+/// `NameOp NAME PackageOp`, skips PkgLength and NumElements, and decodes
+/// the first element (Zero, One, Ones, BytePrefix n, WordPrefix n). Enough
+/// for the AML that QEMU, firmware and most VMMs generate.
+pub fn sleep_slp_typ(dsdt: &Table, name: &[u8; 4]) -> Option<u8> {
     let (start, end) = (dsdt.addr + 36, dsdt.addr + dsdt.len);
     let mut p = start;
     while p + 5 < end {
-        if rd32(p) == u32::from_le_bytes(*b"_S5_") {
+        if rd32(p) == u32::from_le_bytes(*name) {
             let named = rd8(p - 1) == 0x08 || (rd8(p - 1) == b'\\' && rd8(p - 2) == 0x08);
             if named && rd8(p + 4) == 0x12 {
                 let mut q = p + 5;

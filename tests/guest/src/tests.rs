@@ -13,6 +13,7 @@ pub const ALL: &[&str] = &[
     "rtc",
     "reset",
     "acpi-shutdown",
+    "acpi-suspend",
     "smp",
     "idle",
     "fault",
@@ -41,6 +42,7 @@ pub fn run(name: &str) {
         "rtc" => rtc(),
         "reset" => reset(),
         "acpi-shutdown" => acpi_shutdown(),
+        "acpi-suspend" => acpi_suspend(),
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
@@ -141,6 +143,47 @@ fn gas_write(g: &acpi::Gas, v: u64) {
         (_, 32) => mmio_wr32(g.addr, v as u32),
         (_, _) => mmio_wr64(g.addr, v),
     }
+}
+
+/// Marker left in SCRATCH before suspending: the wake-up restarts the
+/// guest (no firmware resume path), which then reports it woke.
+const SUSPEND_MARK: u64 = u64::from_le_bytes(*b"SUSPEND3");
+
+/// Suspend to RAM (S3) through PM1a_CNT with the DSDT's \_S3 type; the
+/// VMM wakes the machine (QMP `system_wakeup`), the guest starts again and
+/// reports `ok acpi-suspend woke`.
+fn acpi_suspend() -> ! {
+    const T: &str = "acpi-suspend";
+    let mark = SCRATCH as *mut u64;
+    unsafe {
+        if core::ptr::read_volatile(mark) == SUSPEND_MARK {
+            core::ptr::write_volatile(mark, 0);
+            say!("ok {} woke", T);
+            exit(0);
+        }
+    }
+    let si = start_info::get();
+    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
+        fail(T, format_args!("no RSDP"))
+    };
+    let Some(facp) = acpi::find_table(&rsdp, b"FACP") else {
+        fail(T, format_args!("no FADT"))
+    };
+    let f = acpi::fadt(&facp);
+    let Some(s3) = acpi::table_at(f.dsdt).as_ref().and_then(|d| acpi::sleep_slp_typ(d, b"_S3_")) else {
+        fail(T, format_args!("no \\_S3 in the DSDT"))
+    };
+    if f.pm1a_cnt == 0 || f.hw_reduced {
+        fail(T, format_args!("no PM1a control block"));
+    }
+    unsafe { core::ptr::write_volatile(mark, SUSPEND_MARK) };
+    let v = (inw(f.pm1a_cnt) & !0x3c00) | (s3 as u16 & 7) << 10;
+    say!("{} pm1a_cnt={:#x} <- {:#x}", T, f.pm1a_cnt, v | 1 << 13);
+    outw(f.pm1a_cnt, v | 1 << 13);
+    let t = timeout();
+    time::wait_until(t, || false);
+    unsafe { core::ptr::write_volatile(mark, 0) };
+    fail(T, format_args!("still running {}s after entering S3", t))
 }
 
 fn acpi_shutdown() -> ! {
