@@ -121,6 +121,10 @@ fn the_rtc_reads_host_time() {
         .lines()
         .find(|l| l.contains("ok rtc"))
         .expect("rtc line");
+    assert!(
+        line.ends_with("update-irq"),
+        "the update-ended interrupt flag: {line}"
+    );
     // `ok rtc YYYY-MM-DD hh:mm:ss ...`: the date is the host's (UTC).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

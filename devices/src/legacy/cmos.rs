@@ -3,7 +3,7 @@
 //! holds the memory sizes firmware reads.
 
 use crate::bus::BusDevice;
-use crate::platform::{PlatformRequest, RequestSink};
+use crate::platform::{InterruptLine, PlatformRequest, RequestSink};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,16 @@ const REG_D: usize = 0x0d;
 const CENTURY: usize = 0x32;
 
 const B_SET: u8 = 0x80;
+const B_PIE: u8 = 0x40;
+const B_AIE: u8 = 0x20;
+const B_UIE: u8 = 0x10;
+const C_IRQF: u8 = 0x80;
+const C_PF: u8 = 0x40;
+const C_AF: u8 = 0x20;
+const C_UF: u8 = 0x10;
+const SECONDS_ALARM: usize = 0x01;
+const MINUTES_ALARM: usize = 0x03;
+const HOURS_ALARM: usize = 0x05;
 const B_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
 
@@ -55,7 +65,10 @@ pub struct Cmos {
     nvram: [u8; 128],
     /// Guest time minus host time, in seconds.
     offset: i64,
+    /// The guest second the last update-ended flag was raised for.
+    last_update: i64,
     sink: Arc<dyn RequestSink>,
+    irq: Arc<dyn InterruptLine>,
 }
 
 fn host_now() -> i64 {
@@ -68,7 +81,12 @@ fn host_now() -> i64 {
 impl Cmos {
     /// `below_4g` and `above_4g` are the RAM sizes in bytes on either side
     /// of the 4 GiB boundary, recorded where PC firmware looks for them.
-    pub fn new(below_4g: u64, above_4g: u64, sink: Arc<dyn RequestSink>) -> Cmos {
+    pub fn new(
+        below_4g: u64,
+        above_4g: u64,
+        sink: Arc<dyn RequestSink>,
+        irq: Arc<dyn InterruptLine>,
+    ) -> Cmos {
         let mut nvram = [0u8; 128];
         nvram[REG_A] = 0x26;
         nvram[REG_B] = B_24H;
@@ -94,7 +112,63 @@ impl Cmos {
             nmi_disabled: false,
             nvram,
             offset: 0,
+            last_update: host_now(),
             sink,
+            irq,
+        }
+    }
+
+    /// The periodic interrupt's period (register A's rate select), if the
+    /// guest enabled it.
+    pub fn periodic_interval(&self) -> Option<std::time::Duration> {
+        let rate = self.nvram[REG_A] & 0x0f;
+        if self.nvram[REG_B] & B_PIE == 0 || rate == 0 {
+            return None;
+        }
+        // Rates 1 and 2 mean 256 and 128 Hz on the MC146818; 3..15 are
+        // 32768 >> (rate - 1) Hz.
+        let hz: u64 = match rate {
+            1 => 256,
+            2 => 128,
+            r => 32768 >> (r - 1),
+        };
+        Some(std::time::Duration::from_nanos(1_000_000_000 / hz))
+    }
+
+    /// Raises the flags of register C that are due (update-ended once per
+    /// guest second, alarm when the time matches, periodic when `periodic`),
+    /// and the interrupt when an enabled one is among them. Called by the
+    /// machine's RTC timer.
+    pub fn tick(&mut self, periodic: bool) {
+        let now = host_now() + self.offset;
+        let mut flags = 0;
+        if periodic {
+            flags |= C_PF;
+        }
+        if now != self.last_update && self.nvram[REG_B] & B_SET == 0 {
+            self.last_update = now;
+            flags |= C_UF;
+            self.refresh();
+            // An alarm byte with its top two bits set matches any value.
+            let matches = |alarm: usize, reg: usize| {
+                self.nvram[alarm] & 0xc0 == 0xc0 || self.nvram[alarm] == self.nvram[reg]
+            };
+            if matches(SECONDS_ALARM, SECONDS)
+                && matches(MINUTES_ALARM, MINUTES)
+                && matches(HOURS_ALARM, HOURS)
+            {
+                flags |= C_AF;
+            }
+        }
+        if flags == 0 {
+            return;
+        }
+        self.nvram[REG_C] |= flags;
+        let enabled = self.nvram[REG_B] & (B_PIE | B_AIE | B_UIE);
+        // PF, AF and UF sit at the bits of PIE, AIE and UIE.
+        if self.nvram[REG_C] & enabled != 0 && self.nvram[REG_C] & C_IRQF == 0 {
+            self.nvram[REG_C] |= C_IRQF;
+            self.irq.set_level(true);
         }
     }
 
@@ -177,7 +251,11 @@ impl BusDevice for Cmos {
                     }
                     self.nvram[self.index]
                 }
-                REG_C => std::mem::take(&mut self.nvram[REG_C]),
+                REG_C => {
+                    // Reading C acknowledges every flag and the interrupt.
+                    self.irq.set_level(false);
+                    std::mem::take(&mut self.nvram[REG_C])
+                }
                 i => self.nvram[i],
             },
         };
@@ -236,10 +314,47 @@ mod tests {
         assert_eq!(days_from_civil(2000, 3, 1), 11017);
     }
 
+    struct Level(std::sync::atomic::AtomicBool);
+    impl InterruptLine for Level {
+        fn set_level(&self, high: bool) {
+            self.0.store(high, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn update_interrupt_raises_irq8_until_register_c_is_read() {
+        let rec = Arc::new(Record(Mutex::new(Vec::new())));
+        let line = Arc::new(Level(std::sync::atomic::AtomicBool::new(false)));
+        let mut c = Cmos::new(128 << 20, 0, rec, line.clone());
+        c.write(0, &[0x0b]);
+        c.write(1, &[B_24H | B_UIE]);
+        c.last_update -= 1;
+        c.tick(false);
+        assert!(line.0.load(std::sync::atomic::Ordering::SeqCst));
+        c.write(0, &[0x0c]);
+        let mut v = [0u8];
+        c.read(1, &mut v);
+        assert_eq!(v[0] & (C_IRQF | C_UF), C_IRQF | C_UF);
+        assert!(!line.0.load(std::sync::atomic::Ordering::SeqCst));
+        // Periodic interrupts only when enabled, at register A's rate.
+        assert_eq!(c.periodic_interval(), None);
+        c.write(0, &[0x0b]);
+        c.write(1, &[B_24H | B_PIE]);
+        assert_eq!(
+            c.periodic_interval(),
+            Some(std::time::Duration::from_nanos(1_000_000_000 / 1024))
+        );
+    }
+
     #[test]
     fn setting_the_clock_reports_the_new_offset() {
         let rec = Arc::new(Record(Mutex::new(Vec::new())));
-        let mut c = Cmos::new(128 << 20, 0, rec.clone());
+        let mut c = Cmos::new(
+            128 << 20,
+            0,
+            rec.clone(),
+            Arc::new(crate::platform::NoInterrupt),
+        );
         let rd = |c: &mut Cmos, i: u8| {
             c.write(0, &[i]);
             let mut v = [0u8];

@@ -8,6 +8,11 @@ pub fn read(reg: u8) -> u8 {
     inb(0x71)
 }
 
+pub fn write(reg: u8, value: u8) {
+    outb(0x70, reg & 0x7f);
+    outb(0x71, value);
+}
+
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub struct Raw {
     pub sec: u8,

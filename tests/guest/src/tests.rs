@@ -93,11 +93,25 @@ fn rtc() {
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} statusB={:#04x} century={:#04x}",
         d.year, d.mon, d.day, d.hour, d.min, d.sec, d.status_b, d.century_reg
     );
-    if d.valid() {
-        say!("ok rtc {}", line);
-    } else {
+    if !d.valid() {
         fail("rtc", format_args!("invalid {}", line));
     }
+    // The update-ended interrupt: enable UIE in register B and watch
+    // register C raise IRQF and UF within two seconds (interrupts stay
+    // masked in the CPU, so polling sees the flags).
+    let b = rtc::read(0x0b);
+    rtc::write(0x0b, b | 0x10);
+    let _ = rtc::read(0x0c);
+    let mut c = 0;
+    let seen = time::wait_until(2, || {
+        c = rtc::read(0x0c);
+        c & 0x90 == 0x90
+    });
+    rtc::write(0x0b, b);
+    if !seen {
+        fail("rtc", format_args!("no update interrupt flag in register C (last {:#04x})", c));
+    }
+    say!("ok rtc {} update-irq", line);
 }
 
 /// Marker left in SCRATCH (outside the ELF image, so a reset that reloads

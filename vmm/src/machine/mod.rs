@@ -17,6 +17,7 @@ use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_P
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{GuestRam, RamLayout};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use vcpu::{EventSink, VcpuShared};
@@ -111,8 +112,56 @@ pub struct Machine {
     events: EventSink,
     pm: Arc<Mutex<AcpiPm>>,
     serials: Vec<Arc<Mutex<Serial16550>>>,
+    /// Ends the RTC timer thread.
+    rtc_stop: Arc<AtomicBool>,
+    rtc_timer: Option<JoinHandle<()>>,
     /// The vCPUs are to run (the run state is `running`).
     running: bool,
+}
+
+/// Drives the CMOS RTC's update, alarm and periodic interrupts: wakes at
+/// the periodic rate when the guest enabled it, else a few times a second
+/// to catch each second's update.
+fn spawn_rtc_timer(
+    cmos: Arc<Mutex<Cmos>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("rtc".into())
+        .spawn(move || {
+            let idle = std::time::Duration::from_millis(50);
+            let mut next_periodic: Option<std::time::Instant> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let interval = cmos
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .periodic_interval();
+                let now = std::time::Instant::now();
+                let due = match (interval, next_periodic) {
+                    (Some(i), Some(n)) if now >= n => {
+                        next_periodic = Some(n + i);
+                        true
+                    }
+                    (Some(i), None) => {
+                        next_periodic = Some(now + i);
+                        false
+                    }
+                    (Some(_), Some(_)) => false,
+                    (None, _) => {
+                        next_periodic = None;
+                        false
+                    }
+                };
+                cmos.lock().unwrap_or_else(|e| e.into_inner()).tick(due);
+                let sleep = match next_periodic {
+                    Some(n) => n
+                        .saturating_duration_since(std::time::Instant::now())
+                        .min(idle),
+                    None => idle,
+                };
+                std::thread::sleep(sleep);
+            }
+        })
 }
 
 impl Machine {
@@ -168,12 +217,10 @@ impl Machine {
             5,
             Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1)))),
         )?;
-        insert(
-            &mut pio,
-            0x70,
-            2,
-            Arc::new(Mutex::new(Cmos::new(below, above, sink.clone()))),
-        )?;
+        let cmos = Arc::new(Mutex::new(Cmos::new(below, above, sink.clone(), irq(8))));
+        insert(&mut pio, 0x70, 2, cmos.clone())?;
+        let rtc_stop = Arc::new(AtomicBool::new(false));
+        let rtc_timer = spawn_rtc_timer(cmos, rtc_stop.clone()).map_err(err("RTC timer"))?;
         insert(
             &mut pio,
             devices::acpi_pm::PM_BASE,
@@ -209,6 +256,8 @@ impl Machine {
             events,
             pm,
             serials,
+            rtc_stop,
+            rtc_timer: Some(rtc_timer),
             running: false,
         };
         m.build_vm()?;
@@ -423,6 +472,10 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.teardown_vm();
+        self.rtc_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.rtc_timer.take() {
+            let _ = t.join();
+        }
     }
 }
 
