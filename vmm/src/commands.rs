@@ -25,6 +25,8 @@ pub struct Vmm {
     pub topology: crate::cmdline::SmpConfig,
     /// The `-cpu` model name (QEMU's default `qemu64`).
     pub cpu_model: String,
+    /// The object tree (QOM): /machine, /objects, types and properties.
+    pub qom: crate::qom::Qom,
 }
 
 /// The command-line option groups, as query-command-line-options lists
@@ -617,7 +619,7 @@ impl QmpCommands for Vmm {
     }
 
     fn query_iothreads(&mut self) -> Result<Vec<IOThreadInfo>, Error> {
-        not_implemented("query-iothreads")
+        Ok(self.qom.iothreads())
     }
 
     fn query_balloon(&mut self) -> Result<BalloonInfo, Error> {
@@ -702,31 +704,34 @@ impl QmpCommands for Vmm {
         not_implemented("human-monitor-command")
     }
 
-    fn qom_list(&mut self, _args: QomListArgs) -> Result<Vec<ObjectPropertyInfo>, Error> {
-        not_implemented("qom-list")
+    fn qom_list(&mut self, args: QomListArgs) -> Result<Vec<ObjectPropertyInfo>, Error> {
+        self.qom.list(&args.path)
     }
 
-    fn qom_get(&mut self, _args: QomGetArgs) -> Result<Value, Error> {
-        not_implemented("qom-get")
+    fn qom_get(&mut self, args: QomGetArgs) -> Result<Value, Error> {
+        self.qom.get(&args.path, &args.property)
     }
 
-    fn qom_set(&mut self, _args: QomSetArgs) -> Result<(), Error> {
-        not_implemented("qom-set")
+    fn qom_set(&mut self, args: QomSetArgs) -> Result<(), Error> {
+        self.qom.set(&args.path, &args.property, &args.value)
     }
 
     fn change(&mut self, _args: ChangeArgs) -> Result<(), Error> {
         not_implemented("change")
     }
 
-    fn qom_list_types(&mut self, _args: QomListTypesArgs) -> Result<Vec<ObjectTypeInfo>, Error> {
-        not_implemented("qom-list-types")
+    fn qom_list_types(&mut self, args: QomListTypesArgs) -> Result<Vec<ObjectTypeInfo>, Error> {
+        Ok(crate::qom::Qom::list_types(
+            args.implements.as_deref(),
+            args.r#abstract.unwrap_or(false),
+        ))
     }
 
     fn device_list_properties(
         &mut self,
-        _args: DeviceListPropertiesArgs,
+        args: DeviceListPropertiesArgs,
     ) -> Result<Vec<DevicePropertyInfo>, Error> {
-        not_implemented("device-list-properties")
+        crate::qom::devices::list_properties(&args.typename)
     }
 
     fn xen_set_global_dirty_log(&mut self, _args: XenSetGlobalDirtyLogArgs) -> Result<(), Error> {
@@ -757,12 +762,13 @@ impl QmpCommands for Vmm {
         not_implemented("dump-skeys")
     }
 
-    fn object_add(&mut self, _args: ObjectAddArgs) -> Result<(), Error> {
-        not_implemented("object-add")
+    fn object_add(&mut self, args: ObjectAddArgs) -> Result<(), Error> {
+        self.qom
+            .object_add(&args.qom_type, &args.id, args.props.as_ref())
     }
 
-    fn object_del(&mut self, _args: ObjectDelArgs) -> Result<(), Error> {
-        not_implemented("object-del")
+    fn object_del(&mut self, args: ObjectDelArgs) -> Result<(), Error> {
+        self.qom.object_del(&args.id)
     }
 
     fn getfd(&mut self, _args: GetfdArgs) -> Result<(), Error> {
@@ -818,7 +824,7 @@ impl QmpCommands for Vmm {
     }
 
     fn query_memdev(&mut self) -> Result<Vec<Memdev>, Error> {
-        not_implemented("query-memdev")
+        Ok(self.qom.memdevs())
     }
 
     fn query_memory_devices(&mut self) -> Result<Vec<MemoryDeviceInfo>, Error> {

@@ -7,6 +7,7 @@ mod kvm;
 mod machine;
 mod machines;
 mod monitor;
+mod qom;
 mod runstate;
 mod vm;
 
@@ -32,7 +33,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("drive", "the block layer"),
     ("blockdev", "the block layer"),
     ("netdev", "network backends"),
-    ("object", "the object model"),
     ("bios", "firmware loading"),
     ("vnc", "the VNC server"),
     ("incoming", "migration"),
@@ -409,6 +409,12 @@ fn run(config: Config) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    let qom = match debug_exit(&config)
+        .and_then(|d| qom::Qom::from_config(&config, machine.is_some(), d))
+    {
+        Ok(q) => q,
+        Err(e) => return fail(e),
+    };
     let mut vm = Vm::new(config.start_paused, machine);
     vm.no_shutdown = config.no_shutdown;
     vm.no_reboot = config.no_reboot;
@@ -427,6 +433,7 @@ fn run(config: Config) -> ExitCode {
             .and_then(|c| c.split(',').next())
             .unwrap_or("qemu64")
             .to_string(),
+        qom,
     };
     let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
         Ok(m) => m,

@@ -133,10 +133,7 @@ impl<'a> PropInput<'a> {
                     i.as_u64()
                         .and_then(|u| u16::try_from(u).ok())
                         .ok_or_else(|| {
-                            Error::generic(format!(
-                                "Parameter '{}' expects uint16",
-                                self.name
-                            ))
+                            Error::generic(format!("Parameter '{}' expects uint16", self.name))
                         })
                 })
                 .collect()
@@ -251,7 +248,7 @@ impl ObjectState for PropertyStore {
             // property of a realized device is not.
             if matches!(input.name, "realized" | "hotplugged") {
                 let current = self.get(input.name)?;
-                if Value::from(input.bool()?) == current {
+                if current == input.bool()? {
                     return Ok(());
                 }
             }

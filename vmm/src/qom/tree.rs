@@ -210,7 +210,12 @@ impl Tree {
             .iter()
             .find(|(c, _)| c == part)
             .map(|(_, id)| *id)
-            .or_else(|| n.links.iter().find(|l| l.name == part).and_then(|l| l.target))
+            .or_else(|| {
+                n.links
+                    .iter()
+                    .find(|l| l.name == part)
+                    .and_then(|l| l.target)
+            })
     }
 
     fn resolve_from(&self, at: ObjectId, parts: &[&str]) -> Option<ObjectId> {
@@ -225,7 +230,11 @@ impl Tree {
 
     /// A partial path matches wherever in the tree it can start; it must
     /// match exactly once.
-    fn resolve_partial(&self, at: ObjectId, parts: &[&str]) -> Result<Option<ObjectId>, ResolveError> {
+    fn resolve_partial(
+        &self,
+        at: ObjectId,
+        parts: &[&str],
+    ) -> Result<Option<ObjectId>, ResolveError> {
         let mut found = self.resolve_from(at, parts);
         for (_, child) in &self.node(at).children {
             if let Some(hit) = self.resolve_partial(*child, parts)? {
@@ -241,7 +250,9 @@ impl Tree {
     pub fn resolve(&self, path: &str) -> Result<ObjectId, ResolveError> {
         if let Some(abs) = path.strip_prefix('/') {
             let parts: Vec<&str> = abs.split('/').collect();
-            return self.resolve_from(ROOT, &parts).ok_or(ResolveError::NotFound);
+            return self
+                .resolve_from(ROOT, &parts)
+                .ok_or(ResolveError::NotFound);
         }
         let parts: Vec<&str> = if path.is_empty() {
             Vec::new()

@@ -134,7 +134,7 @@ pub fn list(implements: Option<&str>, include_abstract: bool) -> Vec<&'static Ty
     TYPES
         .iter()
         .filter(|t| include_abstract || !t.is_abstract)
-        .filter(|t| implements.map_or(true, |i| is_a(t.name, i)))
+        .filter(|t| implements.is_none_or(|i| is_a(t.name, i)))
         .collect()
 }
 

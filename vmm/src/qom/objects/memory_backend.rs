@@ -187,7 +187,11 @@ impl MemoryBackend {
         for n in &self.host_nodes {
             mask[usize::from(*n) / 64] |= 1 << (n % 64);
         }
-        let maxnode = self.host_nodes.iter().max().map_or(0, |n| u64::from(*n) + 1);
+        let maxnode = self
+            .host_nodes
+            .iter()
+            .max()
+            .map_or(0, |n| u64::from(*n) + 1);
         const MPOL_MF_STRICT: u64 = 1;
         const MPOL_MF_MOVE: u64 = 2;
         // SAFETY: mbind on our own mapping with a mask of maxnode bits.
@@ -244,7 +248,9 @@ fn open_backing_file(path: &str, size: u64) -> Result<std::fs::File, Error> {
             .truncate(false)
             .open(path)
             .map_err(|e| {
-                Error::generic(format!("can't open backing store {path} for guest RAM: {e}"))
+                Error::generic(format!(
+                    "can't open backing store {path} for guest RAM: {e}"
+                ))
             })?
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -36,12 +36,11 @@ impl Secret {
             (Some(_), Some(_)) => {
                 return Err(Error::generic("'data' and 'file' are mutually exclusive"))
             }
-            (None, None) => {
-                return Err(Error::generic("Either 'data' or 'file' must be provided"))
-            }
+            (None, None) => return Err(Error::generic("Either 'data' or 'file' must be provided")),
             (Some(d), None) => d.as_bytes().to_vec(),
-            (None, Some(f)) => std::fs::read(f)
-                .map_err(|e| Error::generic(format!("Unable to read {f}: {e}")))?,
+            (None, Some(f)) => {
+                std::fs::read(f).map_err(|e| Error::generic(format!("Unable to read {f}: {e}")))?
+            }
         };
         if self.keyid.is_some() {
             // AES-256-CBC decryption needs a cipher crate vmm does not
@@ -126,9 +125,11 @@ impl ObjectState for Secret {
 fn base64_decode(input: &[u8]) -> Result<Vec<u8>, Error> {
     let invalid = || Error::generic("Base64 data contains invalid characters");
     if input.contains(&0) {
-        return Err(Error::generic("Base64 data contains embedded NUL characters"));
+        return Err(Error::generic(
+            "Base64 data contains embedded NUL characters",
+        ));
     }
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return Err(Error::generic("Base64 data length is not a multiple of 4"));
     }
     let sextet = |c: u8| -> Option<u32> {

@@ -1,0 +1,156 @@
+//! The object model (QOM): the type registry, the composition tree with
+//! typed properties, the user-creatable objects, and the QMP commands'
+//! view of them with QEMU 2.11's answers and errors.
+
+pub mod devices;
+pub mod machine;
+pub mod objects;
+pub mod props;
+pub mod tree;
+pub mod types;
+
+use props::PropInput;
+use qmp::qapi::{IOThreadInfo, Memdev, ObjectPropertyInfo, ObjectTypeInfo};
+use qmp::Error;
+use serde_json::{Map, Value};
+use tree::{ResolveError, Tree};
+
+pub struct Qom {
+    pub tree: Tree,
+}
+
+impl Qom {
+    pub fn new(machine: &machine::MachineDescription) -> Qom {
+        Qom {
+            tree: machine::build(machine),
+        }
+    }
+
+    /// The tree for this command line, with its `-object`s created;
+    /// an error names the `-object` it comes from.
+    pub fn from_config(
+        config: &crate::cmdline::Config,
+        has_machine: bool,
+        debug_exit: Option<(u16, u16)>,
+    ) -> Result<Qom, String> {
+        let mut qom = Qom::new(&machine::MachineDescription::from_config(
+            config,
+            has_machine,
+            debug_exit,
+        ));
+        for o in &config.objects {
+            let qom_type = o.get("qom-type").unwrap_or_default();
+            let id = o.id.as_deref().unwrap_or_default();
+            let items: Vec<(String, String)> = o
+                .items
+                .iter()
+                .filter(|(k, _)| k != "qom-type")
+                .cloned()
+                .collect();
+            qom.object_add_cmdline(qom_type, id, &items)
+                .map_err(|e| format!("{}: {}", o.location, e.desc))?;
+        }
+        Ok(qom)
+    }
+
+    fn resolve(&self, path: &str) -> Result<tree::ObjectId, Error> {
+        self.tree
+            .resolve(path)
+            .map_err(|_| Error::device_not_found(format!("Device '{path}' not found")))
+    }
+
+    pub fn list(&self, path: &str) -> Result<Vec<ObjectPropertyInfo>, Error> {
+        let obj = self.tree.resolve(path).map_err(|e| match e {
+            ResolveError::Ambiguous => Error::generic(format!("Path '{path}' is ambiguous")),
+            ResolveError::NotFound => Error::device_not_found(format!("Device '{path}' not found")),
+        })?;
+        Ok(self
+            .tree
+            .list(obj)
+            .into_iter()
+            .map(|(name, r#type)| ObjectPropertyInfo { name, r#type })
+            .collect())
+    }
+
+    pub fn get(&self, path: &str, property: &str) -> Result<Value, Error> {
+        let obj = self.resolve(path)?;
+        self.tree.get(obj, property)
+    }
+
+    pub fn set(&mut self, path: &str, property: &str, value: &Value) -> Result<(), Error> {
+        let obj = self.resolve(path)?;
+        self.tree.set(obj, &PropInput::json(property, value))
+    }
+
+    pub fn list_types(implements: Option<&str>, include_abstract: bool) -> Vec<ObjectTypeInfo> {
+        types::list(implements, include_abstract)
+            .into_iter()
+            .map(|t| ObjectTypeInfo {
+                name: t.name.to_string(),
+                r#abstract: Some(t.is_abstract),
+                parent: t.parent.map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// object-add: `props` must be an object, as QEMU checks.
+    pub fn object_add(
+        &mut self,
+        qom_type: &str,
+        id: &str,
+        props: Option<&Value>,
+    ) -> Result<(), Error> {
+        let empty = Map::new();
+        let props = match props {
+            None => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(Error::generic(
+                    "Invalid parameter type for 'props', expected: dict",
+                ))
+            }
+        };
+        objects::add(&mut self.tree, qom_type, id, props, false).map(drop)
+    }
+
+    /// `-object TYPE,id=ID,prop=value,...`: values are strings.
+    pub fn object_add_cmdline(
+        &mut self,
+        qom_type: &str,
+        id: &str,
+        items: &[(String, String)],
+    ) -> Result<(), Error> {
+        let mut props = Map::new();
+        for (k, v) in items {
+            props.insert(k.clone(), Value::from(v.clone()));
+        }
+        objects::add(&mut self.tree, qom_type, id, &props, true).map(drop)
+    }
+
+    pub fn object_del(&mut self, id: &str) -> Result<(), Error> {
+        objects::del(&mut self.tree, id)
+    }
+
+    pub fn iothreads(&mut self) -> Vec<IOThreadInfo> {
+        objects::all_of::<objects::iothread::IoThread>(&mut self.tree)
+            .into_iter()
+            .map(|(id, t)| {
+                let [max, grow, shrink] = t.poll_params();
+                IOThreadInfo {
+                    id,
+                    thread_id: t.thread_id(),
+                    poll_max_ns: max,
+                    poll_grow: grow,
+                    poll_shrink: shrink,
+                }
+            })
+            .collect()
+    }
+
+    pub fn memdevs(&mut self) -> Vec<Memdev> {
+        objects::all_of::<objects::memory_backend::MemoryBackend>(&mut self.tree)
+            .into_iter()
+            .map(|(id, m)| m.memdev(&id))
+            .collect()
+    }
+}
