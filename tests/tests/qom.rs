@@ -574,3 +574,77 @@ fn device_list_properties_matches_qemu() {
         assert_eq!(as_set(&ours), as_set(list), "{device}");
     }
 }
+
+#[test]
+fn throttle_groups() {
+    let (_vmm, mut qmp) = start(&[
+        "-object",
+        "throttle-group,id=cmd,x-iops-total=100,x-iops-total-max=200",
+    ]);
+    let limits = get(&mut qmp, "/objects/cmd", "limits");
+    assert_eq!(limits["iops-total"], json!(100));
+    assert_eq!(limits["iops-total-max"], json!(200));
+    assert_eq!(limits["bps-read-max-length"], json!(1));
+    assert_eq!(limits.as_object().map(|m| m.len()), Some(19));
+    assert_eq!(get(&mut qmp, "/objects/cmd", "x-iops-total"), json!(100));
+
+    let add = |qmp: &mut QmpClient, props: Value| {
+        qmp.err(
+            "object-add",
+            json!({"qom-type": "throttle-group", "id": "bad", "props": props}),
+        )
+    };
+    assert_eq!(
+        add(&mut qmp, json!({"x-bps-total": 1, "x-bps-read": 1})),
+        generic("bps/iops/max total values and read/write values cannot be used at the same time")
+    );
+    assert_eq!(
+        add(&mut qmp, json!({"x-bps-total-max": 10})),
+        generic("bps_max/iops_max require corresponding bps/iops values")
+    );
+    assert_eq!(
+        add(&mut qmp, json!({"x-iops-size": 4096})),
+        generic("iops size requires an iops value to be set")
+    );
+    assert_eq!(
+        add(&mut qmp, json!({"x-bps-total": -1})),
+        generic("Property values cannot be negative")
+    );
+    assert_eq!(
+        add(
+            &mut qmp,
+            json!({"limits": {"bps-total": 10, "bps-total-max": 5}})
+        ),
+        generic("bps_max/iops_max cannot be lower than bps/iops")
+    );
+
+    // After creation, only `limits` changes the group, and only to a
+    // valid configuration.
+    qmp.ok(
+        "object-add",
+        json!({"qom-type": "throttle-group", "id": "tg", "props": {"limits": {"bps-total": 1000}}}),
+    );
+    assert_eq!(
+        qmp.err(
+            "qom-set",
+            json!({"path": "/objects/tg", "property": "x-bps-total", "value": 5})
+        ),
+        generic("Property cannot be set after initialization")
+    );
+    qmp.ok(
+        "qom-set",
+        json!({"path": "/objects/tg", "property": "limits", "value": {"bps-total": 2000, "bps-total-max": 4000}}),
+    );
+    let limits = get(&mut qmp, "/objects/tg", "limits");
+    assert_eq!(limits["bps-total"], json!(2000));
+    assert_eq!(limits["bps-total-max"], json!(4000));
+    assert_eq!(
+        qmp.err(
+            "qom-set",
+            json!({"path": "/objects/tg", "property": "limits", "value": {"bps-read": 1}})
+        ),
+        generic("bps/iops/max total values and read/write values cannot be used at the same time")
+    );
+    qmp.ok("object-del", json!({"id": "tg"}));
+    qmp.ok("object-del", json!({"id": "cmd"}));
+}

@@ -4,6 +4,7 @@
 pub mod iothread;
 pub mod memory_backend;
 pub mod secret;
+pub mod throttle_group;
 
 use super::props::{ObjectState, PropInput};
 use super::tree::{ObjectId, Tree};
@@ -18,6 +19,7 @@ fn instantiate(type_name: &str) -> Option<Box<dyn ObjectState>> {
     Some(match type_name {
         "secret" => Box::new(secret::Secret::new()),
         "iothread" => Box::new(iothread::IoThread::new()),
+        "throttle-group" => Box::new(throttle_group::ThrottleGroup::new()),
         "memory-backend-ram" => Box::new(MemoryBackend::new("memory-backend-ram", Source::Ram)),
         "memory-backend-file" => Box::new(MemoryBackend::new(
             "memory-backend-file",
