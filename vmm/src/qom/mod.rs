@@ -87,7 +87,8 @@ impl Qom {
             .into_iter()
             .map(|t| ObjectTypeInfo {
                 name: t.name.to_string(),
-                r#abstract: Some(t.is_abstract),
+                // QEMU sends `abstract` only when it is true.
+                r#abstract: t.is_abstract.then_some(true),
                 parent: t.parent.map(str::to_string),
             })
             .collect()
