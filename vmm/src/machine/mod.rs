@@ -7,6 +7,7 @@ pub mod boot;
 pub mod bzimage;
 pub mod cpuid;
 pub mod memory;
+pub mod mptable;
 pub mod vcpu;
 
 use boot::{ElfKernel, ACPI_ADDR};
@@ -343,6 +344,11 @@ impl Machine {
         let mem = &self.ram.mem;
         mem.write_slice(&boot_gdt(), GuestAddress(GDT_ADDR))
             .map_err(err("GDT"))?;
+        mem.write_slice(
+            &mptable::build(self.cpus),
+            GuestAddress(mptable::MPTABLE_ADDR),
+        )
+        .map_err(err("MP table"))?;
         let (tables, rsdp) = acpi::build(self.cpus);
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
