@@ -293,13 +293,19 @@ fn serial_writer(
 
 /// `-device isa-debug-exit,iobase=N,iosize=N` (QEMU's defaults 0x501, 2).
 fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
-    let Some(d) = config
+    let mut all = config
         .devices
         .iter()
-        .find(|d| d.get("driver") == Some("isa-debug-exit"))
-    else {
+        .filter(|d| d.get("driver") == Some("isa-debug-exit"));
+    let Some(d) = all.next() else {
         return Ok(None);
     };
+    if let Some(second) = all.next() {
+        return Err(format!(
+            "{}: not available yet: vmm supports one isa-debug-exit device",
+            second.location
+        ));
+    }
     let num = |name: &str, default: u64| -> Result<u16, String> {
         let v = d
             .get_number(name)

@@ -156,6 +156,10 @@ const KVM64: &[&str] = &[
 /// The CPU models vmm offers, for `-cpu help`.
 pub const MODELS: &[(&str, &str)] = &[
     ("host", "KVM processor with all supported host features"),
+    (
+        "max",
+        "Enables all features supported by the accelerator in the current host",
+    ),
     ("qemu64", "QEMU Virtual CPU version 2.5+ (feature set)"),
     ("kvm64", "Common KVM processor (feature set)"),
 ];
