@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A device reached through a bus. `offset` is relative to the start of
 /// the range the device was inserted at; `data.len()` is the access size.
@@ -36,10 +36,11 @@ struct Range {
     device: SharedDevice,
 }
 
-/// One address space (port I/O or MMIO).
+/// One address space (port I/O or MMIO). Ranges can change while vCPUs
+/// use the bus (a guest moving a PCI BAR), hence the lock.
 #[derive(Default)]
 pub struct Bus {
-    ranges: BTreeMap<u64, Range>,
+    ranges: RwLock<BTreeMap<u64, Range>>,
 }
 
 impl Bus {
@@ -47,24 +48,35 @@ impl Bus {
         Bus::default()
     }
 
-    pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusOverlap> {
+    pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusOverlap> {
         let end = base.checked_add(len).ok_or(BusOverlap { base, len })?;
         if len == 0 {
             return Err(BusOverlap { base, len });
         }
-        let before = self.ranges.range(..end).next_back();
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        let before = ranges.range(..end).next_back();
         if let Some((b, r)) = before {
             if b + r.len > base {
                 return Err(BusOverlap { base, len });
             }
         }
-        self.ranges.insert(base, Range { len, device });
+        ranges.insert(base, Range { len, device });
         Ok(())
     }
 
-    fn find(&self, addr: u64) -> Option<(u64, &SharedDevice)> {
-        let (base, r) = self.ranges.range(..=addr).next_back()?;
-        (addr - base < r.len).then_some((addr - base, &r.device))
+    /// Takes the range that starts at `base` off the bus.
+    pub fn remove(&self, base: u64) -> bool {
+        self.ranges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&base)
+            .is_some()
+    }
+
+    fn find(&self, addr: u64) -> Option<(u64, SharedDevice)> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let (base, r) = ranges.range(..=addr).next_back()?;
+        (addr - base < r.len).then(|| (addr - base, r.device.clone()))
     }
 
     /// Reads from the device at `addr`; false when nothing is there (the
@@ -109,7 +121,7 @@ mod tests {
 
     #[test]
     fn ranges_do_not_overlap_and_offsets_are_relative() {
-        let mut bus = Bus::new();
+        let bus = Bus::new();
         bus.insert(0x3f8, 8, Arc::new(Mutex::new(Echo(1)))).unwrap();
         assert!(bus.insert(0x3fc, 8, Arc::new(Mutex::new(Echo(2)))).is_err());
         assert!(bus.insert(0x3f0, 9, Arc::new(Mutex::new(Echo(2)))).is_err());

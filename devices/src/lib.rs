@@ -8,6 +8,7 @@
 pub mod acpi_pm;
 pub mod bus;
 pub mod legacy;
+pub mod pci;
 pub mod platform;
 
 pub use bus::{Bus, BusDevice, SharedDevice};

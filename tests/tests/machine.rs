@@ -324,3 +324,37 @@ fn s3_suspends_and_system_wakeup_wakes_the_guest() {
     assert!(out.contains("ok acpi-suspend woke"), "{out}");
     assert!(!c.event_names().contains(&"RESET".to_string()));
 }
+
+#[test]
+fn query_pci_answers_what_the_guest_sees_on_bus_0() {
+    let g = Guest::start("pci,idle", &[]);
+    let mut c = g.vmm.qmp();
+    let out = g.wait_line("ok pci");
+    let seen: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("vmm-guest: pci "))
+        .map(str::to_string)
+        .collect();
+    let info = c.ok("query-pci", json!({}));
+    let devices = info[0]["devices"].as_array().expect("devices");
+    let reported: Vec<String> = devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{:02x}.{} {:04x}:{:04x} class {:04x}",
+                d["slot"].as_u64().unwrap_or(99),
+                d["function"],
+                d["id"]["vendor"].as_u64().unwrap_or(0),
+                d["id"]["device"].as_u64().unwrap_or(0),
+                d["class_info"]["class"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    assert_eq!(seen, reported);
+    // The pc machine's host bridge and ISA bridge, as QEMU's.
+    assert_eq!(
+        devices[0]["class_info"],
+        json!({"class": 1536, "desc": "Host bridge"})
+    );
+    assert_eq!(devices[1]["id"], json!({"device": 28672, "vendor": 32902}));
+}

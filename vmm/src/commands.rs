@@ -627,7 +627,44 @@ impl QmpCommands for Vmm {
     }
 
     fn query_pci(&mut self) -> Result<Vec<PciInfo>, Error> {
-        not_implemented("query-pci")
+        let Some(m) = self.vm.machine.as_ref() else {
+            return Ok(vec![]);
+        };
+        let devices = m
+            .pci_functions()
+            .into_iter()
+            .map(|f| PciDeviceInfo {
+                bus: 0,
+                slot: i64::from(f.slot),
+                function: i64::from(f.function),
+                class_info: PciDeviceClass {
+                    desc: f.class_description.map(str::to_string),
+                    class: i64::from(f.class),
+                },
+                id: PciDeviceId {
+                    device: i64::from(f.device),
+                    vendor: i64::from(f.vendor),
+                },
+                irq: f.irq.map(i64::from),
+                qdev_id: f.qdev_id,
+                pci_bridge: None,
+                regions: f
+                    .regions
+                    .into_iter()
+                    .map(
+                        |(bar, io, address, size, prefetch, mem64)| PciMemoryRegion {
+                            bar: bar as i64,
+                            r#type: if io { "io" } else { "memory" }.to_string(),
+                            address: address as i64,
+                            size: size as i64,
+                            prefetch: (!io).then_some(prefetch),
+                            mem_type_64: (!io).then_some(mem64),
+                        },
+                    )
+                    .collect(),
+            })
+            .collect();
+        Ok(vec![PciInfo { bus: 0, devices }])
     }
 
     fn cpu(&mut self, _args: CpuArgs) -> Result<(), Error> {

@@ -2,7 +2,7 @@
 
 use crate::layout::{SCRATCH, STATUS};
 use crate::start_info;
-use crate::x86::{apic_id, halt, inw, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw};
+use crate::x86::{apic_id, halt, inl, inw, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw};
 use crate::{acpi, exit, rtc, say, smp, time, EXIT_FAIL};
 use core::sync::atomic::Ordering;
 
@@ -14,6 +14,7 @@ pub const ALL: &[&str] = &[
     "reset",
     "acpi-shutdown",
     "acpi-suspend",
+    "pci",
     "smp",
     "idle",
     "fault",
@@ -43,6 +44,7 @@ pub fn run(name: &str) {
         "reset" => reset(),
         "acpi-shutdown" => acpi_shutdown(),
         "acpi-suspend" => acpi_suspend(),
+        "pci" => pci(),
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
@@ -198,6 +200,37 @@ fn acpi_suspend() -> ! {
     time::wait_until(t, || false);
     unsafe { core::ptr::write_volatile(mark, 0) };
     fail(T, format_args!("still running {}s after entering S3", t))
+}
+
+/// Scans PCI bus 0 through configuration mechanism #1 (0xcf8/0xcfc) and
+/// prints every function found: `pci SS.F VVVV:DDDD class CCSS`.
+fn pci() {
+    let mut found = 0;
+    for slot in 0..32u32 {
+        for func in 0..8u32 {
+            let addr = 0x8000_0000 | slot << 11 | func << 8;
+            outl(0xcf8, addr);
+            let id = inl(0xcfc);
+            if id & 0xffff == 0xffff {
+                if func == 0 {
+                    break;
+                }
+                continue;
+            }
+            outl(0xcf8, addr | 0x08);
+            let class = inl(0xcfc) >> 16;
+            say!("pci {:02x}.{} {:04x}:{:04x} class {:04x}", slot, func, id & 0xffff, id >> 16, class);
+            found += 1;
+            if func == 0 {
+                outl(0xcf8, addr | 0x0c);
+                // Only multi-function devices have functions 1-7.
+                if (inl(0xcfc) >> 16) & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    say!("ok pci {}", found);
 }
 
 fn acpi_shutdown() -> ! {

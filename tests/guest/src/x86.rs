@@ -34,6 +34,15 @@ pub fn inb(port: u16) -> u8 {
 }
 
 #[inline]
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+    }
+    v
+}
+
+#[inline]
 pub fn inw(port: u16) -> u16 {
     let v: u16;
     unsafe {

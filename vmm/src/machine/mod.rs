@@ -13,6 +13,7 @@ pub mod vcpu;
 use boot::{ElfKernel, ACPI_ADDR};
 use bzimage::BzImage;
 use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
+use devices::pci::{I440fx, PciConfigIo, PciRoot, Piix3};
 use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
 use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
@@ -110,6 +111,7 @@ pub struct Machine {
     threads: Vec<JoinHandle<()>>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    pci: Arc<PciRoot>,
     events: EventSink,
     pm: Arc<Mutex<AcpiPm>>,
     serials: Vec<Arc<Mutex<Serial16550>>>,
@@ -190,7 +192,8 @@ impl Machine {
             })
         };
 
-        let mut pio = Bus::new();
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
         // COM1-COM4 at their PC ports and interrupts.
         let com = [(0x3f8u64, 4u32), (0x2f8, 3), (0x3e8, 4), (0x2e8, 3)];
         let serials: Vec<Arc<Mutex<Serial16550>>> = config
@@ -205,38 +208,50 @@ impl Machine {
         )));
         let below = layout.below_4g;
         let above = layout.above_4g;
-        let insert = |bus: &mut Bus, base: u64, len: u64, d: devices::SharedDevice| {
+        let insert = |bus: &Bus, base: u64, len: u64, d: devices::SharedDevice| {
             bus.insert(base, len, d).map_err(err("port bus"))
         };
         for (uart, (port, _)) in serials.iter().zip(com) {
-            insert(&mut pio, port, 8, uart.clone())?;
+            insert(&pio, port, 8, uart.clone())?;
         }
         // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4).
         insert(
-            &mut pio,
+            &pio,
             0x60,
             5,
             Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1)))),
         )?;
         let cmos = Arc::new(Mutex::new(Cmos::new(below, above, sink.clone(), irq(8))));
-        insert(&mut pio, 0x70, 2, cmos.clone())?;
+        insert(&pio, 0x70, 2, cmos.clone())?;
         let rtc_stop = Arc::new(AtomicBool::new(false));
         let rtc_timer = spawn_rtc_timer(cmos, rtc_stop.clone()).map_err(err("RTC timer"))?;
         insert(
-            &mut pio,
+            &pio,
             devices::acpi_pm::PM_BASE,
             devices::acpi_pm::PM_LEN,
             pm.clone(),
         )?;
+        // The PCI root bus: the i440FX host bridge and the PIIX3 ISA bridge;
+        // configuration mechanism #1 shares 0xcf9 with the reset register.
+        let pci = PciRoot::new(pio.clone(), mmio.clone());
+        pci.add((0, 0), Arc::new(Mutex::new(I440fx::new())))
+            .map_err(MachineError)?;
+        pci.add((1, 0), Arc::new(Mutex::new(Piix3::new())))
+            .map_err(MachineError)?;
+        let reset_control: devices::SharedDevice =
+            Arc::new(Mutex::new(ResetControl::new(sink.clone())));
         insert(
-            &mut pio,
-            0xcf9,
-            1,
-            Arc::new(Mutex::new(ResetControl::new(sink.clone()))),
+            &pio,
+            0xcf8,
+            8,
+            Arc::new(Mutex::new(PciConfigIo::new(
+                pci.clone(),
+                Some(reset_control),
+            ))),
         )?;
         if let Some((base, len)) = config.debug_exit {
             insert(
-                &mut pio,
+                &pio,
                 u64::from(base),
                 u64::from(len.max(1)),
                 Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
@@ -252,8 +267,9 @@ impl Machine {
             vm,
             vcpus: Vec::new(),
             threads: Vec::new(),
-            pio: Arc::new(pio),
-            mmio: Arc::new(Bus::new()),
+            pio,
+            mmio,
+            pci,
             events,
             pm,
             serials,
@@ -385,6 +401,11 @@ impl Machine {
         }
         self.vcpus.clear();
         *self.vm.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Every function on PCI bus 0, for query-pci.
+    pub fn pci_functions(&self) -> Vec<devices::pci::host::FunctionInfo> {
+        self.pci.functions()
     }
 
     pub fn cpu_count(&self) -> usize {

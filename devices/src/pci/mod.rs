@@ -1,0 +1,116 @@
+//! PCI: configuration spaces, the host's configuration mechanism #1 at
+//! 0xcf8/0xcfc, BARs mapped onto the port and MMIO buses as the guest
+//! programs them, and the i440FX host bridge and PIIX3 ISA bridge of the
+//! `pc` machine.
+
+pub mod config;
+pub mod host;
+
+pub use config::{Bar, BarKind, ConfigSpace};
+pub use host::{PciConfigIo, PciRoot};
+
+/// One PCI function.
+pub trait PciFunction: Send {
+    fn config(&self) -> &ConfigSpace;
+    fn config_mut(&mut self) -> &mut ConfigSpace;
+
+    /// QEMU's description of the device class, for `query-pci`.
+    fn class_description(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The `id` of the device as `-device ...,id=` named it.
+    fn qdev_id(&self) -> &str {
+        ""
+    }
+
+    /// An access to BAR `bar` at `offset` within it.
+    fn bar_read(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+
+    fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+}
+
+/// The i440FX host bridge at 00.0.
+pub struct I440fx {
+    config: ConfigSpace,
+}
+
+impl I440fx {
+    pub fn new() -> I440fx {
+        let mut config = ConfigSpace::new(0x8086, 0x1237, 0x06, 0x00, 0x00, 0x02);
+        config.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
+        config.set_u16(config::SUBSYSTEM_ID, 0x1100);
+        // PAM and SMRAM registers: writable, not acted upon (no firmware
+        // shadowing without -bios).
+        for off in 0x59..=0x5f {
+            config.allow_write(off, 0xff);
+        }
+        config.allow_write(0x72, 0xff);
+        I440fx { config }
+    }
+}
+
+impl Default for I440fx {
+    fn default() -> Self {
+        I440fx::new()
+    }
+}
+
+impl PciFunction for I440fx {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn class_description(&self) -> Option<&'static str> {
+        Some("Host bridge")
+    }
+}
+
+/// The PIIX3 PCI-to-ISA bridge at 01.0, with its PIRQ routing registers.
+pub struct Piix3 {
+    config: ConfigSpace,
+}
+
+/// PIRQA-D route registers of the PIIX3.
+pub const PIIX3_PIRQ_ROUTE: usize = 0x60;
+
+impl Piix3 {
+    pub fn new() -> Piix3 {
+        let mut config = ConfigSpace::new(0x8086, 0x7000, 0x06, 0x01, 0x00, 0x00);
+        config.set_u8(config::HEADER_TYPE, 0x80); // multi-function
+        config.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
+        config.set_u16(config::SUBSYSTEM_ID, 0x1100);
+        for i in 0..4 {
+            // Routing disabled until firmware or the OS sets it.
+            config.set_u8(PIIX3_PIRQ_ROUTE + i, 0x80);
+            config.allow_write(PIIX3_PIRQ_ROUTE + i, 0x8f);
+        }
+        Piix3 { config }
+    }
+}
+
+impl Default for Piix3 {
+    fn default() -> Self {
+        Piix3::new()
+    }
+}
+
+impl PciFunction for Piix3 {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn class_description(&self) -> Option<&'static str> {
+        Some("ISA bridge")
+    }
+}
