@@ -12,6 +12,12 @@ pub trait InterruptLine: Send + Sync {
     }
 }
 
+/// Message-signalled interrupts (MSI, MSI-X) into the interrupt
+/// controller.
+pub trait MsiSink: Send + Sync {
+    fn send_msi(&self, address: u64, data: u32);
+}
+
 /// Requests a device makes of the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlatformRequest {

@@ -356,6 +356,7 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
             .unwrap_or_else(|| default_append.to_string()),
         serials: serial_writers(config)?,
         debug_exit: debug_exit(config)?,
+        virtio_blk: Vec::new(),
     };
     let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     Machine::new(machine_config, sink)

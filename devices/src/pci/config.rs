@@ -34,6 +34,7 @@ pub struct Bar {
     pub prefetchable: bool,
 }
 
+#[derive(Clone)]
 pub struct ConfigSpace {
     bytes: [u8; 256],
     /// Bits the guest may change.

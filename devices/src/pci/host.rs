@@ -161,16 +161,34 @@ impl PciRoot {
         let Some(slot) = slots.get_mut(&devfn) else {
             return;
         };
-        slot.function
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config_mut()
-            .write(offset, data);
+        {
+            let mut f = slot.function.lock().unwrap_or_else(|e| e.into_inner());
+            f.config_mut().write(offset, data);
+            f.config_written(offset, data.len());
+        }
         let touches = |lo: usize, hi: usize| offset < hi && offset + data.len() > lo;
         if touches(config::COMMAND, config::COMMAND + 2) || touches(config::BAR0, config::BAR0 + 24)
         {
             self.remap(slot);
         }
+    }
+
+    /// Resets every function and maps their BARs where power-on puts them.
+    pub fn reset(&self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in slots.values_mut() {
+            slot.function
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reset();
+            self.remap(slot);
+        }
+    }
+
+    /// The first free slot from `from` on, for devices without `addr=`.
+    pub fn free_slot(&self, from: u8) -> Option<u8> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        (from..32).find(|s| !slots.contains_key(&(*s, 0)))
     }
 
     /// Every function, for `query-pci`.

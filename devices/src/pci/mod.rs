@@ -14,6 +14,14 @@ pub trait PciFunction: Send {
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
 
+    /// A guest write to `len` bytes of configuration space at `offset` has
+    /// been applied (for registers with side effects, such as MSI-X
+    /// control).
+    fn config_written(&mut self, _offset: usize, _len: usize) {}
+
+    /// A machine reset: back to the power-on state.
+    fn reset(&mut self) {}
+
     /// QEMU's description of the device class, for `query-pci`.
     fn class_description(&self) -> Option<&'static str> {
         None

@@ -13,6 +13,7 @@ mod serial;
 mod smp;
 mod start_info;
 mod tests;
+mod virtio;
 mod time;
 mod x86;
 

@@ -15,6 +15,8 @@ pub const ALL: &[&str] = &[
     "acpi-shutdown",
     "acpi-suspend",
     "pci",
+    "virtio-blk",
+    "virtio-hostile",
     "smp",
     "idle",
     "fault",
@@ -45,6 +47,8 @@ pub fn run(name: &str) {
         "acpi-shutdown" => acpi_shutdown(),
         "acpi-suspend" => acpi_suspend(),
         "pci" => pci(),
+        "virtio-blk" => virtio_blk(),
+        "virtio-hostile" => virtio_hostile(),
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
@@ -231,6 +235,103 @@ fn pci() {
         }
     }
     say!("ok pci {}", found);
+}
+
+/// Drives the first virtio-blk device by polling: prints capacity, the
+/// first 16 bytes of sector 0 as the host left them, writes a pattern to
+/// sectors 8-15 and reads it back, flushes, reads the serial, and checks
+/// that a read past the end fails with IOERR.
+fn virtio_blk() {
+    const T: &str = "virtio-blk";
+    let mut blk = match crate::virtio::Blk::probe() {
+        Ok(b) => b,
+        Err(e) => fail(T, format_args!("{}", e)),
+    };
+    let data = crate::virtio::DATA as *mut u8;
+    let buf = unsafe { core::slice::from_raw_parts_mut(data, crate::virtio::DATA_MAX) };
+    let run = |blk: &mut crate::virtio::Blk, kind, sector, len| match blk.request(kind, sector, len) {
+        Ok(s) => s,
+        Err(e) => fail(T, format_args!("{}", e)),
+    };
+    buf[..512].fill(0);
+    let st = run(&mut blk, crate::virtio::T_IN, 0, 512);
+    let mut hex = [0u8; 32];
+    for (i, b) in buf[..16].iter().enumerate() {
+        let d = b"0123456789abcdef";
+        hex[2 * i] = d[usize::from(b >> 4)];
+        hex[2 * i + 1] = d[usize::from(b & 15)];
+    }
+    say!(
+        "{} capacity={} sector0={} status={}",
+        T,
+        blk.capacity,
+        core::str::from_utf8(&hex).unwrap_or("?"),
+        st
+    );
+    for (i, b) in buf[..4096].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(3);
+    }
+    if run(&mut blk, crate::virtio::T_OUT, 8, 4096) != 0 {
+        fail(T, format_args!("write failed"));
+    }
+    buf[..4096].fill(0);
+    if run(&mut blk, crate::virtio::T_IN, 8, 4096) != 0 {
+        fail(T, format_args!("read failed"));
+    }
+    if let Some(i) = buf[..4096]
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != (i as u8).wrapping_mul(7).wrapping_add(3))
+    {
+        fail(T, format_args!("read back differs at byte {}", i));
+    }
+    if run(&mut blk, crate::virtio::T_FLUSH, 0, 0) != 0 {
+        fail(T, format_args!("flush failed"));
+    }
+    buf[..20].fill(0);
+    if run(&mut blk, crate::virtio::T_GET_ID, 0, 20) != 0 {
+        fail(T, format_args!("get-id failed"));
+    }
+    let end = buf[..20].iter().position(|b| *b == 0).unwrap_or(20);
+    let serial = core::str::from_utf8(&buf[..end]).unwrap_or("?");
+    let capacity = blk.capacity;
+    let past_end = run(&mut blk, crate::virtio::T_IN, capacity, 512);
+    if past_end != 1 {
+        fail(T, format_args!("read past the end gave status {}, not IOERR", past_end));
+    }
+    say!("ok {} serial={} device-status={:#x}", T, serial, blk.device_status());
+}
+
+/// Hands the virtio-blk device chains it must refuse (a buffer far outside
+/// RAM; a descriptor loop): the device must set NEEDS_RESET (0x40) and
+/// the VMM must live on; after a reset the device works again.
+fn virtio_hostile() {
+    const T: &str = "virtio-hostile";
+    for outside in [true, false] {
+        let mut blk = match crate::virtio::Blk::probe() {
+            Ok(b) => b,
+            Err(e) => fail(T, format_args!("{}", e)),
+        };
+        blk.submit_hostile(outside);
+        let mut st = 0;
+        if !time::wait_until(timeout(), || {
+            st = blk.device_status();
+            st & 0x40 != 0
+        }) {
+            fail(T, format_args!("no NEEDS_RESET after a hostile chain (status {:#x})", st));
+        }
+        say!("{} {} -> status {:#x}", T, if outside { "outside-ram" } else { "loop" }, st);
+    }
+    // A fresh start works.
+    let mut blk = match crate::virtio::Blk::probe() {
+        Ok(b) => b,
+        Err(e) => fail(T, format_args!("{}", e)),
+    };
+    match blk.request(crate::virtio::T_IN, 0, 512) {
+        Ok(0) => say!("ok {}", T),
+        Ok(s) => fail(T, format_args!("read after reset: status {}", s)),
+        Err(e) => fail(T, format_args!("read after reset: {}", e)),
+    }
 }
 
 fn acpi_shutdown() -> ! {

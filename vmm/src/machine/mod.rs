@@ -71,6 +71,26 @@ impl InterruptLine for IsaIrq {
     }
 }
 
+/// MSI and MSI-X messages into the in-kernel APICs.
+struct KvmMsi {
+    vm: CurrentVm,
+}
+
+impl devices::platform::MsiSink for KvmMsi {
+    fn send_msi(&self, address: u64, data: u32) {
+        if let Some(vm) = self.vm.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let msi = kvm_bindings::kvm_msi {
+                address_lo: address as u32,
+                address_hi: (address >> 32) as u32,
+                data,
+                ..Default::default()
+            };
+            // A message the APIC refuses is lost, as on hardware.
+            let _ = vm.signal_msi(msi);
+        }
+    }
+}
+
 struct PlatformSink(EventSink);
 
 impl RequestSink for PlatformSink {
@@ -84,6 +104,20 @@ impl RequestSink for PlatformSink {
     }
 }
 
+/// One virtio-blk-pci device.
+pub struct VirtioBlkSpec {
+    pub backend: Arc<dyn devices::virtio::block::BlockBackend>,
+    pub config: devices::virtio::block::BlockConfig,
+    /// `addr=`: the PCI slot, else the first free one.
+    pub slot: Option<u8>,
+    /// `id=`.
+    pub id: String,
+}
+
+/// Where the VMM places PCI memory BARs, as firmware would: in the hole
+/// below the IOAPIC.
+const PCI_MMIO_START: u64 = 0xe000_0000;
+
 /// What the machine is built from.
 pub struct MachineConfig {
     pub ram_size: u64,
@@ -95,6 +129,8 @@ pub struct MachineConfig {
     /// One entry per serial port, COM1 first (at most four): where its
     /// output goes (None: a port whose output is discarded).
     pub serials: Vec<Option<Box<dyn Write + Send>>>,
+    /// `-device virtio-blk-pci` devices.
+    pub virtio_blk: Vec<VirtioBlkSpec>,
     /// `-device isa-debug-exit,iobase=...,iosize=...`.
     pub debug_exit: Option<(u16, u16)>,
 }
@@ -238,6 +274,34 @@ impl Machine {
             .map_err(MachineError)?;
         pci.add((1, 0), Arc::new(Mutex::new(Piix3::new())))
             .map_err(MachineError)?;
+        let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
+        let mut next_mmio = PCI_MMIO_START;
+        for spec in config.virtio_blk {
+            let slot = match spec.slot {
+                Some(s) => s,
+                None => pci
+                    .free_slot(2)
+                    .ok_or_else(|| MachineError("PCI: no free slot".into()))?,
+            };
+            let bar4 = next_mmio;
+            let bar1 = bar4 + 0x4000;
+            next_mmio += 0x8000;
+            // INTx: pin A of even slots on IRQ 10, odd ones on IRQ 11 (MSI-X
+            // is what drivers use).
+            let line = if slot % 2 == 0 { 10 } else { 11 };
+            let dev = devices::virtio::block::VirtioBlk::new(spec.backend, spec.config);
+            let pci_dev = devices::virtio::pci::VirtioPci::new(
+                Box::new(dev),
+                ram.mem.clone(),
+                msi.clone(),
+                irq(u32::from(line)),
+                line,
+                (bar4, bar1),
+                spec.id,
+            );
+            pci.add((slot, 0), Arc::new(Mutex::new(pci_dev)))
+                .map_err(MachineError)?;
+        }
         let reset_control: devices::SharedDevice =
             Arc::new(Mutex::new(ResetControl::new(sink.clone())));
         insert(
@@ -531,6 +595,7 @@ impl Machine {
         for uart in &self.serials {
             uart.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
+        self.pci.reset();
         self.pm.lock().unwrap_or_else(|e| e.into_inner()).reset();
         self.running = running;
         if let Err(e) = self.build_vm() {

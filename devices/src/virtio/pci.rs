@@ -1,0 +1,589 @@
+//! The virtio 1.0 PCI transport ("modern" only): vendor capabilities that
+//! point into BAR 4 (common, ISR, device and notify regions, laid out as
+//! QEMU lays them out) and MSI-X in BAR 1, with INTx when MSI-X is off.
+
+use super::{
+    VirtioDevice, VirtioInterrupt, STATUS_DRIVER_OK, STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
+};
+use crate::pci::config::{self, Bar, BarKind, ConfigSpace};
+use crate::pci::PciFunction;
+use crate::platform::{InterruptLine, MsiSink};
+use std::sync::{Arc, Mutex};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+/// BAR 4 regions.
+const COMMON_OFFSET: u64 = 0x0000;
+const ISR_OFFSET: u64 = 0x1000;
+const DEVICE_OFFSET: u64 = 0x2000;
+const NOTIFY_OFFSET: u64 = 0x3000;
+const REGION_LEN: u64 = 0x1000;
+const BAR4_SIZE: u64 = 0x4000;
+const NOTIFY_MULTIPLIER: u32 = 4;
+/// BAR 1: the MSI-X table, then its pending bits.
+const MSIX_PBA_OFFSET: u64 = 0x800;
+const BAR1_SIZE: u64 = 0x1000;
+const NO_VECTOR: u16 = 0xffff;
+
+const CAP_MSIX: u8 = 0x11;
+const CAP_VENDOR: u8 = 0x09;
+const MSIX_CAP: usize = 0x40;
+const MSIX_ENABLE: u16 = 1 << 15;
+const MSIX_FUNCTION_MASK: u16 = 1 << 14;
+
+#[derive(Clone, Copy, Default)]
+struct MsixEntry {
+    address: u64,
+    data: u32,
+    masked: bool,
+}
+
+/// Interrupt state shared by the transport and the device's interrupt
+/// handle.
+struct Interrupts {
+    msix_enabled: bool,
+    function_masked: bool,
+    table: Vec<MsixEntry>,
+    pending: Vec<bool>,
+    isr: u8,
+    config_vector: u16,
+    queue_vectors: Vec<u16>,
+    msi: Arc<dyn MsiSink>,
+    intx: Arc<dyn InterruptLine>,
+}
+
+impl Interrupts {
+    fn signal(&mut self, vector: u16, isr_bit: u8) {
+        if self.msix_enabled {
+            let v = usize::from(vector);
+            let Some(entry) = self.table.get(v).copied() else {
+                return;
+            };
+            if self.function_masked || entry.masked {
+                if let Some(p) = self.pending.get_mut(v) {
+                    *p = true;
+                }
+            } else {
+                self.msi.send_msi(entry.address, entry.data);
+            }
+        } else {
+            self.isr |= isr_bit;
+            self.intx.set_level(true);
+        }
+    }
+
+    /// Delivers what was pending behind a mask that was just lifted.
+    fn flush_pending(&mut self) {
+        if !self.msix_enabled || self.function_masked {
+            return;
+        }
+        for v in 0..self.table.len() {
+            if self.pending[v] && !self.table[v].masked {
+                self.pending[v] = false;
+                self.msi.send_msi(self.table[v].address, self.table[v].data);
+            }
+        }
+    }
+}
+
+struct InterruptHandle(Arc<Mutex<Interrupts>>);
+
+impl VirtioInterrupt for InterruptHandle {
+    fn notify_queue(&self, queue: u16) {
+        let mut i = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let vector = i
+            .queue_vectors
+            .get(usize::from(queue))
+            .copied()
+            .unwrap_or(NO_VECTOR);
+        i.signal(vector, 1);
+    }
+
+    fn notify_config(&self) {
+        let mut i = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let vector = i.config_vector;
+        i.signal(vector, 2);
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct QueueRegs {
+    size: u16,
+    max_size: u16,
+    enable: bool,
+    desc: u64,
+    driver: u64,
+    device: u64,
+}
+
+pub struct VirtioPci {
+    config: ConfigSpace,
+    /// The configuration space at power-on, for resets.
+    initial_config: ConfigSpace,
+    device: Box<dyn VirtioDevice>,
+    mem: GuestMemoryMmap,
+    interrupts: Arc<Mutex<Interrupts>>,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    status: u8,
+    config_generation: u8,
+    queue_select: u16,
+    queues: Vec<QueueRegs>,
+    /// The device broke (a hostile queue); it ignores notifies until reset.
+    broken: bool,
+    qdev_id: String,
+}
+
+fn vendor_cap(cfg: &mut ConfigSpace, at: usize, next: u8, kind: u8, offset: u64, len: u8) {
+    cfg.set_u8(at, CAP_VENDOR);
+    cfg.set_u8(at + 1, next);
+    cfg.set_u8(at + 2, len);
+    cfg.set_u8(at + 3, kind);
+    cfg.set_u8(at + 4, 4); // BAR 4
+    cfg.set_u32(at + 8, offset as u32);
+    cfg.set_u32(at + 12, REGION_LEN as u32);
+}
+
+impl VirtioPci {
+    /// A transport for `device` with BAR 4 at `bar4` and BAR 1 at `bar1`
+    /// (the VMM places them, as firmware would).
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        msi: Arc<dyn MsiSink>,
+        intx: Arc<dyn InterruptLine>,
+        intx_line: u8,
+        bars: (u64, u64),
+        qdev_id: String,
+    ) -> VirtioPci {
+        let device_type = device.device_type();
+        // virtio-blk is mass storage (SCSI class, as QEMU reports it).
+        let (class, subclass) = match device_type {
+            2 => (0x01, 0x00),
+            1 => (0x02, 0x00),
+            _ => (0xff, 0x00),
+        };
+        let mut cfg = ConfigSpace::new(0x1af4, 0x1040 + device_type, class, subclass, 0, 1);
+        cfg.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
+        cfg.set_u16(config::SUBSYSTEM_ID, 0x1100 + device_type);
+        cfg.set_u8(config::INTERRUPT_PIN, 1);
+        cfg.set_u8(config::INTERRUPT_LINE, intx_line);
+        cfg.set_u16(config::STATUS, 0x10); // capabilities list
+        cfg.set_u8(0x34, MSIX_CAP as u8);
+        cfg.add_bar(
+            4,
+            Bar {
+                kind: BarKind::Memory64,
+                size: BAR4_SIZE,
+                prefetchable: true,
+            },
+            bars.0,
+        );
+        cfg.add_bar(
+            1,
+            Bar {
+                kind: BarKind::Memory32,
+                size: BAR1_SIZE,
+                prefetchable: false,
+            },
+            bars.1,
+        );
+        let queue_sizes = device.queue_max_sizes();
+        let vectors = queue_sizes.len() + 1;
+        // MSI-X: table in BAR 1 at 0, pending bits at 0x800.
+        cfg.set_u8(MSIX_CAP, CAP_MSIX);
+        cfg.set_u8(MSIX_CAP + 1, 0x50);
+        cfg.set_u16(MSIX_CAP + 2, (vectors - 1) as u16);
+        cfg.allow_write(MSIX_CAP + 3, 0xc0);
+        cfg.set_u32(MSIX_CAP + 4, 1);
+        cfg.set_u32(MSIX_CAP + 8, MSIX_PBA_OFFSET as u32 | 1);
+        vendor_cap(&mut cfg, 0x50, 0x60, 1, COMMON_OFFSET, 16);
+        vendor_cap(&mut cfg, 0x60, 0x70, 3, ISR_OFFSET, 16);
+        vendor_cap(&mut cfg, 0x70, 0x80, 4, DEVICE_OFFSET, 16);
+        vendor_cap(&mut cfg, 0x80, 0x00, 2, NOTIFY_OFFSET, 20);
+        cfg.set_u32(0x80 + 16, NOTIFY_MULTIPLIER);
+        let interrupts = Interrupts {
+            msix_enabled: false,
+            function_masked: false,
+            table: vec![
+                MsixEntry {
+                    masked: true,
+                    ..Default::default()
+                };
+                vectors
+            ],
+            pending: vec![false; vectors],
+            isr: 0,
+            config_vector: NO_VECTOR,
+            queue_vectors: vec![NO_VECTOR; queue_sizes.len()],
+            msi,
+            intx,
+        };
+        VirtioPci {
+            initial_config: cfg.clone(),
+            config: cfg,
+            device,
+            mem,
+            interrupts: Arc::new(Mutex::new(interrupts)),
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            status: 0,
+            config_generation: 0,
+            queue_select: 0,
+            queues: queue_sizes
+                .into_iter()
+                .map(|max| QueueRegs {
+                    size: max,
+                    max_size: max,
+                    ..Default::default()
+                })
+                .collect(),
+            broken: false,
+            qdev_id,
+        }
+    }
+
+    fn interrupts(&self) -> std::sync::MutexGuard<'_, Interrupts> {
+        self.interrupts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reset(&mut self) {
+        self.device.reset();
+        self.status = 0;
+        self.broken = false;
+        self.driver_features = 0;
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.queue_select = 0;
+        for q in &mut self.queues {
+            *q = QueueRegs {
+                size: q.max_size,
+                max_size: q.max_size,
+                ..Default::default()
+            };
+        }
+        let mut i = self.interrupts();
+        i.config_vector = NO_VECTOR;
+        i.queue_vectors.iter_mut().for_each(|v| *v = NO_VECTOR);
+        i.isr = 0;
+        i.intx.set_level(false);
+    }
+
+    fn activate(&mut self) {
+        let mut queues = Vec::with_capacity(self.queues.len());
+        let event_idx = self.driver_features & super::VIRTIO_RING_F_EVENT_IDX != 0;
+        for regs in &self.queues {
+            // A queue the driver left alone still needs a place.
+            let mut q = match Queue::new(regs.max_size) {
+                Ok(q) => q,
+                Err(_) => return self.mark_broken(),
+            };
+            q.set_size(regs.size);
+            q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
+            q.set_avail_ring_address(Some(regs.driver as u32), Some((regs.driver >> 32) as u32));
+            q.set_used_ring_address(Some(regs.device as u32), Some((regs.device >> 32) as u32));
+            q.set_event_idx(event_idx);
+            q.set_ready(regs.enable);
+            if regs.enable && !q.is_valid(&self.mem) {
+                return self.mark_broken();
+            }
+            queues.push(q);
+        }
+        let handle = Arc::new(InterruptHandle(self.interrupts.clone()));
+        self.device.activate(self.mem.clone(), queues, handle);
+    }
+
+    fn mark_broken(&mut self) {
+        self.broken = true;
+        self.status |= STATUS_NEEDS_RESET;
+        let handle = InterruptHandle(self.interrupts.clone());
+        handle.notify_config();
+    }
+
+    fn common_read(&mut self, offset: u64) -> u32 {
+        let q = self.queues.get(usize::from(self.queue_select)).copied();
+        let i = self.interrupts();
+        let qv = i.queue_vectors.get(usize::from(self.queue_select)).copied();
+        let config_vector = i.config_vector;
+        drop(i);
+        let features = self.device.features();
+        match offset {
+            0x00 => self.device_feature_select,
+            0x04 => match self.device_feature_select {
+                0 => features as u32,
+                1 => (features >> 32) as u32,
+                _ => 0,
+            },
+            0x08 => self.driver_feature_select,
+            0x0c => match self.driver_feature_select {
+                0 => self.driver_features as u32,
+                1 => (self.driver_features >> 32) as u32,
+                _ => 0,
+            },
+            0x10 => u32::from(config_vector),
+            0x12 => self.queues.len() as u32,
+            0x14 => u32::from(self.status),
+            0x15 => u32::from(self.config_generation),
+            0x16 => u32::from(self.queue_select),
+            0x18 => q.map_or(0, |q| u32::from(q.size)),
+            0x1a => u32::from(qv.unwrap_or(NO_VECTOR)),
+            0x1c => q.map_or(0, |q| u32::from(q.enable)),
+            0x1e => u32::from(self.queue_select),
+            0x20 => q.map_or(0, |q| q.desc as u32),
+            0x24 => q.map_or(0, |q| (q.desc >> 32) as u32),
+            0x28 => q.map_or(0, |q| q.driver as u32),
+            0x2c => q.map_or(0, |q| (q.driver >> 32) as u32),
+            0x30 => q.map_or(0, |q| q.device as u32),
+            0x34 => q.map_or(0, |q| (q.device >> 32) as u32),
+            _ => 0,
+        }
+    }
+
+    fn common_write(&mut self, offset: u64, value: u32) {
+        let sel = usize::from(self.queue_select);
+        let set_half = |v: &mut u64, high: bool| {
+            if high {
+                *v = (*v & 0xffff_ffff) | (u64::from(value) << 32);
+            } else {
+                *v = (*v & !0xffff_ffff) | u64::from(value);
+            }
+        };
+        // Queue registers change only before the driver is done.
+        let live = self.status & STATUS_DRIVER_OK != 0;
+        match offset {
+            0x00 => self.device_feature_select = value,
+            0x08 => self.driver_feature_select = value,
+            0x0c if self.status & STATUS_FEATURES_OK == 0 => match self.driver_feature_select {
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                }
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                }
+                _ => {}
+            },
+            0x10 => {
+                let mut i = self.interrupts();
+                let n = i.table.len() as u32;
+                i.config_vector = if value < n { value as u16 } else { NO_VECTOR };
+            }
+            0x14 => self.write_status(value as u8),
+            0x16 => self.queue_select = value as u16,
+            0x18 if !live => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    // Split rings: a power of two, at most the maximum.
+                    let size = value as u16;
+                    if size.is_power_of_two() && size <= q.max_size {
+                        q.size = size;
+                    }
+                }
+            }
+            0x1a => {
+                let mut i = self.interrupts();
+                let n = i.table.len() as u32;
+                if let Some(v) = i.queue_vectors.get_mut(sel) {
+                    *v = if value < n { value as u16 } else { NO_VECTOR };
+                }
+            }
+            0x1c if !live => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    q.enable = value == 1;
+                }
+            }
+            0x20 | 0x24 if !live => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    set_half(&mut q.desc, offset == 0x24);
+                }
+            }
+            0x28 | 0x2c if !live => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    set_half(&mut q.driver, offset == 0x2c);
+                }
+            }
+            0x30 | 0x34 if !live => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    set_half(&mut q.device, offset == 0x34);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write_status(&mut self, value: u8) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let was = self.status;
+        let mut status = value;
+        if value & STATUS_FEATURES_OK != 0 && was & STATUS_FEATURES_OK == 0 {
+            let offered = self.device.features();
+            // Accepting what was not offered, or a legacy driver: refuse.
+            if self.driver_features & !offered != 0
+                || self.driver_features & super::VIRTIO_F_VERSION_1 == 0
+            {
+                status &= !STATUS_FEATURES_OK;
+            } else {
+                self.device.ack_features(self.driver_features);
+            }
+        }
+        self.status = status | (was & STATUS_NEEDS_RESET);
+        if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken {
+            self.activate();
+        }
+    }
+
+    fn msix_read(&self, offset: u64, data: &mut [u8]) {
+        let i = self.interrupts();
+        let mut value = 0u64;
+        if offset >= MSIX_PBA_OFFSET {
+            let base = ((offset - MSIX_PBA_OFFSET) * 8) as usize;
+            for (bit, p) in i.pending.iter().enumerate().skip(base).take(64) {
+                if *p {
+                    value |= 1 << (bit - base);
+                }
+            }
+        } else {
+            let entry = (offset / 16) as usize;
+            if let Some(e) = i.table.get(entry) {
+                value = match offset % 16 {
+                    0 => e.address & 0xffff_ffff,
+                    4 => e.address >> 32,
+                    8 => u64::from(e.data),
+                    12 => u64::from(e.masked),
+                    _ => 0,
+                };
+            }
+        }
+        let bytes = value.to_le_bytes();
+        for (k, b) in data.iter_mut().enumerate() {
+            *b = bytes.get(k).copied().unwrap_or(0);
+        }
+    }
+
+    fn msix_write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= MSIX_PBA_OFFSET {
+            return; // read-only
+        }
+        let mut v = [0u8; 4];
+        let n = data.len().min(4);
+        v[..n].copy_from_slice(&data[..n]);
+        let value = u32::from_le_bytes(v);
+        let mut i = self.interrupts();
+        let entry = (offset / 16) as usize;
+        let Some(e) = i.table.get_mut(entry) else {
+            return;
+        };
+        match offset % 16 {
+            0 => e.address = (e.address & !0xffff_ffff) | u64::from(value),
+            4 => e.address = (e.address & 0xffff_ffff) | (u64::from(value) << 32),
+            8 => e.data = value,
+            12 => e.masked = value & 1 != 0,
+            _ => {}
+        }
+        i.flush_pending();
+    }
+
+    /// Re-reads the MSI-X enable and mask bits after a config write.
+    fn sync_msix_control(&mut self) {
+        let control = self.config.u16(MSIX_CAP + 2);
+        let mut i = self.interrupts();
+        i.msix_enabled = control & MSIX_ENABLE != 0;
+        i.function_masked = control & MSIX_FUNCTION_MASK != 0;
+        if i.msix_enabled {
+            i.intx.set_level(false);
+        }
+        i.flush_pending();
+    }
+}
+
+impl PciFunction for VirtioPci {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn config_written(&mut self, offset: usize, len: usize) {
+        if offset < MSIX_CAP + 4 && offset + len > MSIX_CAP + 2 {
+            self.sync_msix_control();
+        }
+    }
+
+    fn class_description(&self) -> Option<&'static str> {
+        match self.device.device_type() {
+            2 => Some("SCSI controller"),
+            1 => Some("Ethernet controller"),
+            _ => None,
+        }
+    }
+
+    fn qdev_id(&self) -> &str {
+        &self.qdev_id
+    }
+
+    fn reset(&mut self) {
+        VirtioPci::reset(self);
+        self.config = self.initial_config.clone();
+        self.sync_msix_control();
+        let mut i = self.interrupts();
+        i.table.iter_mut().for_each(|e| {
+            *e = MsixEntry {
+                masked: true,
+                ..Default::default()
+            }
+        });
+        i.pending.iter_mut().for_each(|p| *p = false);
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        match (bar, offset) {
+            (1, o) => self.msix_read(o, data),
+            (4, o) if o < ISR_OFFSET => {
+                let v = self.common_read(o);
+                for (k, b) in data.iter_mut().enumerate() {
+                    *b = (v >> (8 * k)) as u8;
+                }
+            }
+            (4, o) if o < DEVICE_OFFSET => {
+                // Reading the ISR acknowledges it and lowers INTx.
+                let mut i = self.interrupts();
+                data[0] = std::mem::take(&mut i.isr);
+                i.intx.set_level(false);
+            }
+            (4, o) if o < NOTIFY_OFFSET => self.device.read_config(o - DEVICE_OFFSET, data),
+            _ => {}
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        match (bar, offset) {
+            (1, o) => self.msix_write(o, data),
+            (4, o) if o < ISR_OFFSET => {
+                let mut v = [0u8; 4];
+                let n = data.len().min(4);
+                v[..n].copy_from_slice(&data[..n]);
+                self.common_write(o, u32::from_le_bytes(v));
+            }
+            (4, o) if (DEVICE_OFFSET..NOTIFY_OFFSET).contains(&o) => {
+                self.device.write_config(o - DEVICE_OFFSET, data);
+            }
+            (4, o) if o >= NOTIFY_OFFSET => {
+                let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as u16;
+                if self.broken || self.status & STATUS_DRIVER_OK == 0 {
+                    return;
+                }
+                if self.device.queue_notify(index).is_err() {
+                    self.mark_broken();
+                }
+            }
+            _ => {}
+        }
+    }
+}

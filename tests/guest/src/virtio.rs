@@ -1,0 +1,225 @@
+//! A polled virtio 1.0 PCI driver for virtio-blk: finds the device on bus
+//! 0, negotiates VERSION_1, sets up one split queue in low memory and runs
+//! requests to completion by polling the used ring (interrupts stay off).
+
+use crate::x86::{inl, mmio_rd32, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outl, rd16, rd32, rd8};
+use core::sync::atomic::{fence, Ordering};
+
+/// Where the queue and buffers live (inside the RAM the guest requires).
+const RING_BASE: u64 = 0x600000;
+const DESC: u64 = RING_BASE;
+const AVAIL: u64 = RING_BASE + 0x1000;
+const USED: u64 = RING_BASE + 0x2000;
+const HEADER: u64 = RING_BASE + 0x3000;
+const STATUS: u64 = RING_BASE + 0x3100;
+pub const DATA: u64 = RING_BASE + 0x4000;
+pub const DATA_MAX: usize = 0x10000;
+const QUEUE_SIZE: u16 = 16;
+
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
+pub const T_FLUSH: u32 = 4;
+pub const T_GET_ID: u32 = 8;
+
+fn cfg_addr(slot: u32, reg: u32) -> u32 {
+    0x8000_0000 | slot << 11 | (reg & 0xfc)
+}
+
+fn cfg_read(slot: u32, reg: u32) -> u32 {
+    outl(0xcf8, cfg_addr(slot, reg));
+    inl(0xcfc)
+}
+
+fn cfg_write(slot: u32, reg: u32, v: u32) {
+    outl(0xcf8, cfg_addr(slot, reg));
+    outl(0xcfc, v);
+}
+
+pub struct Blk {
+    common: u64,
+    device: u64,
+    notify: u64,
+    pub capacity: u64,
+    avail_idx: u16,
+    used_seen: u16,
+}
+
+fn mmio_rd8(pa: u64) -> u8 {
+    unsafe { core::ptr::read_volatile(pa as *const u8) }
+}
+
+fn mmio_rd16(pa: u64) -> u16 {
+    unsafe { core::ptr::read_volatile(pa as *const u16) }
+}
+
+impl Blk {
+    /// Finds and initialises the first virtio-blk (1af4:1042) on bus 0.
+    pub fn probe() -> Result<Blk, &'static str> {
+        let slot = (0..32u32)
+            .find(|s| cfg_read(*s, 0) == 0x1042_1af4)
+            .ok_or("no virtio-blk-pci (1af4:1042) on bus 0")?;
+        // Memory decoding and bus mastering on.
+        let cmd = cfg_read(slot, 4);
+        cfg_write(slot, 4, (cmd & 0xffff) | 0x6);
+        let bar = |i: u32| -> u64 {
+            let lo = cfg_read(slot, 0x10 + 4 * i);
+            let hi = if lo & 0x4 != 0 { cfg_read(slot, 0x14 + 4 * i) } else { 0 };
+            u64::from(lo & !0xf) | (u64::from(hi) << 32)
+        };
+        let (mut common, mut device, mut notify, mut mult) = (0, 0, 0, 0);
+        let mut cap = cfg_read(slot, 0x34) & 0xfc;
+        let mut guard = 0;
+        while cap != 0 && guard < 48 {
+            let head = cfg_read(slot, cap);
+            if head & 0xff == 0x09 {
+                let kind = (head >> 24) & 0xff;
+                let bar_index = cfg_read(slot, cap + 4) & 0xff;
+                let addr = bar(bar_index) + u64::from(cfg_read(slot, cap + 8));
+                match kind {
+                    1 => common = addr,
+                    2 => {
+                        notify = addr;
+                        mult = cfg_read(slot, cap + 16);
+                    }
+                    4 => device = addr,
+                    _ => {}
+                }
+            }
+            cap = (head >> 8) & 0xfc;
+            guard += 1;
+        }
+        if common == 0 || notify == 0 || device == 0 {
+            return Err("virtio capabilities missing");
+        }
+        // Reset, acknowledge, driver.
+        mmio_wr8(common + 0x14, 0);
+        mmio_wr8(common + 0x14, 1 | 2);
+        mmio_wr32(common + 0x00, 1);
+        let features_hi = mmio_rd32(common + 0x04);
+        if features_hi & 1 == 0 {
+            return Err("device does not offer VERSION_1");
+        }
+        mmio_wr32(common + 0x08, 0);
+        mmio_wr32(common + 0x0c, 0);
+        mmio_wr32(common + 0x08, 1);
+        mmio_wr32(common + 0x0c, 1); // VERSION_1 only
+        mmio_wr8(common + 0x14, 1 | 2 | 8);
+        if mmio_rd8(common + 0x14) & 8 == 0 {
+            return Err("FEATURES_OK not accepted");
+        }
+        // Queue 0.
+        mmio_wr16(common + 0x16, 0);
+        if mmio_rd16(common + 0x18) < QUEUE_SIZE {
+            return Err("queue too small");
+        }
+        mmio_wr16(common + 0x18, QUEUE_SIZE);
+        let notify_off = u64::from(mmio_rd16(common + 0x1e));
+        unsafe {
+            core::ptr::write_bytes(RING_BASE as *mut u8, 0, 0x3000);
+        }
+        mmio_wr64(common + 0x20, DESC);
+        mmio_wr64(common + 0x28, AVAIL);
+        mmio_wr64(common + 0x30, USED);
+        mmio_wr16(common + 0x1c, 1);
+        mmio_wr8(common + 0x14, 1 | 2 | 8 | 4);
+        let capacity = u64::from(mmio_rd32(device)) | (u64::from(mmio_rd32(device + 4)) << 32);
+        Ok(Blk {
+            common,
+            device,
+            notify: notify + notify_off * u64::from(mult),
+            capacity,
+            avail_idx: 0,
+            used_seen: 0,
+        })
+    }
+
+    pub fn device_status(&self) -> u8 {
+        mmio_rd8(self.common + 0x14)
+    }
+
+    #[allow(dead_code)]
+    pub fn config_u32(&self, off: u64) -> u32 {
+        mmio_rd32(self.device + off)
+    }
+
+    fn desc(i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = DESC + u64::from(i) * 16;
+        unsafe {
+            core::ptr::write_volatile(d as *mut u64, addr);
+            core::ptr::write_volatile((d + 8) as *mut u32, len);
+            core::ptr::write_volatile((d + 12) as *mut u16, flags);
+            core::ptr::write_volatile((d + 14) as *mut u16, next);
+        }
+    }
+
+    /// Submits a chain the device must refuse and returns without waiting:
+    /// `outside` puts the data buffer far outside RAM, otherwise the chain
+    /// loops back on itself.
+    pub fn submit_hostile(&mut self, outside: bool) {
+        const NEXT: u16 = 1;
+        const WRITE: u16 = 2;
+        Self::desc(0, HEADER, 16, NEXT, 1);
+        if outside {
+            Self::desc(1, 0x7fff_ffff_0000, 4096, NEXT | WRITE, 2);
+            Self::desc(2, STATUS, 1, WRITE, 0);
+        } else {
+            Self::desc(1, DATA, 512, NEXT | WRITE, 0);
+        }
+        let slot = u64::from(self.avail_idx % QUEUE_SIZE);
+        unsafe {
+            core::ptr::write_volatile(HEADER as *mut u32, T_IN);
+            core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
+        }
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        fence(Ordering::SeqCst);
+        unsafe {
+            core::ptr::write_volatile((AVAIL + 2) as *mut u16, self.avail_idx);
+        }
+        fence(Ordering::SeqCst);
+        mmio_wr16(self.notify, 0);
+    }
+
+    /// Runs one request: `len` bytes of data at DATA (device-writable for
+    /// IN and GET_ID). Returns the status byte.
+    pub fn request(&mut self, kind: u32, sector: u64, len: u32) -> Result<u8, &'static str> {
+        unsafe {
+            core::ptr::write_volatile(HEADER as *mut u32, kind);
+            core::ptr::write_volatile((HEADER + 4) as *mut u32, 0);
+            core::ptr::write_volatile((HEADER + 8) as *mut u64, sector);
+            core::ptr::write_volatile(STATUS as *mut u8, 0xff);
+        }
+        const NEXT: u16 = 1;
+        const WRITE: u16 = 2;
+        let device_writes = kind == T_IN || kind == T_GET_ID;
+        // header -> [data ->] status
+        Self::desc(0, HEADER, 16, NEXT, if len > 0 { 1 } else { 2 });
+        if len > 0 {
+            Self::desc(1, DATA, len, NEXT | if device_writes { WRITE } else { 0 }, 2);
+        }
+        Self::desc(2, STATUS, 1, WRITE, 0);
+        let slot = u64::from(self.avail_idx % QUEUE_SIZE);
+        unsafe {
+            core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
+        }
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        fence(Ordering::SeqCst);
+        unsafe {
+            core::ptr::write_volatile((AVAIL + 2) as *mut u16, self.avail_idx);
+        }
+        fence(Ordering::SeqCst);
+        mmio_wr16(self.notify, 0);
+        let target = self.used_seen.wrapping_add(1);
+        let mut spins: u64 = 0;
+        while rd16(USED + 2) != target {
+            spins += 1;
+            if spins > 2_000_000_000 {
+                return Err("request never completed");
+            }
+            core::hint::spin_loop();
+        }
+        self.used_seen = target;
+        fence(Ordering::SeqCst);
+        let _ = rd32(USED + 4);
+        Ok(rd8(STATUS))
+    }
+}
