@@ -227,7 +227,7 @@ fn check_buildable(config: &Config) -> Result<(), String> {
     }
     for d in &config.devices {
         let driver = d.get("driver").unwrap_or_default();
-        if driver != "isa-debug-exit" {
+        if driver != "isa-debug-exit" && driver != "virtio-blk-pci" {
             return Err(format!(
                 "{}: not available yet: device '{driver}' has not landed in vmm",
                 d.location
@@ -321,6 +321,76 @@ fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
     Ok(Some((num("iobase", 0x501)?, num("iosize", 2)?)))
 }
 
+/// A drive (`-drive id=` or a `-blockdev` node name) a device can use.
+type DriveLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<dyn devices::virtio::block::BlockBackend>>;
+
+/// `-device virtio-blk-pci,drive=ID[,id=][,addr=][,num-queues=][,serial=]
+/// [,logical_block_size=][,physical_block_size=][,config-wce=]`.
+fn virtio_blk_devices(
+    config: &Config,
+    drive: DriveLookup<'_>,
+) -> Result<Vec<machine::VirtioBlkSpec>, String> {
+    let mut out = Vec::new();
+    for d in config
+        .devices
+        .iter()
+        .filter(|d| d.get("driver") == Some("virtio-blk-pci"))
+    {
+        let loc = &d.location;
+        let prop_err = |e: cmdline::CmdlineError| format!("{loc}: {e}");
+        let Some(drive_id) = d.get("drive") else {
+            return Err(format!("{loc}: drive property not set"));
+        };
+        let backend = drive(drive_id).ok_or_else(|| {
+            format!("{loc}: Property 'virtio-blk-device.drive' can't find value '{drive_id}'")
+        })?;
+        let num = |name: &str, default: u64| -> Result<u64, String> {
+            Ok(d.get_number(name).map_err(prop_err)?.unwrap_or(default))
+        };
+        let block_size = |name: &str| -> Result<u32, String> {
+            let v = num(name, 512)?;
+            if !(512..=32768).contains(&v) || !v.is_power_of_two() {
+                return Err(format!(
+                    "{loc}: Property virtio-blk-device.{name} doesn't take value {v} (must be a power of two between 512 and 32768)"
+                ));
+            }
+            Ok(v as u32)
+        };
+        let num_queues = num("num-queues", 1)?;
+        if num_queues == 0 || num_queues > 64 {
+            return Err(format!(
+                "{loc}: num-queues property must be larger than 0 and at most 64"
+            ));
+        }
+        let slot = match d.get("addr") {
+            None => None,
+            Some(a) => {
+                let slot = a.split('.').next().unwrap_or(a);
+                let n = u8::from_str_radix(slot.trim_start_matches("0x"), 16)
+                    .ok()
+                    .filter(|n| *n < 32)
+                    .ok_or_else(|| {
+                        format!("{loc}: Property 'virtio-blk-pci.addr' doesn't take value '{a}'")
+                    })?;
+                Some(n)
+            }
+        };
+        out.push(machine::VirtioBlkSpec {
+            backend,
+            config: devices::virtio::block::BlockConfig {
+                num_queues: num_queues as u16,
+                logical_block_size: block_size("logical_block_size")?,
+                physical_block_size: block_size("physical_block_size")?,
+                serial: d.get("serial").unwrap_or_default().to_string(),
+                config_wce: d.get_bool("config-wce").map_err(prop_err)?.unwrap_or(true),
+            },
+            slot,
+            id: d.id.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 /// The KVM machine, when the command line gives it something to run.
 fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
@@ -356,7 +426,7 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
             .unwrap_or_else(|| default_append.to_string()),
         serials: serial_writers(config)?,
         debug_exit: debug_exit(config)?,
-        virtio_blk: Vec::new(),
+        virtio_blk: virtio_blk_devices(config, &|_| None)?,
     };
     let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     Machine::new(machine_config, sink)
