@@ -62,7 +62,7 @@ fn help_lists_the_options() {
 #[test]
 fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
     for args in [
-        &["-device", "virtio-blk-pci,drive=d0"][..],
+        &["-device", "e1000,netdev=n0"][..],
         &["-drive", "file=/dev/null,if=none,id=d0"],
         &["-bios", "/usr/share/seabios/bios.bin"],
         &["-netdev", "user,id=n0"],
@@ -75,6 +75,16 @@ fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
         );
         assert!(err.contains("not available yet"), "{err}");
     }
+}
+
+#[test]
+fn virtio_blk_needs_a_drive_that_exists() {
+    let (st, _, err) = run_vmm(&["-nodefaults", "-device", "virtio-blk-pci"]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "vmm: -device virtio-blk-pci: drive property not set\n");
+    let (st, _, err) = run_vmm(&["-nodefaults", "-device", "virtio-blk-pci,drive=nope"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("Property 'virtio-blk-device.drive' can't find value 'nope'"), "{err}");
 }
 
 #[test]
