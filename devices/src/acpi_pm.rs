@@ -134,3 +134,36 @@ impl BusDevice for AcpiPm {
         }
     }
 }
+
+impl crate::state::DeviceState for AcpiPm {
+    fn state_name(&self) -> &'static str {
+        "piix4_pm"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        Ok(crate::state::StateWriter::new(1)
+            .u16(self.status)
+            .u16(self.enable)
+            .u16(self.control)
+            .u32(self.timer())
+            .finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        let mut r = crate::state::StateReader::new(data, "piix4_pm", 1)?;
+        self.status = r.u16()?;
+        self.enable = r.u16()?;
+        self.control = r.u16()? | SCI_EN;
+        // The timer goes on from where it was.
+        let ticks = u64::from(r.u32()?);
+        let elapsed = std::time::Duration::from_nanos(
+            (u128::from(ticks) * 1_000_000_000 / PM_TIMER_HZ) as u64,
+        );
+        self.start = Instant::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(Instant::now);
+        r.end()?;
+        self.update_sci();
+        Ok(())
+    }
+}

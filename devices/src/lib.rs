@@ -10,6 +10,7 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod platform;
+pub mod state;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, SharedDevice};

@@ -292,6 +292,36 @@ impl BusDevice for Cmos {
     }
 }
 
+impl crate::state::DeviceState for Cmos {
+    fn state_name(&self) -> &'static str {
+        "mc146818rtc"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        Ok(crate::state::StateWriter::new(1)
+            .u8(self.index as u8)
+            .bool(self.nmi_disabled)
+            .bytes(&self.nvram)
+            .i64(self.offset)
+            .finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        let mut r = crate::state::StateReader::new(data, "mc146818rtc", 1)?;
+        self.index = usize::from(r.u8()? & 0x7f);
+        self.nmi_disabled = r.bool()?;
+        let nvram = r.bytes(128)?;
+        if nvram.len() != 128 {
+            return Err(crate::state::StateError::Malformed(
+                "mc146818rtc: NVRAM size".into(),
+            ));
+        }
+        self.nvram.copy_from_slice(nvram);
+        self.offset = r.i64()?;
+        r.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,3 +28,18 @@ impl BusDevice for DebugExit {
             .request(PlatformRequest::DebugExit(u32::from_le_bytes(v)));
     }
 }
+
+impl crate::state::DeviceState for DebugExit {
+    fn state_name(&self) -> &'static str {
+        "isa-debug-exit"
+    }
+
+    /// The device holds no state.
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        Ok(crate::state::StateWriter::new(1).finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        crate::state::StateReader::new(data, "isa-debug-exit", 1)?.end()
+    }
+}

@@ -111,3 +111,31 @@ impl BusDevice for I8042 {
         }
     }
 }
+
+impl crate::state::DeviceState for I8042 {
+    fn state_name(&self) -> &'static str {
+        "pckbd"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        let out: Vec<u8> = self.output.iter().copied().collect();
+        Ok(crate::state::StateWriter::new(1)
+            .u8(self.status)
+            .u8(self.ccb)
+            .bool(self.pending.is_some())
+            .u8(self.pending.unwrap_or(0))
+            .bytes(&out)
+            .finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        let mut r = crate::state::StateReader::new(data, "pckbd", 1)?;
+        self.status = r.u8()?;
+        self.ccb = r.u8()?;
+        let has_pending = r.bool()?;
+        let pending = r.u8()?;
+        self.pending = has_pending.then_some(pending);
+        self.output = r.bytes(16)?.iter().copied().collect();
+        r.end()
+    }
+}

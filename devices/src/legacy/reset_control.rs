@@ -31,3 +31,19 @@ impl BusDevice for ResetControl {
         }
     }
 }
+
+impl crate::state::DeviceState for ResetControl {
+    fn state_name(&self) -> &'static str {
+        "reset-control"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        Ok(crate::state::StateWriter::new(1).u8(self.value).finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        let mut r = crate::state::StateReader::new(data, "reset-control", 1)?;
+        self.value = r.u8()? & 0x02;
+        r.end()
+    }
+}

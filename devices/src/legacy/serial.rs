@@ -186,6 +186,41 @@ impl BusDevice for Serial16550 {
     }
 }
 
+impl crate::state::DeviceState for Serial16550 {
+    fn state_name(&self) -> &'static str {
+        "serial"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        let rx: Vec<u8> = self.rx.iter().copied().collect();
+        Ok(crate::state::StateWriter::new(1)
+            .u8(self.ier)
+            .u8(self.lcr)
+            .u8(self.mcr)
+            .u8(self.scr)
+            .u8(self.fcr)
+            .u16(self.divisor)
+            .bool(self.thre_pending)
+            .bytes(&rx)
+            .finish())
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        let mut r = crate::state::StateReader::new(data, "serial", 1)?;
+        self.ier = r.u8()?;
+        self.lcr = r.u8()?;
+        self.mcr = r.u8()?;
+        self.scr = r.u8()?;
+        self.fcr = r.u8()?;
+        self.divisor = r.u16()?;
+        self.thre_pending = r.bool()?;
+        self.rx = r.bytes(RX_FIFO)?.iter().copied().collect();
+        r.end()?;
+        self.update_irq();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,20 @@ impl ConfigSpace {
         })
     }
 
+    /// The register bytes, for device state.
+    pub fn raw(&self) -> &[u8; 256] {
+        &self.bytes
+    }
+
+    /// Restores register bytes saved with [`ConfigSpace::raw`].
+    pub fn restore_raw(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() != 256 {
+            return false;
+        }
+        self.bytes.copy_from_slice(bytes);
+        true
+    }
+
     pub fn read(&self, offset: usize, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
             *b = self.bytes.get(offset + i).copied().unwrap_or(0xff);

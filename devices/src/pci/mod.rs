@@ -9,8 +9,32 @@ pub mod host;
 pub use config::{Bar, BarKind, ConfigSpace};
 pub use host::{PciConfigIo, PciRoot};
 
+/// Saves and restores a function whose whole state is its configuration
+/// space (the host bridge and ISA bridge).
+fn config_state_save(
+    name: &'static str,
+    c: &ConfigSpace,
+) -> Result<Vec<u8>, crate::state::StateError> {
+    let _ = name;
+    Ok(crate::state::StateWriter::new(1).bytes(c.raw()).finish())
+}
+
+fn config_state_load(
+    name: &'static str,
+    c: &mut ConfigSpace,
+    data: &[u8],
+) -> Result<(), crate::state::StateError> {
+    let mut r = crate::state::StateReader::new(data, name, 1)?;
+    if !c.restore_raw(r.bytes(256)?) {
+        return Err(crate::state::StateError::Malformed(format!(
+            "{name}: config space size"
+        )));
+    }
+    r.end()
+}
+
 /// One PCI function.
-pub trait PciFunction: Send {
+pub trait PciFunction: Send + crate::state::DeviceState {
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
 
@@ -120,5 +144,33 @@ impl PciFunction for Piix3 {
 
     fn class_description(&self) -> Option<&'static str> {
         Some("ISA bridge")
+    }
+}
+
+impl crate::state::DeviceState for I440fx {
+    fn state_name(&self) -> &'static str {
+        "I440FX"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        config_state_save("I440FX", &self.config)
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        config_state_load("I440FX", &mut self.config, data)
+    }
+}
+
+impl crate::state::DeviceState for Piix3 {
+    fn state_name(&self) -> &'static str {
+        "PIIX3"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        config_state_save("PIIX3", &self.config)
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        config_state_load("PIIX3", &mut self.config, data)
     }
 }

@@ -587,3 +587,21 @@ impl PciFunction for VirtioPci {
         }
     }
 }
+
+impl crate::state::DeviceState for VirtioPci {
+    fn state_name(&self) -> &'static str {
+        "virtio-pci"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        Err(crate::state::StateError::NotMigratable(
+            "virtio devices cannot be migrated yet (their queue state is not saved)".into(),
+        ))
+    }
+
+    fn load_state(&mut self, _data: &[u8]) -> Result<(), crate::state::StateError> {
+        Err(crate::state::StateError::NotMigratable(
+            "virtio devices cannot be migrated yet (their queue state is not restored)".into(),
+        ))
+    }
+}
