@@ -84,7 +84,10 @@ fn virtio_blk_needs_a_drive_that_exists() {
     assert_eq!(err, "vmm: -device virtio-blk-pci: drive property not set\n");
     let (st, _, err) = run_vmm(&["-nodefaults", "-device", "virtio-blk-pci,drive=nope"]);
     assert_eq!(st.code(), Some(1));
-    assert!(err.contains("Property 'virtio-blk-device.drive' can't find value 'nope'"), "{err}");
+    assert!(
+        err.contains("Property 'virtio-blk-device.drive' can't find value 'nope'"),
+        "{err}"
+    );
 }
 
 #[test]
