@@ -7,6 +7,7 @@
 
 pub mod acpi_pm;
 pub mod bus;
+pub mod chardev;
 pub mod legacy;
 pub mod pci;
 pub mod platform;

@@ -27,6 +27,8 @@ pub struct Vmm {
     pub cpu_model: String,
     /// The object tree (QOM): /machine, /objects, types and properties.
     pub qom: crate::qom::Qom,
+    /// Every chardev, by label.
+    pub chardevs: devices::chardev::Registry,
 }
 
 /// The command-line option groups, as query-command-line-options lists
@@ -371,35 +373,47 @@ impl QmpCommands for Vmm {
     }
 
     fn query_chardev(&mut self) -> Result<Vec<ChardevInfo>, Error> {
-        not_implemented("query-chardev")
+        Ok(self.chardevs.query())
     }
 
     fn query_chardev_backends(&mut self) -> Result<Vec<ChardevBackendInfo>, Error> {
-        not_implemented("query-chardev-backends")
+        Ok(devices::chardev::Registry::backends())
     }
 
-    fn ringbuf_write(&mut self, _args: RingbufWriteArgs) -> Result<(), Error> {
-        not_implemented("ringbuf-write")
+    fn ringbuf_write(&mut self, args: RingbufWriteArgs) -> Result<(), Error> {
+        self.chardevs
+            .ringbuf_write(&args.device, &args.data, args.format)
+            .map_err(Error::generic)
     }
 
-    fn ringbuf_read(&mut self, _args: RingbufReadArgs) -> Result<String, Error> {
-        not_implemented("ringbuf-read")
+    fn ringbuf_read(&mut self, args: RingbufReadArgs) -> Result<String, Error> {
+        self.chardevs
+            .ringbuf_read(&args.device, args.size, args.format)
+            .map_err(Error::generic)
     }
 
-    fn chardev_add(&mut self, _args: ChardevAddArgs) -> Result<ChardevReturn, Error> {
-        not_implemented("chardev-add")
+    fn chardev_add(&mut self, args: ChardevAddArgs) -> Result<ChardevReturn, Error> {
+        let (_, pty) = self
+            .chardevs
+            .add(&args.id, &args.backend)
+            .map_err(Error::generic)?;
+        Ok(ChardevReturn { pty })
     }
 
-    fn chardev_change(&mut self, _args: ChardevChangeArgs) -> Result<ChardevReturn, Error> {
-        not_implemented("chardev-change")
+    fn chardev_change(&mut self, args: ChardevChangeArgs) -> Result<ChardevReturn, Error> {
+        let pty = self
+            .chardevs
+            .change(&args.id, &args.backend)
+            .map_err(Error::generic)?;
+        Ok(ChardevReturn { pty })
     }
 
-    fn chardev_remove(&mut self, _args: ChardevRemoveArgs) -> Result<(), Error> {
-        not_implemented("chardev-remove")
+    fn chardev_remove(&mut self, args: ChardevRemoveArgs) -> Result<(), Error> {
+        self.chardevs.remove(&args.id).map_err(Error::generic)
     }
 
-    fn chardev_send_break(&mut self, _args: ChardevSendBreakArgs) -> Result<(), Error> {
-        not_implemented("chardev-send-break")
+    fn chardev_send_break(&mut self, args: ChardevSendBreakArgs) -> Result<(), Error> {
+        self.chardevs.send_break(&args.id).map_err(Error::generic)
     }
 
     fn set_link(&mut self, _args: SetLinkArgs) -> Result<(), Error> {

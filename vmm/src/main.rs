@@ -1,6 +1,7 @@
 //! `vmm`: a KVM virtual machine monitor that speaks QEMU's QMP and takes
 //! QEMU's command line.
 
+mod chardevs;
 mod cmdline;
 mod commands;
 mod kvm;
@@ -15,7 +16,6 @@ use cmdline::{Action, ChardevSpec, Config, MonitorMode};
 use commands::Vmm;
 use machine::{Machine, MachineConfig};
 use monitor::{Endpoint, MachineEvents, MainLoop, MonitorSpec};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -86,6 +86,15 @@ fn main() -> ExitCode {
         }
         Action::ListAccels => {
             println!("Possible accelerators: kvm");
+            ExitCode::SUCCESS
+        }
+        Action::ListChardevBackends => {
+            let mut names: Vec<&str> = devices::chardev::BACKENDS.to_vec();
+            names.reverse();
+            eprintln!("Available chardev backend types: ");
+            for n in names {
+                eprintln!("{n}");
+            }
             ExitCode::SUCCESS
         }
         Action::LogUsage => {
@@ -237,60 +246,6 @@ fn check_buildable(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The serial ports (COM1 first) and where each one's output goes.
-fn serial_writers(config: &Config) -> Result<Vec<Option<Box<dyn Write + Send>>>, String> {
-    if config.serials.len() > 4 {
-        return Err("too many serial ports".into());
-    }
-    config
-        .serials
-        .iter()
-        .map(|s| serial_writer(config, s))
-        .collect()
-}
-
-fn serial_writer(
-    config: &Config,
-    serial: &cmdline::SerialConfig,
-) -> Result<Option<Box<dyn Write + Send>>, String> {
-    let chardev = match &serial.target {
-        cmdline::SerialTarget::New(c) => c.clone(),
-        cmdline::SerialTarget::Existing(id) => config
-            .chardevs
-            .iter()
-            .find(|c| &c.id == id)
-            .cloned()
-            .ok_or_else(|| format!("{}: chardev \"{id}\" not found", serial.location))?,
-    };
-    match chardev.backend.as_str() {
-        "stdio" => Ok(Some(Box::new(std::io::stdout()))),
-        "null" => Ok(None),
-        // QEMU's default virtual console: vmm has no display to show it on.
-        "vc" if serial.location.is_empty() => Ok(None),
-        "file" => {
-            let path = chardev
-                .get("path")
-                .ok_or_else(|| format!("{}: chardev: file: no filename given", serial.location))?;
-            let append = chardev
-                .get_bool("append")
-                .map_err(|e| e.to_string())?
-                .unwrap_or(false);
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(append)
-                .truncate(!append)
-                .open(path)
-                .map_err(|e| format!("{}: Could not open '{path}': {e}", serial.location))?;
-            Ok(Some(Box::new(f)))
-        }
-        other => Err(format!(
-            "{}: not available yet: serial backend '{other}' arrives with character devices",
-            serial.location
-        )),
-    }
-}
-
 /// `-device isa-debug-exit,iobase=N,iosize=N` (QEMU's defaults 0x501, 2).
 fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
     let mut all = config
@@ -392,7 +347,11 @@ fn virtio_blk_devices(
 }
 
 /// The KVM machine, when the command line gives it something to run.
-fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<Machine>, String> {
+fn build_machine(
+    config: &Config,
+    events: Arc<MachineEvents>,
+    serials: Vec<Option<devices::chardev::Chardev>>,
+) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
         return Ok(None);
     }
@@ -424,7 +383,7 @@ fn build_machine(config: &Config, events: Arc<MachineEvents>) -> Result<Option<M
             .append
             .clone()
             .unwrap_or_else(|| default_append.to_string()),
-        serials: serial_writers(config)?,
+        serials,
         debug_exit: debug_exit(config)?,
         virtio_blk: virtio_blk_devices(config, &|_| None)?,
     };
@@ -481,8 +440,12 @@ fn run(config: Config) -> ExitCode {
             return fail(format!("Could not acquire pid file: {e}"));
         }
     }
+    let (chardevs, serials) = match chardevs::open(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let machine_events = Arc::new(MachineEvents::default());
-    let machine = match build_machine(&config, machine_events.clone()) {
+    let machine = match build_machine(&config, machine_events.clone(), serials) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -511,6 +474,7 @@ fn run(config: Config) -> ExitCode {
             .unwrap_or("qemu64")
             .to_string(),
         qom,
+        chardevs,
     };
     let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
         Ok(m) => m,

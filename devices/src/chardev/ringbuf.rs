@@ -98,10 +98,7 @@ fn rank(c: u8) -> Option<u32> {
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     // The text is a C string in QEMU: it ends at the first NUL.
     let text = text.split('\0').next().unwrap_or_default();
-    if !text
-        .bytes()
-        .all(|c| c == b'\n' || rank(c).is_some())
-    {
+    if !text.bytes().all(|c| c == b'\n' || rank(c).is_some()) {
         return Err("Base64 data contains invalid characters".into());
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);

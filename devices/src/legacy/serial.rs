@@ -1,10 +1,16 @@
-//! A 16550A UART, as at COM1-COM4 of a PC.
+//! A 16550A UART, as at COM1-COM4 of a PC, on a chardev.
+//!
+//! Output goes to the chardev as the guest writes it; when the chardev
+//! cannot take more (a slow socket or pty reader), the bytes wait in the
+//! transmit FIFO (16 bytes, 1 without FIFO) and the guest sees THRE clear
+//! until the chardev has room again, so nothing the guest waited for is
+//! lost. Input is pulled from the chardev as the receive FIFO has room.
 
 use crate::bus::BusDevice;
+use crate::chardev::{Chardev, Frontend};
 use crate::platform::InterruptLine;
 use std::collections::VecDeque;
-use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 const DATA: u64 = 0;
 const IER: u64 = 1;
@@ -17,18 +23,23 @@ const SCR: u64 = 7;
 
 const IER_RX: u8 = 0x01;
 const IER_THRE: u8 = 0x02;
+const IER_RLS: u8 = 0x04;
 const IIR_NONE: u8 = 0x01;
 const IIR_THRE: u8 = 0x02;
 const IIR_RX: u8 = 0x04;
+const IIR_RLS: u8 = 0x06;
 const IIR_FIFO: u8 = 0xc0;
 const LCR_DLAB: u8 = 0x80;
 const LSR_DR: u8 = 0x01;
+const LSR_BI: u8 = 0x10;
 const LSR_THRE: u8 = 0x20;
 const LSR_TEMT: u8 = 0x40;
 const MCR_LOOP: u8 = 0x10;
 const MCR_OUT2: u8 = 0x08;
 /// Receive FIFO depth; input beyond it waits in the backend.
 pub const RX_FIFO: usize = 64;
+/// Transmit FIFO depth with the FIFOs enabled.
+pub const TX_FIFO: usize = 16;
 
 pub struct Serial16550 {
     ier: u8,
@@ -38,13 +49,47 @@ pub struct Serial16550 {
     fcr: u8,
     divisor: u16,
     thre_pending: bool,
+    /// A break was received; cleared by reading LSR.
+    break_seen: bool,
     rx: VecDeque<u8>,
+    /// Bytes the chardev has not taken yet.
+    tx: VecDeque<u8>,
     irq: Arc<dyn InterruptLine>,
-    out: Option<Box<dyn Write + Send>>,
+    chardev: Option<Chardev>,
+}
+
+/// The UART as its chardev's frontend.
+struct UartFrontend(Weak<Mutex<Serial16550>>);
+
+impl UartFrontend {
+    fn with(&self, f: impl FnOnce(&mut Serial16550)) {
+        if let Some(u) = self.0.upgrade() {
+            f(&mut u.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
+
+impl Frontend for UartFrontend {
+    fn input_ready(&self) {
+        self.with(|u| {
+            u.pull_input();
+            u.update_irq();
+        });
+    }
+
+    fn output_ready(&self) {
+        self.with(Serial16550::flush_tx);
+    }
+
+    fn send_break(&self) {
+        self.with(Serial16550::receive_break);
+    }
 }
 
 impl Serial16550 {
-    pub fn new(irq: Arc<dyn InterruptLine>, out: Option<Box<dyn Write + Send>>) -> Serial16550 {
+    /// A UART writing to `chardev` (None: output discarded, no input).
+    /// Call [`Serial16550::attach`] once it is shared, for input.
+    pub fn new(irq: Arc<dyn InterruptLine>, chardev: Option<Chardev>) -> Serial16550 {
         Serial16550 {
             ier: 0,
             lcr: 0x03,
@@ -53,10 +98,32 @@ impl Serial16550 {
             fcr: 0,
             divisor: 12, // 9600 baud
             thre_pending: false,
+            break_seen: false,
             rx: VecDeque::new(),
+            tx: VecDeque::new(),
             irq,
-            out,
+            chardev,
         }
+    }
+
+    /// Makes the UART its chardev's frontend: input, room for output
+    /// and breaks reach it from then on. Fails if another device uses
+    /// the chardev.
+    pub fn attach(uart: &Arc<Mutex<Serial16550>>) -> Result<(), String> {
+        let chardev = uart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .chardev
+            .clone();
+        match chardev {
+            Some(c) => c.attach(Arc::new(UartFrontend(Arc::downgrade(uart))), true),
+            None => Ok(()),
+        }
+    }
+
+    /// The chardev behind the UART.
+    pub fn chardev(&self) -> Option<&Chardev> {
+        self.chardev.as_ref()
     }
 
     /// Bytes from the backend; returns how many fit in the FIFO.
@@ -67,6 +134,47 @@ impl Serial16550 {
         n
     }
 
+    fn pull_input(&mut self) {
+        let room = RX_FIFO.saturating_sub(self.rx.len());
+        if room == 0 {
+            return;
+        }
+        if let Some(c) = &self.chardev {
+            let bytes = c.read_input(room);
+            self.rx.extend(bytes);
+        }
+    }
+
+    /// A break on the line: a NUL byte with LSR BI set.
+    pub fn receive_break(&mut self) {
+        if self.rx.len() < RX_FIFO {
+            self.rx.push_back(0);
+        }
+        self.break_seen = true;
+        self.update_irq();
+    }
+
+    /// Hands waiting output to the chardev; THRE when all of it went.
+    fn flush_tx(&mut self) {
+        if self.tx.is_empty() {
+            return;
+        }
+        while !self.tx.is_empty() {
+            let n = match &self.chardev {
+                Some(c) => c.write(self.tx.as_slices().0),
+                None => self.tx.len(),
+            };
+            self.tx.drain(..n);
+            if n == 0 {
+                break;
+            }
+        }
+        if self.tx.is_empty() {
+            self.thre_pending = true;
+            self.update_irq();
+        }
+    }
+
     pub fn reset(&mut self) {
         self.ier = 0;
         self.lcr = 0x03;
@@ -75,13 +183,17 @@ impl Serial16550 {
         self.fcr = 0;
         self.divisor = 12;
         self.thre_pending = false;
+        self.break_seen = false;
         self.rx.clear();
+        self.tx.clear();
         self.update_irq();
     }
 
     fn iir(&self) -> u8 {
         let fifo = if self.fcr & 1 != 0 { IIR_FIFO } else { 0 };
-        if self.ier & IER_RX != 0 && !self.rx.is_empty() {
+        if self.ier & IER_RLS != 0 && self.break_seen {
+            IIR_RLS | fifo
+        } else if self.ier & IER_RX != 0 && !self.rx.is_empty() {
             IIR_RX | fifo
         } else if self.ier & IER_THRE != 0 && self.thre_pending {
             IIR_THRE | fifo
@@ -99,13 +211,17 @@ impl Serial16550 {
             if self.rx.len() < RX_FIFO {
                 self.rx.push_back(byte);
             }
-        } else if let Some(out) = self.out.as_mut() {
-            // A backend that fails drops output rather than stopping the guest.
-            if out.write_all(&[byte]).is_err() || (byte == b'\n' && out.flush().is_err()) {
-                self.out = None;
-            }
+            self.thre_pending = true;
+            self.update_irq();
+            return;
         }
-        self.thre_pending = true;
+        let depth = if self.fcr & 1 != 0 { TX_FIFO } else { 1 };
+        // A byte written while the FIFO is full is lost, as on hardware.
+        if self.tx.len() < depth {
+            self.tx.push_back(byte);
+        }
+        self.thre_pending = false;
+        self.flush_tx();
         self.update_irq();
     }
 }
@@ -119,6 +235,7 @@ impl BusDevice for Serial16550 {
             DATA if self.lcr & LCR_DLAB != 0 => self.divisor as u8,
             DATA => {
                 let b = self.rx.pop_front().unwrap_or(0);
+                self.pull_input();
                 self.update_irq();
                 b
             }
@@ -136,7 +253,17 @@ impl BusDevice for Serial16550 {
             MCR => self.mcr,
             LSR => {
                 let dr = if self.rx.is_empty() { 0 } else { LSR_DR };
-                dr | LSR_THRE | LSR_TEMT
+                let thre = if self.tx.is_empty() {
+                    LSR_THRE | LSR_TEMT
+                } else {
+                    0
+                };
+                let bi = if self.break_seen { LSR_BI } else { 0 };
+                if self.break_seen {
+                    self.break_seen = false;
+                    self.update_irq();
+                }
+                dr | thre | bi
             }
             MSR if self.mcr & MCR_LOOP != 0 => {
                 // Loopback wires DTR/RTS/OUT1/OUT2 to DSR/CTS/RI/DCD.
@@ -224,28 +351,28 @@ impl crate::state::DeviceState for Serial16550 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chardev::Registry;
     use crate::platform::NoInterrupt;
-    use std::sync::Mutex;
+    use qmp::qapi::{ChardevBackend, ChardevFile, ChardevRingbuf};
 
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    fn ring(reg: &mut Registry, id: &str) -> Chardev {
+        let b = ChardevBackend::Ringbuf(ChardevRingbuf {
+            logfile: None,
+            logappend: None,
+            size: Some(64),
+        });
+        reg.add(id, &b).unwrap().0
     }
 
     #[test]
     fn transmits_and_loops_back() {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let mut s = Serial16550::new(Arc::new(NoInterrupt), Some(Box::new(Sink(buf.clone()))));
+        let mut reg = Registry::new();
+        let c = ring(&mut reg, "r");
+        let mut s = Serial16550::new(Arc::new(NoInterrupt), Some(c));
         for b in b"hi\n" {
             s.write(DATA, &[*b]);
         }
-        assert_eq!(&*buf.lock().unwrap(), b"hi\n");
+        assert_eq!(reg.ringbuf_read("r", 10, None).unwrap(), "hi\n");
         let mut v = [0u8];
         s.read(LSR, &mut v);
         assert_eq!(v[0] & LSR_THRE, LSR_THRE);
@@ -269,5 +396,58 @@ mod tests {
         s.write(LCR, &[0x03]);
         s.read(IER, &mut v);
         assert_eq!(v[0], 0);
+    }
+
+    #[test]
+    fn break_sets_bi_once() {
+        let mut reg = Registry::new();
+        let c = ring(&mut reg, "r");
+        let uart = Arc::new(Mutex::new(Serial16550::new(Arc::new(NoInterrupt), Some(c))));
+        Serial16550::attach(&uart).unwrap();
+        reg.send_break("r").unwrap();
+        let mut u = uart.lock().unwrap();
+        let mut v = [0u8];
+        u.read(LSR, &mut v);
+        assert_eq!(v[0] & (LSR_BI | LSR_DR), LSR_BI | LSR_DR);
+        u.read(LSR, &mut v);
+        assert_eq!(v[0] & LSR_BI, 0);
+        u.read(DATA, &mut v);
+        assert_eq!(v[0], 0);
+    }
+
+    #[test]
+    fn input_from_file_reaches_the_fifo() {
+        let dir = std::env::temp_dir().join(format!("serial-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in");
+        std::fs::write(&input, vec![b'x'; 100]).unwrap();
+        let mut reg = Registry::new();
+        let b = ChardevBackend::File(ChardevFile {
+            logfile: None,
+            logappend: None,
+            r#in: Some(input.display().to_string()),
+            out: dir.join("out").display().to_string(),
+            append: None,
+        });
+        let (c, _) = reg.add("f", &b).unwrap();
+        let uart = Arc::new(Mutex::new(Serial16550::new(Arc::new(NoInterrupt), Some(c))));
+        Serial16550::attach(&uart).unwrap();
+        let mut got = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got < 100 && std::time::Instant::now() < deadline {
+            let mut u = uart.lock().unwrap();
+            let mut v = [0u8];
+            u.read(LSR, &mut v);
+            if v[0] & LSR_DR != 0 {
+                u.read(DATA, &mut v);
+                assert_eq!(v[0], b'x');
+                got += 1;
+            } else {
+                drop(u);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        assert_eq!(got, 100);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

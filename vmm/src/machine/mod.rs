@@ -18,7 +18,6 @@ use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink}
 use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{GuestRam, RamLayout};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -126,9 +125,9 @@ pub struct MachineConfig {
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
-    /// One entry per serial port, COM1 first (at most four): where its
-    /// output goes (None: a port whose output is discarded).
-    pub serials: Vec<Option<Box<dyn Write + Send>>>,
+    /// One entry per serial port, COM1 first (at most four): its chardev
+    /// (None: a port whose output is discarded).
+    pub serials: Vec<Option<devices::chardev::Chardev>>,
     /// `-device virtio-blk-pci` devices.
     pub virtio_blk: Vec<VirtioBlkSpec>,
     /// `-device isa-debug-exit,iobase=...,iosize=...`.
@@ -238,6 +237,9 @@ impl Machine {
             .zip(com)
             .map(|(out, (_, line))| Arc::new(Mutex::new(Serial16550::new(irq(line), out))))
             .collect();
+        for uart in &serials {
+            Serial16550::attach(uart).map_err(MachineError)?;
+        }
         let pm = Arc::new(Mutex::new(AcpiPm::new(
             irq(devices::acpi_pm::SCI_IRQ),
             sink.clone(),
