@@ -1,4 +1,30 @@
-//! The block graph: nodes, format and protocol drivers, I/O engine, dirty
-//! bitmaps, block jobs, NBD server and image creation.
+//! The block layer: a graph of nodes (drivers with node-names, children
+//! and permissions), block backends that join devices to their root
+//! nodes, the drivers (`file`, `host_device`, `raw`, `null-co`,
+//! `null-aio`), `-drive` and the query answers.
 //!
-//! The block layer core arrives with its own issue.
+//! Devices use [`BlockBackend`]: synchronous, thread-safe reads,
+//! writes, flushes, discards and zero writes on a backend's root node.
+//! The main loop owns the [`BlockGraph`] and changes it (blockdev-add,
+//! blockdev-del, block_resize); every change of a node's users is
+//! checked against QEMU's permission rules, and file nodes carry QEMU's
+//! image locks so that another process (vmm, QEMU, qemu-img) cannot
+//! write an image in use.
+
+mod backend;
+pub mod drive;
+mod error;
+mod file;
+mod graph;
+mod node;
+mod null;
+pub mod perm;
+mod raw;
+
+pub use backend::BlockBackend;
+pub use error::{BlockError, Result};
+pub use graph::{id_wellformed, BlockGraph};
+pub use node::Node;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! Permissions on a node, as QEMU 2.11 defines them: what a parent (a
+//! block backend or another node) does with a node, and what it lets
+//! others do at the same time.
+
+/// Reads that return what was last written (every reader but a few jobs).
+pub const CONSISTENT_READ: u64 = 0x01;
+/// Writes that change what a reader sees.
+pub const WRITE: u64 = 0x02;
+/// Writes that do not change the data (copy-on-read and the like).
+pub const WRITE_UNCHANGED: u64 = 0x04;
+/// Changing the size.
+pub const RESIZE: u64 = 0x08;
+/// Changing the node's children.
+pub const GRAPH_MOD: u64 = 0x10;
+pub const ALL: u64 = 0x1f;
+
+/// What a filter (raw) passes to its child unchanged.
+pub const PASSTHROUGH: u64 = CONSISTENT_READ | WRITE | WRITE_UNCHANGED | RESIZE;
+
+/// QEMU's names, in bit order.
+pub const NAMES: [&str; 5] = [
+    "consistent read",
+    "write",
+    "write unchanged",
+    "resize",
+    "change children",
+];
+
+/// `"write, resize"` for a set of permissions.
+pub fn names(perm: u64) -> String {
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| perm & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a filter asks of its child for the given cumulative use.
+pub fn filter_child(perm: u64, shared: u64) -> (u64, u64) {
+    (
+        perm & PASSTHROUGH,
+        (shared & PASSTHROUGH) | (ALL & !PASSTHROUGH),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_order() {
+        assert_eq!(names(WRITE | RESIZE), "write, resize");
+        assert_eq!(names(0), "");
+        assert_eq!(filter_child(WRITE, 0), (WRITE, GRAPH_MOD));
+    }
+}
