@@ -751,8 +751,8 @@ impl QmpCommands for Vmm {
         not_implemented("balloon")
     }
 
-    fn human_monitor_command(&mut self, _args: HumanMonitorCommandArgs) -> Result<String, Error> {
-        not_implemented("human-monitor-command")
+    fn human_monitor_command(&mut self, args: HumanMonitorCommandArgs) -> Result<String, Error> {
+        crate::hmp::human_monitor_command(self, &args.command_line, args.cpu_index)
     }
 
     fn qom_list(&mut self, args: QomListArgs) -> Result<Vec<ObjectPropertyInfo>, Error> {

@@ -4,6 +4,7 @@
 mod chardevs;
 mod cmdline;
 mod commands;
+mod hmp;
 mod kvm;
 mod machine;
 mod machines;
@@ -154,8 +155,8 @@ fn usage() -> String {
     s
 }
 
-/// The monitor endpoint a chardev describes.
-fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool) -> Result<MonitorSpec, String> {
+/// The monitor endpoint a chardev describes; `hmp` for a readline monitor.
+fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool, hmp: bool) -> Result<MonitorSpec, String> {
     let bool_opt = |name: &str| chardev.get_bool(name).map_err(|e| e.to_string());
     match chardev.backend.as_str() {
         "socket" => {
@@ -179,6 +180,7 @@ fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool) -> Result<MonitorSpec, 
                 server,
                 wait,
                 pretty,
+                hmp,
             })
         }
         "stdio" => Ok(MonitorSpec {
@@ -186,6 +188,7 @@ fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool) -> Result<MonitorSpec, 
             server: false,
             wait: false,
             pretty,
+            hmp,
         }),
         other => Err(format!(
             "{}: chardev backend '{other}' is not available yet for monitors (socket and stdio are)",
@@ -197,24 +200,22 @@ fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool) -> Result<MonitorSpec, 
 fn monitor_specs(config: &Config) -> Result<Vec<MonitorSpec>, String> {
     let mut specs = Vec::new();
     for m in &config.monitors {
-        // QEMU's default human monitor (on a virtual console, or on stdio
-        // with -nographic) comes with HMP and chardevs; until then vmm
-        // leaves it out rather than failing every plain start.
+        // QEMU's default human monitor is on a virtual console (vmm has
+        // no display) or, with -nographic, on stdio multiplexed with the
+        // serial port, which needs the chardev mux; vmm leaves it out.
         if m.mode == MonitorMode::Readline && m.location.is_empty() {
             continue;
-        }
-        if m.mode == MonitorMode::Readline {
-            return Err(format!(
-                "{}: the human monitor (HMP) is not available yet",
-                m.location
-            ));
         }
         let chardev = config
             .chardevs
             .iter()
             .find(|c| c.id == m.chardev)
             .ok_or_else(|| format!("{}: chardev \"{}\" not found", m.location, m.chardev))?;
-        specs.push(monitor_endpoint(chardev, m.pretty)?);
+        specs.push(monitor_endpoint(
+            chardev,
+            m.pretty,
+            m.mode == MonitorMode::Readline,
+        )?);
     }
     Ok(specs)
 }

@@ -1,7 +1,8 @@
-//! QMP monitors on their transports, and the main loop that serves them.
+//! Monitors on their transports, and the main loop that serves them.
 //!
-//! One thread, one mio poll: listening sockets, monitor connections,
-//! stdio and signals. A socket monitor serves one client at a time, as a
+//! A connection speaks QMP or, for a readline monitor, the human monitor
+//! (`crate::hmp`). One thread, one mio poll: listening sockets, monitor
+//! connections, stdio and signals. A socket monitor serves one client at a time, as a
 //! QEMU socket chardev does; the next client is accepted when the first
 //! leaves, and gets a fresh greeting and negotiation.
 
@@ -38,6 +39,14 @@ pub struct MonitorSpec {
     /// With `server`, wait at start-up for the first client.
     pub wait: bool,
     pub pretty: bool,
+    /// A human monitor (`mode=readline`) rather than QMP.
+    pub hmp: bool,
+}
+
+/// What a connection speaks.
+enum Protocol {
+    Qmp(Monitor),
+    Hmp(Box<crate::hmp::Session>),
 }
 
 enum Stream {
@@ -96,7 +105,7 @@ fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 
 struct Connection {
     stream: Stream,
-    monitor: Monitor,
+    protocol: Protocol,
     out: Vec<u8>,
 }
 
@@ -305,20 +314,23 @@ impl MainLoop {
                     }
                     Err(e) => return Err(MonitorError(format!("stdio: {e}"))),
                 }
-                port.conn = Some(ml.new_connection(Stream::Stdio, port.spec.pretty));
+                if port.spec.hmp {
+                    terminal::make_raw();
+                }
+                port.conn = Some(ml.new_connection(Stream::Stdio, &port.spec));
             } else if port.spec.server {
                 let mut listener = listen(&port.spec)?;
                 if port.spec.wait {
                     eprintln!("QEMU waiting for connection on: {}", port.describe());
                     let stream = accept_blocking(&mut listener)?;
-                    port.conn = Some(ml.open_connection(i, stream, port.spec.pretty)?);
+                    port.conn = Some(ml.open_connection(i, stream, &port.spec)?);
                 } else {
                     ml.register_listener(i, &mut listener)?;
                 }
                 port.listener = Some(listener);
             } else {
                 let stream = connect(&port.spec)?;
-                port.conn = Some(ml.open_connection(i, stream, port.spec.pretty)?);
+                port.conn = Some(ml.open_connection(i, stream, &port.spec)?);
             }
             ml.ports.push(port);
         }
@@ -341,13 +353,18 @@ impl MainLoop {
         r.map_err(|e| MonitorError(format!("poll: {e}")))
     }
 
-    fn new_connection(&self, stream: Stream, pretty: bool) -> Connection {
-        let monitor = Monitor::new(pretty);
+    fn new_connection(&self, stream: Stream, spec: &MonitorSpec) -> Connection {
         let mut out = Vec::new();
-        monitor.write_message(&greeting(&self.vmm.package), &mut out);
+        let protocol = if spec.hmp {
+            Protocol::Hmp(Box::new(crate::hmp::Session::new(&mut out)))
+        } else {
+            let monitor = Monitor::new(spec.pretty);
+            monitor.write_message(&greeting(&self.vmm.package), &mut out);
+            Protocol::Qmp(monitor)
+        };
         Connection {
             stream,
-            monitor,
+            protocol,
             out,
         }
     }
@@ -356,7 +373,7 @@ impl MainLoop {
         &self,
         i: usize,
         mut stream: Stream,
-        pretty: bool,
+        spec: &MonitorSpec,
     ) -> Result<Connection, MonitorError> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let r = match &mut stream {
@@ -365,7 +382,7 @@ impl MainLoop {
             Stream::Stdio => Ok(()),
         };
         r.map_err(|e| MonitorError(format!("poll: {e}")))?;
-        Ok(self.new_connection(stream, pretty))
+        Ok(self.new_connection(stream, spec))
     }
 
     /// Serves until the VM asks to exit; returns the exit status.
@@ -443,8 +460,10 @@ impl MainLoop {
             let message = event_message(&event, when);
             let others = self.ports.iter_mut().filter_map(|p| p.conn.as_mut());
             for conn in others.chain(current.as_deref_mut()) {
-                if conn.monitor.negotiated() {
-                    conn.monitor.write_message(&message, &mut conn.out);
+                if let Protocol::Qmp(m) = &conn.protocol {
+                    if m.negotiated() {
+                        m.write_message(&message, &mut conn.out);
+                    }
                 }
             }
         }
@@ -483,8 +502,8 @@ impl MainLoop {
                 Listener::Tcp(l) => self.poll.registry().deregister(l),
             };
         }
-        let pretty = port.spec.pretty;
-        match self.open_connection(i, stream, pretty) {
+        let spec = port.spec.clone();
+        match self.open_connection(i, stream, &spec) {
             Ok(conn) => self.ports[i].conn = Some(conn),
             Err(e) => {
                 eprintln!("vmm: monitor: {e}");
@@ -516,19 +535,12 @@ impl MainLoop {
                     break;
                 }
                 Ok(n) => {
-                    conn.monitor.receive(&buf[..n]);
-                    loop {
-                        let vmm = &mut self.vmm;
-                        let mut exec =
-                            |name: &str, args: &serde_json::Map<String, serde_json::Value>| {
-                                qmp::qapi::dispatch(vmm, name, args)
-                            };
-                        let Some(response) = conn.monitor.next_response(&mut exec) else {
-                            break;
-                        };
-                        // Events a command emits go out before its response, as in QEMU.
+                    if let Protocol::Hmp(session) = &mut conn.protocol {
+                        session.receive(&buf[..n], &mut self.vmm, &mut conn.out);
+                        // Events its commands caused go to the QMP monitors.
                         self.broadcast_events_with(Some(&mut conn));
-                        conn.monitor.write_message(&response, &mut conn.out);
+                    } else {
+                        self.serve_qmp(&mut conn, &buf[..n]);
                     }
                     if conn.out.len() > MAX_PENDING_OUTPUT {
                         closed = true;
@@ -551,6 +563,30 @@ impl MainLoop {
             self.close(i, conn);
         } else {
             self.ports[i].conn = Some(conn);
+        }
+    }
+
+    /// Runs the requests in `bytes` and queues their responses.
+    fn serve_qmp(&mut self, conn: &mut Connection, bytes: &[u8]) {
+        if let Protocol::Qmp(m) = &mut conn.protocol {
+            m.receive(bytes);
+        }
+        loop {
+            let Protocol::Qmp(monitor) = &mut conn.protocol else {
+                return;
+            };
+            let vmm = &mut self.vmm;
+            let mut exec = |name: &str, args: &serde_json::Map<String, serde_json::Value>| {
+                qmp::qapi::dispatch(vmm, name, args)
+            };
+            let Some(response) = monitor.next_response(&mut exec) else {
+                return;
+            };
+            // Events a command emits go out before its response, as in QEMU.
+            self.broadcast_events_with(Some(&mut *conn));
+            if let Protocol::Qmp(monitor) = &conn.protocol {
+                monitor.write_message(&response, &mut conn.out);
+            }
         }
     }
 
@@ -661,6 +697,53 @@ fn accept_blocking(l: &mut Listener) -> Result<Stream, MonitorError> {
                 unsafe { libc::poll(&mut pfd, 1, -1) };
             }
             Err(e) => return Err(MonitorError(format!("accept: {e}"))),
+        }
+    }
+}
+
+mod terminal {
+    //! The terminal under a human monitor on stdio: the monitor echoes
+    //! and edits the line itself, so the terminal stops doing it (raw
+    //! input, Ctrl-C still a signal); the old settings come back at exit.
+
+    use std::sync::OnceLock;
+
+    static SAVED: OnceLock<libc::termios> = OnceLock::new();
+
+    extern "C" fn restore() {
+        if let Some(t) = SAVED.get() {
+            // SAFETY: tcsetattr with a termios read from this terminal.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+        }
+    }
+
+    pub fn make_raw() {
+        // SAFETY: isatty, tcgetattr and tcsetattr on stdin with a local,
+        // initialised termios; atexit with a function that lives forever.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 || SAVED.set(t).is_err() {
+                return;
+            }
+            t.c_iflag &= !(libc::IGNBRK
+                | libc::BRKINT
+                | libc::PARMRK
+                | libc::ISTRIP
+                | libc::INLCR
+                | libc::IGNCR
+                | libc::ICRNL
+                | libc::IXON);
+            t.c_oflag |= libc::OPOST;
+            t.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::IEXTEN);
+            t.c_cflag &= !(libc::CSIZE | libc::PARENB);
+            t.c_cflag |= libc::CS8;
+            t.c_cc[libc::VMIN] = 1;
+            t.c_cc[libc::VTIME] = 0;
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
+            libc::atexit(restore);
         }
     }
 }

@@ -33,6 +33,17 @@ pub enum MachineEvent {
     InternalError(String),
 }
 
+/// One vCPU's registers, as KVM reports them.
+pub struct CpuRegisters {
+    pub regs: kvm_regs,
+    pub sregs: kvm_bindings::kvm_sregs,
+    pub fpu: kvm_bindings::kvm_fpu,
+    pub debug: kvm_bindings::kvm_debugregs,
+    /// Interrupts are inhibited for one instruction (after `sti`, `mov ss`).
+    pub interrupt_shadow: bool,
+    pub halted: bool,
+}
+
 /// Where the identity map and TSS go (below the BIOS, as QEMU puts them).
 const IDENTITY_MAP_ADDR: u64 = 0xfeffc000;
 const TSS_ADDR: usize = 0xfeffd000;
@@ -490,6 +501,28 @@ impl Machine {
             self.resume_all();
         }
         r
+    }
+
+    /// Every register of vCPU `cpu` (for the monitor's `info registers`).
+    pub fn cpu_registers(&mut self, cpu: usize) -> Option<CpuRegisters> {
+        self.with_vcpus_paused(|m| {
+            let fd = m
+                .vcpus
+                .get(cpu)?
+                .fd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            Some(CpuRegisters {
+                regs: fd.get_regs().ok()?,
+                sregs: fd.get_sregs().ok()?,
+                fpu: fd.get_fpu().ok()?,
+                debug: fd.get_debug_regs().unwrap_or_default(),
+                interrupt_shadow: fd.get_vcpu_events().is_ok_and(|e| e.interrupt.shadow != 0),
+                halted: fd
+                    .get_mp_state()
+                    .is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED),
+            })
+        })
     }
 
     /// (instruction pointer, halted, thread id) of every vCPU.

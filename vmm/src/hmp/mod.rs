@@ -1,0 +1,1245 @@
+//! The human monitor (HMP): QEMU 2.11's monitor commands, read with its
+//! argument syntax, run through the same `QmpCommands` methods QMP uses,
+//! and printed in the text QEMU prints, so that scripts written for QEMU's
+//! monitor keep working.
+//!
+//! [`run_line`] runs one command line and returns its text with `\n` line
+//! ends; the readline session ([`Session`], `readline.rs`) and QMP's
+//! `human-monitor-command` are its two callers. A command whose QMP
+//! counterpart is not implemented prints that command's error.
+
+mod parse;
+mod readline;
+mod registers;
+
+use crate::commands::Vmm;
+use parse::{Arg, Args, Cursor, DefaultFormat};
+use qmp::qapi::*;
+use qmp::Error;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
+pub use readline::Session;
+
+/// What one monitor keeps between commands.
+#[derive(Default)]
+pub struct HmpState {
+    /// The monitor's current CPU (`cpu N`), for `info cpus`, `x`,
+    /// `memsave` and `info registers`.
+    pub cpu: usize,
+    /// Command lines typed at this monitor, oldest first (readline
+    /// monitors only).
+    pub history: Option<Vec<String>>,
+}
+
+/// The last `/fmt` of `x`, `xp` and `print`; as in QEMU, one for every
+/// monitor.
+static DEFAULT_FORMAT: std::sync::Mutex<DefaultFormat> = std::sync::Mutex::new(DefaultFormat {
+    format: b'x',
+    size: 4,
+});
+
+/// What a command prints to, and everything it may use.
+struct Ctx<'a> {
+    vmm: &'a mut Vmm,
+    state: &'a mut HmpState,
+    out: String,
+}
+
+type Handler = fn(&mut Ctx<'_>, &Args) -> Result<(), Error>;
+
+/// How a command runs.
+enum Run {
+    /// Formatting code of its own.
+    Fn(Handler),
+    /// The QMP command of that name with the arguments of the same names
+    /// (HMP name, QMP name); it prints nothing on success.
+    Qmp(&'static str, &'static [(&'static str, &'static str)]),
+    /// A query whose QMP command has not landed, so it has no HMP
+    /// formatter yet: its error, or (once the command works) nothing for
+    /// an empty list and the QMP answer as JSON otherwise. Each gets
+    /// QEMU's format when its subsystem lands.
+    Query(&'static str),
+    /// `info`: runs a subcommand.
+    Info,
+}
+
+struct Cmd {
+    /// Names, `|`-separated (`c|cont`).
+    name: &'static str,
+    /// QEMU's `args_type` notation (see parse.rs).
+    args: &'static str,
+    params: &'static str,
+    help: &'static str,
+    run: Run,
+}
+
+const fn cmd(
+    name: &'static str,
+    args: &'static str,
+    params: &'static str,
+    help: &'static str,
+    run: Run,
+) -> Cmd {
+    Cmd {
+        name,
+        args,
+        params,
+        help,
+        run,
+    }
+}
+
+const COMMANDS: &[Cmd] = &[
+    cmd(
+        "help|?",
+        "name:S?",
+        "[cmd]",
+        "list the commands, or describe one",
+        Run::Fn(help),
+    ),
+    cmd("q|quit", "", "", "end the emulator", Run::Fn(quit)),
+    cmd(
+        "block_resize",
+        "device:B,size:o",
+        "device size",
+        "change the size of a block image",
+        Run::Qmp("block_resize", &[("device", "device"), ("size", "size")]),
+    ),
+    cmd(
+        "block_job_set_speed",
+        "device:B,speed:o",
+        "device speed",
+        "limit the speed of a block job",
+        Run::Qmp(
+            "block-job-set-speed",
+            &[("device", "device"), ("speed", "speed")],
+        ),
+    ),
+    cmd(
+        "block_job_cancel",
+        "force:-f,device:B",
+        "[-f] device",
+        "stop a block job (-f: even a paused one)",
+        Run::Qmp(
+            "block-job-cancel",
+            &[("force", "force"), ("device", "device")],
+        ),
+    ),
+    cmd(
+        "block_job_complete",
+        "device:B",
+        "device",
+        "finish a block job that is ready",
+        Run::Qmp("block-job-complete", &[("device", "device")]),
+    ),
+    cmd(
+        "block_job_pause",
+        "device:B",
+        "device",
+        "pause a block job",
+        Run::Qmp("block-job-pause", &[("device", "device")]),
+    ),
+    cmd(
+        "block_job_resume",
+        "device:B",
+        "device",
+        "resume a paused block job",
+        Run::Qmp("block-job-resume", &[("device", "device")]),
+    ),
+    cmd(
+        "eject",
+        "force:-f,device:B",
+        "[-f] device",
+        "remove the medium of a removable drive (-f: even if locked)",
+        Run::Qmp("eject", &[("force", "force"), ("device", "device")]),
+    ),
+    cmd(
+        "change",
+        "device:B,target:F,arg:s?",
+        "device filename [format]",
+        "insert another medium, or reconfigure vnc",
+        Run::Qmp(
+            "change",
+            &[("device", "device"), ("target", "target"), ("arg", "arg")],
+        ),
+    ),
+    cmd(
+        "block_passwd",
+        "device:B,password:s",
+        "block_passwd device password",
+        "give the key of an encrypted image",
+        Run::Qmp(
+            "block_passwd",
+            &[("device", "device"), ("password", "password")],
+        ),
+    ),
+    cmd(
+        "screendump",
+        "filename:F",
+        "filename",
+        "write the screen to a PPM file",
+        Run::Qmp("screendump", &[("filename", "filename")]),
+    ),
+    cmd(
+        "trace-event",
+        "name:s,option:b",
+        "name on|off",
+        "turn a trace event on or off",
+        Run::Fn(trace_event),
+    ),
+    cmd("stop", "", "", "pause the guest", Run::Fn(stop)),
+    cmd("c|cont", "", "", "let the guest run again", Run::Fn(cont)),
+    cmd(
+        "system_wakeup",
+        "",
+        "",
+        "wake a suspended guest",
+        Run::Fn(system_wakeup),
+    ),
+    cmd(
+        "x",
+        "fmt:/,addr:l",
+        "/fmt addr",
+        "show guest memory at a virtual address",
+        Run::Fn(memory_dump_virtual),
+    ),
+    cmd(
+        "xp",
+        "fmt:/,addr:l",
+        "/fmt addr",
+        "show guest memory at a physical address",
+        Run::Fn(memory_dump_physical),
+    ),
+    cmd(
+        "p|print",
+        "fmt:/,val:l",
+        "/fmt expr",
+        "print the value of an expression ($reg reads a register)",
+        Run::Fn(print),
+    ),
+    cmd(
+        "sendkey",
+        "keys:s,hold-time:i?",
+        "keys [hold_ms]",
+        "press keys in the guest (e.g. ctrl-alt-f1)",
+        Run::Fn(sendkey),
+    ),
+    cmd(
+        "system_reset",
+        "",
+        "",
+        "reset the machine",
+        Run::Fn(system_reset),
+    ),
+    cmd(
+        "system_powerdown",
+        "",
+        "",
+        "press the power button",
+        Run::Fn(system_powerdown),
+    ),
+    cmd(
+        "device_add",
+        "device:O",
+        "driver[,prop=value][,...]",
+        "plug a device in, as -device does",
+        Run::Fn(device_add),
+    ),
+    cmd(
+        "device_del",
+        "id:s",
+        "device",
+        "unplug a device",
+        Run::Qmp("device_del", &[("id", "id")]),
+    ),
+    cmd(
+        "cpu",
+        "index:i",
+        "index",
+        "choose the monitor's current CPU",
+        Run::Fn(set_cpu),
+    ),
+    cmd(
+        "memsave",
+        "val:l,size:i,filename:s",
+        "addr size file",
+        "write virtual memory of the current CPU to a file",
+        Run::Fn(memsave),
+    ),
+    cmd(
+        "pmemsave",
+        "val:l,size:i,filename:s",
+        "addr size file",
+        "write physical memory to a file",
+        Run::Qmp(
+            "pmemsave",
+            &[("val", "val"), ("size", "size"), ("filename", "filename")],
+        ),
+    ),
+    cmd(
+        "migrate",
+        "detach:-d,blk:-b,inc:-i,uri:s",
+        "[-d] [-b] [-i] uri",
+        "migrate to uri (-b: with disks, -i: incrementally)",
+        Run::Qmp(
+            "migrate",
+            &[
+                ("detach", "detach"),
+                ("blk", "blk"),
+                ("inc", "inc"),
+                ("uri", "uri"),
+            ],
+        ),
+    ),
+    cmd(
+        "migrate_cancel",
+        "",
+        "",
+        "stop the current migration",
+        Run::Qmp("migrate_cancel", &[]),
+    ),
+    cmd(
+        "migrate_continue",
+        "state:s",
+        "state",
+        "go on with a migration paused in state",
+        Run::Qmp("migrate-continue", &[("state", "state")]),
+    ),
+    cmd(
+        "migrate_incoming",
+        "uri:s",
+        "uri",
+        "receive an incoming migration on uri",
+        Run::Qmp("migrate-incoming", &[("uri", "uri")]),
+    ),
+    cmd(
+        "migrate_set_cache_size",
+        "value:o",
+        "value",
+        "set the XBZRLE cache size",
+        Run::Qmp("migrate-set-cache-size", &[("value", "value")]),
+    ),
+    cmd(
+        "migrate_set_speed",
+        "value:o",
+        "value",
+        "limit the migration bandwidth (bytes per second)",
+        Run::Qmp("migrate_set_speed", &[("value", "value")]),
+    ),
+    cmd(
+        "migrate_set_downtime",
+        "value:T",
+        "value",
+        "set the longest tolerated downtime (seconds)",
+        Run::Qmp("migrate_set_downtime", &[("value", "value")]),
+    ),
+    cmd(
+        "migrate_set_capability",
+        "capability:s,state:b",
+        "capability state",
+        "turn a migration capability on or off",
+        Run::Fn(migrate_set_capability),
+    ),
+    cmd(
+        "migrate_start_postcopy",
+        "",
+        "",
+        "switch the running migration to postcopy",
+        Run::Qmp("migrate-start-postcopy", &[]),
+    ),
+    cmd(
+        "x_colo_lost_heartbeat",
+        "",
+        "",
+        "tell COLO its peer is gone",
+        Run::Qmp("x-colo-lost-heartbeat", &[]),
+    ),
+    cmd(
+        "set_password",
+        "protocol:s,password:s,connected:s?",
+        "protocol password action-if-connected",
+        "set a display password",
+        Run::Qmp(
+            "set_password",
+            &[
+                ("protocol", "protocol"),
+                ("password", "password"),
+                ("connected", "connected"),
+            ],
+        ),
+    ),
+    cmd(
+        "expire_password",
+        "protocol:s,time:s",
+        "protocol time",
+        "make a display password expire",
+        Run::Qmp(
+            "expire_password",
+            &[("protocol", "protocol"), ("time", "time")],
+        ),
+    ),
+    cmd(
+        "balloon",
+        "value:M",
+        "target",
+        "ask the guest to use target MiB of memory",
+        Run::Qmp("balloon", &[("value", "value")]),
+    ),
+    cmd(
+        "set_link",
+        "name:s,up:b",
+        "name on|off",
+        "bring a network link up or down",
+        Run::Qmp("set_link", &[("name", "name"), ("up", "up")]),
+    ),
+    cmd(
+        "watchdog_action",
+        "action:s",
+        "[reset|shutdown|poweroff|pause|debug|none]",
+        "choose what an expired watchdog does",
+        Run::Qmp("watchdog-set-action", &[("action", "action")]),
+    ),
+    cmd(
+        "getfd",
+        "fdname:s",
+        "getfd name",
+        "take a file descriptor passed with SCM_RIGHTS",
+        Run::Qmp("getfd", &[("fdname", "fdname")]),
+    ),
+    cmd(
+        "closefd",
+        "fdname:s",
+        "closefd name",
+        "close a file descriptor taken with getfd",
+        Run::Qmp("closefd", &[("fdname", "fdname")]),
+    ),
+    cmd(
+        "netdev_del",
+        "id:s",
+        "id",
+        "remove a network backend",
+        Run::Qmp("netdev_del", &[("id", "id")]),
+    ),
+    cmd(
+        "object_add",
+        "object:O",
+        "[qom-type=]type,id=str[,prop=value][,...]",
+        "create an object, as -object does",
+        Run::Fn(object_add),
+    ),
+    cmd(
+        "object_del",
+        "id:s",
+        "id",
+        "destroy an object",
+        Run::Qmp("object-del", &[("id", "id")]),
+    ),
+    cmd(
+        "nmi",
+        "",
+        "",
+        "send a non-maskable interrupt",
+        Run::Qmp("inject-nmi", &[]),
+    ),
+    cmd(
+        "ringbuf_write",
+        "device:s,data:s",
+        "device data",
+        "put text into a ring buffer chardev",
+        Run::Qmp("ringbuf-write", &[("device", "device"), ("data", "data")]),
+    ),
+    cmd(
+        "ringbuf_read",
+        "device:s,size:i",
+        "device size",
+        "take text out of a ring buffer chardev",
+        Run::Fn(ringbuf_read),
+    ),
+    cmd(
+        "nbd_server_stop",
+        "",
+        "nbd_server_stop",
+        "stop the NBD server",
+        Run::Qmp("nbd-server-stop", &[]),
+    ),
+    cmd(
+        "chardev-remove",
+        "id:s",
+        "id",
+        "remove a chardev",
+        Run::Qmp("chardev-remove", &[("id", "id")]),
+    ),
+    cmd(
+        "cpu-add",
+        "id:i",
+        "id",
+        "hot-plug a CPU",
+        Run::Qmp("cpu-add", &[("id", "id")]),
+    ),
+    cmd(
+        "qom-list",
+        "path:s?",
+        "path",
+        "list the properties of an object",
+        Run::Fn(qom_list),
+    ),
+    cmd(
+        "qom-set",
+        "path:s,property:s,value:s",
+        "path property value",
+        "set an object's property",
+        Run::Fn(qom_set),
+    ),
+    cmd(
+        "info",
+        "item:s?",
+        "[subcommand]",
+        "show the state of the machine",
+        Run::Info,
+    ),
+];
+
+const INFO_COMMANDS: &[Cmd] = &[
+    cmd("version", "", "", "the version", Run::Fn(info_version)),
+    cmd(
+        "network",
+        "",
+        "",
+        "the network state",
+        Run::Query("query-rx-filter"),
+    ),
+    cmd(
+        "chardev",
+        "",
+        "",
+        "the character devices",
+        Run::Query("query-chardev"),
+    ),
+    cmd(
+        "block",
+        "",
+        "",
+        "the block devices",
+        Run::Query("query-block"),
+    ),
+    cmd(
+        "blockstats",
+        "",
+        "",
+        "block device statistics",
+        Run::Query("query-blockstats"),
+    ),
+    cmd(
+        "block-jobs",
+        "",
+        "",
+        "the running block jobs",
+        Run::Query("query-block-jobs"),
+    ),
+    cmd(
+        "registers",
+        "",
+        "",
+        "the registers of the current CPU",
+        Run::Fn(info_registers),
+    ),
+    cmd("cpus", "", "", "every CPU", Run::Fn(info_cpus)),
+    cmd(
+        "history",
+        "",
+        "",
+        "the command line history",
+        Run::Fn(info_history),
+    ),
+    cmd("pci", "", "", "the PCI devices", Run::Query("query-pci")),
+    cmd("kvm", "", "", "KVM support", Run::Fn(info_kvm)),
+    cmd("name", "", "", "the guest's name", Run::Fn(info_name)),
+    cmd("status", "", "", "the run state", Run::Fn(info_status)),
+    cmd("mice", "", "", "the mice", Run::Query("query-mice")),
+    cmd("vnc", "", "", "the VNC server", Run::Query("query-vnc")),
+    cmd("uuid", "", "", "the guest's UUID", Run::Fn(info_uuid)),
+    cmd(
+        "migrate",
+        "",
+        "",
+        "the migration state",
+        Run::Query("query-migrate"),
+    ),
+    cmd(
+        "migrate_capabilities",
+        "",
+        "",
+        "the migration capabilities",
+        Run::Query("query-migrate-capabilities"),
+    ),
+    cmd(
+        "migrate_parameters",
+        "",
+        "",
+        "the migration parameters",
+        Run::Query("query-migrate-parameters"),
+    ),
+    cmd(
+        "migrate_cache_size",
+        "",
+        "",
+        "the XBZRLE cache size",
+        Run::Query("query-migrate-cache-size"),
+    ),
+    cmd(
+        "balloon",
+        "",
+        "",
+        "the balloon",
+        Run::Query("query-balloon"),
+    ),
+    cmd("tpm", "", "", "the TPM", Run::Query("query-tpm")),
+    cmd(
+        "memdev",
+        "",
+        "",
+        "the memory backends",
+        Run::Fn(info_memdev),
+    ),
+    cmd(
+        "memory-devices",
+        "",
+        "",
+        "the memory devices",
+        Run::Query("query-memory-devices"),
+    ),
+    cmd(
+        "iothreads",
+        "",
+        "",
+        "the I/O threads",
+        Run::Fn(info_iothreads),
+    ),
+    cmd(
+        "dump",
+        "",
+        "",
+        "the progress of dump-guest-memory",
+        Run::Query("query-dump"),
+    ),
+];
+
+fn matches(names: &str, name: &str) -> bool {
+    names.split('|').any(|n| n == name)
+}
+
+/// Runs one HMP command line; returns what it prints (`\n` line ends).
+pub fn run_line(vmm: &mut Vmm, state: &mut HmpState, line: &str) -> String {
+    let mut ctx = Ctx {
+        vmm,
+        state,
+        out: String::new(),
+    };
+    run_in(&mut ctx, COMMANDS, line, 0);
+    ctx.out
+}
+
+/// Runs `line` from byte `from` against `table`.
+fn run_in(ctx: &mut Ctx<'_>, table: &'static [Cmd], line: &str, from: usize) {
+    let mut c = Cursor::new(line);
+    c.pos = from;
+    c.skip_space();
+    if c.at_end() {
+        return;
+    }
+    let name = c.command_name();
+    let name_end = c.pos;
+    let Some(command) = table.iter().find(|cmd| matches(cmd.name, name)) else {
+        let _ = writeln!(ctx.out, "unknown command: '{}'", c.text(0, c.pos));
+        return;
+    };
+    if let Run::Info = command.run {
+        c.skip_space();
+        if c.at_end() {
+            dump_help(&mut ctx.out, INFO_COMMANDS, "info ");
+        } else {
+            run_in(ctx, INFO_COMMANDS, line, c.pos);
+        }
+        return;
+    }
+    let mut fmt = *DEFAULT_FORMAT.lock().unwrap_or_else(|e| e.into_inner());
+    let parsed = {
+        let mut regs = registers::Regs {
+            vmm: &mut *ctx.vmm,
+            cpu: ctx.state.cpu,
+        };
+        parse::arguments(name, command.args, &mut c, &mut regs, &mut fmt)
+    };
+    *DEFAULT_FORMAT.lock().unwrap_or_else(|e| e.into_inner()) = fmt;
+    let args = match parsed {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = writeln!(ctx.out, "{e}");
+            let typed = c.text(0, name_end).trim();
+            let _ = writeln!(ctx.out, "Try \"help {typed}\" for more information");
+            return;
+        }
+    };
+    let result = match &command.run {
+        Run::Fn(f) => f(ctx, &args),
+        Run::Qmp(qmp_name, map) => qmp_call(ctx, qmp_name, &qmp_args(&args, map)).map(drop),
+        Run::Query(qmp_name) => qmp_call(ctx, qmp_name, &Map::new()).map(|v| {
+            // An empty list prints nothing, as in QEMU; anything else
+            // shows the answer as JSON until it has a formatter of its own.
+            if v.as_array().is_some_and(Vec::is_empty) {
+                return;
+            }
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            let _ = writeln!(ctx.out, "{text}");
+        }),
+        Run::Info => Ok(()),
+    };
+    if let Err(e) = result {
+        let _ = writeln!(ctx.out, "{}", e.desc);
+    }
+}
+
+fn qmp_args(args: &Args, map: &[(&str, &str)]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (hmp, qmp) in map {
+        let Some(a) = args.get(*hmp) else { continue };
+        let v = match a {
+            Arg::Str(s) => json!(s),
+            Arg::Int(i) => json!(i),
+            Arg::Float(f) => json!(f),
+            Arg::Bool(b) => json!(b),
+            Arg::Opts(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
+            Arg::Fmt { .. } => continue,
+        };
+        m.insert(qmp.to_string(), v);
+    }
+    m
+}
+
+fn qmp_call(ctx: &mut Ctx<'_>, name: &str, args: &Map<String, Value>) -> Result<Value, Error> {
+    qmp::qapi::dispatch(&mut *ctx.vmm, name, args).unwrap_or_else(|| {
+        Err(Error::command_not_found(format!(
+            "The command {name} has not been found"
+        )))
+    })
+}
+
+fn dump_help(out: &mut String, table: &[Cmd], prefix: &str) {
+    for c in table {
+        let _ = writeln!(out, "{prefix}{} {} -- {}", c.name, c.params, c.help);
+    }
+}
+
+fn str_arg<'a>(args: &'a Args, key: &str) -> Option<&'a str> {
+    match args.get(key) {
+        Some(Arg::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn int_arg(args: &Args, key: &str) -> Option<i64> {
+    match args.get(key) {
+        Some(Arg::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn help(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let Some(name) = str_arg(args, "name") else {
+        dump_help(&mut ctx.out, COMMANDS, "");
+        return Ok(());
+    };
+    let mut words = name.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let Some(c) = COMMANDS.iter().find(|c| matches(c.name, first)) else {
+        let _ = writeln!(ctx.out, "unknown command: '{first}'");
+        return Ok(());
+    };
+    if let Run::Info = c.run {
+        match words.next() {
+            None => dump_help(&mut ctx.out, INFO_COMMANDS, "info "),
+            Some(sub) => match INFO_COMMANDS.iter().find(|c| matches(c.name, sub)) {
+                Some(i) => dump_help(&mut ctx.out, std::slice::from_ref(i), "info "),
+                None => {
+                    let _ = writeln!(ctx.out, "unknown command: 'info {sub}'");
+                }
+            },
+        }
+    } else {
+        dump_help(&mut ctx.out, std::slice::from_ref(c), "");
+    }
+    Ok(())
+}
+
+fn quit(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.quit()
+}
+
+fn stop(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.stop()
+}
+
+fn cont(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.cont()
+}
+
+fn system_wakeup(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.system_wakeup()
+}
+
+fn system_reset(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.system_reset()
+}
+
+fn system_powerdown(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    ctx.vmm.system_powerdown()
+}
+
+fn trace_event(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(str_arg(args, "name").unwrap_or("")));
+    m.insert(
+        "enable".into(),
+        json!(args.get("option") == Some(&Arg::Bool(true))),
+    );
+    qmp_call(ctx, "trace-event-set-state", &m).map(drop)
+}
+
+fn migrate_set_capability(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let cap = json!({
+        "capability": str_arg(args, "capability").unwrap_or(""),
+        "state": args.get("state") == Some(&Arg::Bool(true)),
+    });
+    let mut m = Map::new();
+    m.insert("capabilities".into(), json!([cap]));
+    qmp_call(ctx, "migrate-set-capabilities", &m).map(drop)
+}
+
+fn device_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let Some(Arg::Opts(opts)) = args.get("device") else {
+        return Ok(());
+    };
+    let m = opts.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    qmp_call(ctx, "device_add", &m).map(drop)
+}
+
+fn object_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let Some(Arg::Opts(opts)) = args.get("object") else {
+        return Ok(());
+    };
+    let find = |k: &str| {
+        opts.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let qom_type =
+        find("qom-type").ok_or_else(|| Error::generic("Parameter 'qom-type' is missing"))?;
+    let id = find("id").ok_or_else(|| Error::generic("Parameter 'id' is missing"))?;
+    let props: Vec<(String, String)> = opts
+        .iter()
+        .filter(|(k, _)| k != "qom-type" && k != "id")
+        .cloned()
+        .collect();
+    // As QEMU's monitor: the properties are option strings, converted
+    // by type as -object converts them.
+    ctx.vmm.qom.object_add_cmdline(&qom_type, &id, &props)
+}
+
+fn qom_list(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let Some(path) = str_arg(args, "path") else {
+        ctx.out.push_str("/\n");
+        return Ok(());
+    };
+    let list = ctx.vmm.qom_list(QomListArgs {
+        path: path.to_string(),
+    })?;
+    for p in list {
+        let _ = writeln!(ctx.out, "{} ({})", p.name, p.r#type);
+    }
+    Ok(())
+}
+
+fn qom_set(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let path = str_arg(args, "path").unwrap_or("").to_string();
+    let property = str_arg(args, "property").unwrap_or("").to_string();
+    let text = str_arg(args, "value").unwrap_or("");
+    let set = |vmm: &mut Vmm, value: Value| {
+        vmm.qom_set(QomSetArgs {
+            path: path.clone(),
+            property: property.clone(),
+            value,
+        })
+    };
+    // QEMU parses the text by the property's type; try it as a string,
+    // then as the number or boolean it spells.
+    let first = set(ctx.vmm, json!(text));
+    let Err(e) = first else { return Ok(()) };
+    let typed = if let Ok(i) = text.parse::<i64>() {
+        json!(i)
+    } else if let Ok(u) = text.parse::<u64>() {
+        json!(u)
+    } else if let Ok(f) = text.parse::<f64>() {
+        json!(f)
+    } else {
+        match text {
+            "on" | "yes" | "true" => json!(true),
+            "off" | "no" | "false" => json!(false),
+            _ => return Err(e),
+        }
+    };
+    set(ctx.vmm, typed)
+}
+
+fn sendkey(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let keys = str_arg(args, "keys").unwrap_or("");
+    let mut list = Vec::new();
+    for k in keys.split('-') {
+        if k.is_empty() {
+            return Err(Error::generic(format!("invalid parameter: {keys}")));
+        }
+        if let Some(raw) = k.strip_prefix('#') {
+            let v = if let Some(h) = raw.strip_prefix("0x") {
+                i64::from_str_radix(h, 16)
+            } else {
+                raw.parse()
+            };
+            let v = v.map_err(|_| Error::generic(format!("invalid parameter: {k}")))?;
+            list.push(json!({"type": "number", "data": v}));
+        } else {
+            list.push(json!({"type": "qcode", "data": k}));
+        }
+    }
+    let mut m = Map::new();
+    m.insert("keys".into(), Value::Array(list));
+    if let Some(h) = int_arg(args, "hold-time") {
+        m.insert("hold-time".into(), json!(h));
+    }
+    qmp_call(ctx, "send-key", &m).map(drop)
+}
+
+fn ringbuf_read(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let data = ctx.vmm.ringbuf_read(RingbufReadArgs {
+        device: str_arg(args, "device").unwrap_or("").to_string(),
+        size: int_arg(args, "size").unwrap_or(0),
+        format: None,
+    })?;
+    for ch in data.chars() {
+        if ch == '\\' {
+            ctx.out.push_str("\\\\");
+        } else if (ch as u32) < 0x20 && ch != '\n' && ch != '\t' || ch as u32 == 0x7f {
+            let _ = write!(ctx.out, "\\u{:04X}", ch as u32);
+        } else {
+            ctx.out.push(ch);
+        }
+    }
+    ctx.out.push('\n');
+    Ok(())
+}
+
+fn cpu_count(vmm: &Vmm) -> usize {
+    vmm.vm.machine.as_ref().map_or(0, |m| m.cpu_count())
+}
+
+fn set_cpu(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let i = int_arg(args, "index").unwrap_or(-1);
+    if i < 0 || i as usize >= cpu_count(ctx.vmm) {
+        ctx.out.push_str("invalid CPU index\n");
+    } else {
+        ctx.state.cpu = i as usize;
+    }
+    Ok(())
+}
+
+fn memsave(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    ctx.vmm.memsave(MemsaveArgs {
+        val: int_arg(args, "val").unwrap_or(0),
+        size: int_arg(args, "size").unwrap_or(0),
+        filename: str_arg(args, "filename").unwrap_or("").to_string(),
+        cpu_index: Some(ctx.state.cpu as i64),
+    })
+}
+
+fn fmt_of(args: &Args) -> (i64, u8, i64) {
+    match args.get("fmt") {
+        Some(Arg::Fmt {
+            count,
+            format,
+            size,
+        }) => (*count, *format, *size),
+        _ => (1, b'x', 4),
+    }
+}
+
+fn memory_dump_virtual(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    memory_dump(ctx, args, false)
+}
+
+fn memory_dump_physical(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    memory_dump(ctx, args, true)
+}
+
+/// A character as the monitor shows it: quoted, C escapes.
+fn push_char(out: &mut String, v: u64) {
+    out.push('\'');
+    match v as u8 {
+        b'\'' => out.push_str("\\'"),
+        b'\\' => out.push_str("\\\\"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        c @ 32..=126 => out.push(c as char),
+        c => {
+            let _ = write!(out, "\\x{c:02x}");
+        }
+    }
+    out.push('\'');
+}
+
+/// `x` and `xp`: lines of 16 bytes (8 for bytes), each item in the format
+/// asked for, padded to the width of its largest value.
+fn memory_dump(ctx: &mut Ctx<'_>, args: &Args, physical: bool) -> Result<(), Error> {
+    let (count, format, size) = fmt_of(args);
+    let mut addr = int_arg(args, "addr").unwrap_or(0) as u64;
+    if format == b'i' {
+        return Err(Error::generic(
+            "instruction disassembly (format 'i') is not available in vmm",
+        ));
+    }
+    let cpu = ctx.state.cpu;
+    let Some(machine) = ctx.vmm.vm.machine.as_mut() else {
+        if !physical {
+            return Err(Error::generic("No CPU available"));
+        }
+        return Ok(());
+    };
+    let mut wsize = size.max(1) as usize;
+    let mut len = (wsize as i64).saturating_mul(count);
+    let line_size = if wsize == 1 { 8 } else { 16 };
+    let digits = match format {
+        b'o' => (wsize * 8).div_ceil(3),
+        b'u' | b'd' => (wsize * 8 * 10).div_ceil(33),
+        b'c' => {
+            wsize = 1;
+            0
+        }
+        _ => wsize * 2,
+    };
+    let mut buf = [0u8; 16];
+    while len > 0 {
+        let _ = write!(ctx.out, "{addr:016x}:");
+        let l = len.min(line_size) as usize;
+        if physical {
+            machine.read_physical(addr, &mut buf[..l]);
+        } else {
+            // Byte by byte across a page end, as a debugger access.
+            let mut ok = true;
+            let mut done = 0;
+            while done < l {
+                let va = addr.wrapping_add(done as u64);
+                let chunk = (l - done).min(0x1000 - (va & 0xfff) as usize);
+                match machine.translate(cpu, va) {
+                    Some(pa) => machine.read_physical(pa, &mut buf[done..done + chunk]),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+                done += chunk;
+            }
+            if !ok {
+                ctx.out.push_str(" Cannot access memory\n");
+                break;
+            }
+        }
+        let mut i = 0;
+        while i < l {
+            let mut bytes = [0u8; 8];
+            let n = wsize.min(l - i);
+            bytes[..n].copy_from_slice(&buf[i..i + n]);
+            let v = u64::from_le_bytes(bytes);
+            ctx.out.push(' ');
+            match format {
+                b'o' => {
+                    // C's %#*o: a leading 0 unless the value is 0.
+                    let text = if v == 0 {
+                        "0".to_string()
+                    } else {
+                        format!("0{v:o}")
+                    };
+                    let _ = write!(ctx.out, "{text:>digits$}");
+                }
+                b'u' => {
+                    let _ = write!(ctx.out, "{v:>digits$}");
+                }
+                b'd' => {
+                    let _ = write!(ctx.out, "{:>digits$}", v as i64);
+                }
+                b'c' => push_char(&mut ctx.out, v),
+                _ => {
+                    let _ = write!(ctx.out, "0x{v:0digits$x}");
+                }
+            }
+            i += wsize;
+        }
+        ctx.out.push('\n');
+        addr = addr.wrapping_add(l as u64);
+        len -= l as i64;
+    }
+    Ok(())
+}
+
+fn print(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let (_, format, _) = fmt_of(args);
+    let v = int_arg(args, "val").unwrap_or(0);
+    match format {
+        b'o' if v != 0 => {
+            let _ = write!(ctx.out, "0{:o}", v as u64);
+        }
+        b'x' if v != 0 => {
+            let _ = write!(ctx.out, "0x{:x}", v as u64);
+        }
+        b'o' | b'x' => ctx.out.push('0'),
+        b'u' => {
+            let _ = write!(ctx.out, "{}", v as u64);
+        }
+        b'c' => push_char(&mut ctx.out, v as u64),
+        _ => {
+            let _ = write!(ctx.out, "{v}");
+        }
+    }
+    ctx.out.push('\n');
+    Ok(())
+}
+
+fn info_version(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let v = ctx.vmm.query_version()?;
+    let _ = writeln!(
+        ctx.out,
+        "{}.{}.{}{}",
+        v.qemu.major, v.qemu.minor, v.qemu.micro, v.package
+    );
+    Ok(())
+}
+
+fn info_name(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    if let Some(name) = ctx.vmm.query_name()?.name {
+        let _ = writeln!(ctx.out, "{name}");
+    }
+    Ok(())
+}
+
+fn info_uuid(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let u = ctx.vmm.query_uuid()?;
+    let _ = writeln!(ctx.out, "{}", u.uuid);
+    Ok(())
+}
+
+fn info_status(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let s = ctx.vmm.query_status()?;
+    ctx.out.push_str("VM status: ");
+    ctx.out
+        .push_str(if s.running { "running" } else { "paused" });
+    if s.singlestep {
+        ctx.out.push_str(" (single step mode)");
+    }
+    if !s.running && s.status != RunState::Paused {
+        let _ = write!(ctx.out, " ({})", s.status.as_str());
+    }
+    ctx.out.push('\n');
+    Ok(())
+}
+
+fn info_kvm(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let k = ctx.vmm.query_kvm()?;
+    let state = match (k.present, k.enabled) {
+        (false, _) => "not compiled",
+        (true, true) => "enabled",
+        (true, false) => "disabled",
+    };
+    let _ = writeln!(ctx.out, "kvm support: {state}");
+    Ok(())
+}
+
+fn info_cpus(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let cpus = ctx.vmm.query_cpus()?;
+    for c in cpus {
+        let active = if c.cpu as usize == ctx.state.cpu {
+            '*'
+        } else {
+            ' '
+        };
+        let _ = write!(ctx.out, "{active} CPU #{}:", c.cpu);
+        if let CpuInfoVariant::X86(x) = &c.u {
+            let _ = write!(ctx.out, " pc=0x{:016x}", x.pc as u64);
+        }
+        if c.halted {
+            ctx.out.push_str(" (halted)");
+        }
+        let _ = writeln!(ctx.out, " thread_id={}", c.thread_id);
+    }
+    Ok(())
+}
+
+fn info_registers(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let cpu = ctx.state.cpu;
+    let Some(m) = ctx.vmm.vm.machine.as_mut() else {
+        return Err(Error::generic("No CPU available"));
+    };
+    let Some(r) = m.cpu_registers(cpu) else {
+        return Err(Error::generic("No CPU available"));
+    };
+    registers::dump(&mut ctx.out, &r);
+    Ok(())
+}
+
+fn info_history(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    if let Some(h) = &ctx.state.history {
+        for (i, line) in h.iter().enumerate() {
+            let _ = writeln!(ctx.out, "{i}: '{line}'");
+        }
+    }
+    Ok(())
+}
+
+fn info_iothreads(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    for t in ctx.vmm.query_iothreads()? {
+        let _ = writeln!(ctx.out, "{}:", t.id);
+        let _ = writeln!(ctx.out, "  thread_id={}", t.thread_id);
+        let _ = writeln!(ctx.out, "  poll-max-ns={}", t.poll_max_ns);
+        let _ = writeln!(ctx.out, "  poll-grow={}", t.poll_grow);
+        let _ = writeln!(ctx.out, "  poll-shrink={}", t.poll_shrink);
+    }
+    Ok(())
+}
+
+fn info_memdev(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    for m in ctx.vmm.query_memdev()? {
+        let _ = writeln!(ctx.out, "memory backend: {}", m.id.as_deref().unwrap_or(""));
+        let _ = writeln!(ctx.out, "  size:  {}", m.size);
+        let _ = writeln!(ctx.out, "  merge: {}", m.merge);
+        let _ = writeln!(ctx.out, "  dump: {}", m.dump);
+        let _ = writeln!(ctx.out, "  prealloc: {}", m.prealloc);
+        let _ = writeln!(ctx.out, "  policy: {}", m.policy.as_str());
+        let nodes: Vec<String> = m.host_nodes.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(ctx.out, "  host nodes: {}", nodes.join(","));
+    }
+    Ok(())
+}
+
+/// QMP `human-monitor-command`: a monitor of its own for one line, as
+/// QEMU makes one; `cpu_index` chooses its current CPU.
+pub fn human_monitor_command(
+    vmm: &mut Vmm,
+    line: &str,
+    cpu_index: Option<i64>,
+) -> Result<String, Error> {
+    let mut state = HmpState::default();
+    if let Some(i) = cpu_index {
+        if i < 0 || i as usize >= cpu_count(vmm) {
+            return Err(Error::generic("Parameter 'cpu-index' expects a CPU number"));
+        }
+        state.cpu = i as usize;
+    }
+    Ok(run_line(vmm, &mut state, line).replace('\n', "\r\n"))
+}
