@@ -962,3 +962,98 @@ impl Registry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qmp::qapi::{ChardevSocket, UnixSocketAddress};
+    use std::io::Read;
+    use std::sync::Condvar;
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct Waker {
+        ready: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl Frontend for Waker {
+        fn input_ready(&self) {}
+        fn output_ready(&self) {
+            *self.ready.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+        fn send_break(&self) {}
+    }
+
+    #[test]
+    fn a_slow_reader_gets_every_byte_and_writers_are_told_when_to_retry() {
+        let dir = std::env::temp_dir().join(format!("chardev-bp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let backend = ChardevBackend::Socket(ChardevSocket {
+            logfile: None,
+            logappend: None,
+            addr: SocketAddressLegacy::Unix(UnixSocketAddress {
+                path: path.display().to_string(),
+            }),
+            tls_creds: None,
+            server: Some(true),
+            wait: Some(false),
+            nodelay: None,
+            telnet: None,
+            tn3270: None,
+            reconnect: None,
+        });
+        let mut reg = Registry::new();
+        let (c, _) = reg.add("s", &backend).unwrap();
+        let waker = Arc::new(Waker::default());
+        c.attach(waker.clone(), false).unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.filename().starts_with("disconnected") {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        const TOTAL: usize = 4 << 20;
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        // The reader starts late and reads slowly.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut got = Vec::with_capacity(TOTAL);
+            let mut buf = [0u8; 1000];
+            while got.len() < TOTAL {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let mut off = 0;
+        let mut short_writes = 0;
+        while off < TOTAL {
+            let end = (off + 4096).min(TOTAL);
+            let n = c.write(&data[off..end]);
+            off += n;
+            if n < end - (off - n) {
+                short_writes += 1;
+                let mut ready = waker.ready.lock().unwrap();
+                while !*ready {
+                    let (g, t) = waker
+                        .cv
+                        .wait_timeout(ready, Duration::from_secs(10))
+                        .unwrap();
+                    assert!(!t.timed_out(), "no output_ready");
+                    ready = g;
+                }
+                *ready = false;
+            }
+        }
+        assert!(short_writes > 0, "the queue never filled");
+        let got = reader.join().unwrap();
+        assert!(got == data, "bytes lost or reordered");
+        drop(reg);
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -18,6 +18,9 @@ const LCR: u16 = COM1 + 3;
 const MCR: u16 = COM1 + 4;
 const LSR: u16 = COM1 + 5;
 const LSR_THRE: u8 = 0x20;
+const LSR_DR: u8 = 0x01;
+const LSR_BI: u8 = 0x10;
+const RBR: u16 = COM1;
 
 pub const PREFIX: &str = "vmm-guest: ";
 
@@ -53,6 +56,14 @@ fn write_raw(bytes: &[u8]) {
             outb(THR, b);
         }
     }
+}
+
+/// A received byte, if one waits (polled, no interrupts), and whether
+/// a break was seen (LSR BI, cleared by this read of LSR).
+pub fn read_byte() -> (Option<u8>, bool) {
+    let lsr = inb(LSR);
+    let byte = if lsr & LSR_DR != 0 { Some(inb(RBR)) } else { None };
+    (byte, lsr & LSR_BI != 0)
 }
 
 /// Formats into a fixed buffer (truncating), so the lock is held only

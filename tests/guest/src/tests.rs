@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "smp",
     "idle",
     "fault",
+    "echo",
 ];
 
 /// Default for every bounded wait (seconds); `timeout=` overrides it.
@@ -52,7 +53,55 @@ pub fn run(name: &str) {
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
+        "echo" => echo(),
         _ => unreachable!(),
+    }
+}
+
+/// Reads COM1 and prints each line it receives (up to 128 bytes, CR or
+/// LF ends one) as `echo <line>` until a line `quit`, and `echo break`
+/// for each break; fails when nothing arrives for `timeout` seconds.
+fn echo() {
+    let t = timeout();
+    say!("echo ready");
+    let mut line = [0u8; 128];
+    let mut len = 0;
+    loop {
+        let mut got = None;
+        let mut brk = false;
+        let arrived = time::wait_until(t, || {
+            let (b, bi) = crate::serial::read_byte();
+            got = b;
+            brk = bi;
+            b.is_some() || bi
+        });
+        if !arrived {
+            fail("echo", format_args!("no input for {}s", t));
+        }
+        if brk {
+            say!("echo break");
+            // The break's NUL byte is not part of a line.
+            if got == Some(0) {
+                continue;
+            }
+        }
+        let Some(b) = got else { continue };
+        if b == b'\n' || b == b'\r' || len == line.len() {
+            let text = core::str::from_utf8(&line[..len]).unwrap_or("<not utf-8>");
+            if text == "quit" {
+                say!("ok echo");
+                return;
+            }
+            if len > 0 {
+                say!("echo {}", text);
+            }
+            len = 0;
+            if b == b'\n' || b == b'\r' {
+                continue;
+            }
+        }
+        line[len] = b;
+        len += 1;
     }
 }
 
