@@ -80,7 +80,9 @@ impl Session {
                 let word = line.split_whitespace().next().unwrap_or("");
                 self.closed = word == "q" || word == "quit";
                 out.extend_from_slice(text.replace('\n', "\r\n").as_bytes());
-                out.extend_from_slice(PROMPT.as_bytes());
+                if !self.closed {
+                    out.extend_from_slice(PROMPT.as_bytes());
+                }
             } else {
                 self.redraw(out);
             }
