@@ -134,6 +134,20 @@ fn errors_and_unknown_commands_print_qemus_texts() {
     let help = hmp(&mut c, "help");
     assert!(help.contains("\r\nxp /fmt addr -- "), "{help}");
     assert!(help.contains("c|cont  -- "), "{help}");
+    let chardevs = c.ok("query-chardev", json!({}));
+    let expected: String = chardevs
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: filename={}\r\n",
+                d["label"].as_str().expect("label"),
+                d["filename"].as_str().expect("filename")
+            )
+        })
+        .collect();
+    assert_eq!(hmp(&mut c, "info chardev"), expected);
     let info_help = hmp(&mut c, "info");
     assert!(info_help.contains("info status  -- "), "{info_help}");
     assert_eq!(

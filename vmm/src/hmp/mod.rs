@@ -514,7 +514,7 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "",
         "the character devices",
-        Run::Query("query-chardev"),
+        Run::Fn(info_chardev),
     ),
     cmd(
         "block",
@@ -1198,6 +1198,13 @@ fn info_history(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
         for (i, line) in h.iter().enumerate() {
             let _ = writeln!(ctx.out, "{i}: '{line}'");
         }
+    }
+    Ok(())
+}
+
+fn info_chardev(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    for c in ctx.vmm.query_chardev()? {
+        let _ = writeln!(ctx.out, "{}: filename={}", c.label, c.filename);
     }
     Ok(())
 }
