@@ -55,6 +55,8 @@ pub struct Serial16550 {
     /// Bytes the chardev has not taken yet.
     tx: VecDeque<u8>,
     irq: Arc<dyn InterruptLine>,
+    /// The level last given to `irq`.
+    irq_level: bool,
     chardev: Option<Chardev>,
 }
 
@@ -102,6 +104,7 @@ impl Serial16550 {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             irq,
+            irq_level: false,
             chardev,
         }
     }
@@ -202,8 +205,13 @@ impl Serial16550 {
         }
     }
 
-    fn update_irq(&self) {
-        self.irq.set_level(self.iir() & IIR_NONE == 0);
+    fn update_irq(&mut self) {
+        // Each change of the line is an ioctl: only tell it changes.
+        let level = self.iir() & IIR_NONE == 0;
+        if level != self.irq_level {
+            self.irq_level = level;
+            self.irq.set_level(level);
+        }
     }
 
     fn transmit(&mut self, byte: u8) {

@@ -368,12 +368,8 @@ impl Machine {
         vm.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(err("KVM identity map"))?;
         vm.set_tss_address(TSS_ADDR).map_err(err("KVM TSS"))?;
-        vm.create_irq_chip().map_err(err("KVM irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(err("KVM PIT"))?;
+        // Memory first: once the irqchip exists, KVM makes every memory
+        // slot change wait for an SRCU grace period (milliseconds here).
         for (slot, region) in self.ram.mem.iter().enumerate() {
             let host = self
                 .ram
@@ -391,6 +387,12 @@ impl Machine {
             // outlives every VM this machine creates.
             unsafe { vm.set_user_memory_region(r) }.map_err(err("KVM memory"))?;
         }
+        vm.create_irq_chip().map_err(err("KVM irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(err("KVM PIT"))?;
         let entry = self.load_boot_data()?;
         let supported = self
             .kvm
