@@ -63,7 +63,8 @@ fn help_lists_the_options() {
 fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
     for args in [
         &["-device", "e1000,netdev=n0"][..],
-        &["-drive", "file=/dev/null,if=none,id=d0"],
+        // IDE has not landed (if=none and if=virtio have).
+        &["-drive", "file=/dev/null,format=raw,if=ide,id=d0"],
         &["-bios", "/usr/share/seabios/bios.bin"],
         &["-netdev", "user,id=n0"],
     ] {

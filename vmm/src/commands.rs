@@ -29,6 +29,8 @@ pub struct Vmm {
     pub qom: crate::qom::Qom,
     /// Every chardev, by label.
     pub chardevs: devices::chardev::Registry,
+    /// The block graph: nodes, backends, drivers.
+    pub block: block::BlockGraph,
 }
 
 /// The command-line option groups, as query-command-line-options lists
@@ -208,11 +210,13 @@ impl QmpCommands for Vmm {
     }
 
     fn query_block(&mut self) -> Result<Vec<BlockInfo>, Error> {
-        not_implemented("query-block")
+        Ok(self.block.query_block())
     }
 
-    fn query_blockstats(&mut self, _args: QueryBlockstatsArgs) -> Result<Vec<BlockStats>, Error> {
-        not_implemented("query-blockstats")
+    fn query_blockstats(&mut self, args: QueryBlockstatsArgs) -> Result<Vec<BlockStats>, Error> {
+        Ok(self
+            .block
+            .query_blockstats(args.query_nodes.unwrap_or(false)))
     }
 
     fn query_block_jobs(&mut self) -> Result<Vec<BlockJobInfo>, Error> {
@@ -223,8 +227,10 @@ impl QmpCommands for Vmm {
         not_implemented("block_passwd")
     }
 
-    fn block_resize(&mut self, _args: BlockResizeArgs) -> Result<(), Error> {
-        not_implemented("block_resize")
+    fn block_resize(&mut self, args: BlockResizeArgs) -> Result<(), Error> {
+        self.block
+            .block_resize(args.device.as_deref(), args.node_name.as_deref(), args.size)
+            .map_err(Error::from)
     }
 
     fn blockdev_snapshot_sync(&mut self, _args: BlockdevSnapshotSync) -> Result<(), Error> {
@@ -252,7 +258,7 @@ impl QmpCommands for Vmm {
     }
 
     fn query_named_block_nodes(&mut self) -> Result<Vec<BlockDeviceInfo>, Error> {
-        not_implemented("query-named-block-nodes")
+        Ok(self.block.query_named_block_nodes())
     }
 
     fn drive_mirror(&mut self, _args: DriveMirror) -> Result<(), Error> {
@@ -303,12 +309,17 @@ impl QmpCommands for Vmm {
         not_implemented("block-job-complete")
     }
 
-    fn blockdev_add(&mut self, _args: BlockdevOptions) -> Result<(), Error> {
-        not_implemented("blockdev-add")
+    fn blockdev_add(&mut self, args: BlockdevOptions) -> Result<(), Error> {
+        self.block
+            .blockdev_add(&args)
+            .map(drop)
+            .map_err(Error::from)
     }
 
-    fn blockdev_del(&mut self, _args: BlockdevDelArgs) -> Result<(), Error> {
-        not_implemented("blockdev-del")
+    fn blockdev_del(&mut self, args: BlockdevDelArgs) -> Result<(), Error> {
+        self.block
+            .blockdev_del(&args.node_name)
+            .map_err(Error::from)
     }
 
     fn blockdev_open_tray(&mut self, _args: BlockdevOpenTrayArgs) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! `vmm`: a KVM virtual machine monitor that speaks QEMU's QMP and takes
 //! QEMU's command line.
 
+mod blockdev;
 mod chardevs;
 mod cmdline;
 mod commands;
@@ -31,8 +32,6 @@ pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
 /// Options the parser knows whose subsystem has not landed yet, with the
 /// part of vmm that will bring them.
 const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("drive", "the block layer"),
-    ("blockdev", "the block layer"),
     ("netdev", "network backends"),
     ("bios", "firmware loading"),
     ("vnc", "the VNC server"),
@@ -278,7 +277,13 @@ fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
 }
 
 /// A drive (`-drive id=` or a `-blockdev` node name) a device can use.
-type DriveLookup<'a> = &'a dyn Fn(&str) -> Option<Arc<dyn devices::virtio::block::BlockBackend>>;
+/// `Ok(None)`: no drive or node of that name; `Err`: it exists but the
+/// device cannot use it (QEMU's permission errors).
+type DriveLookup<'a> =
+    &'a dyn Fn(
+        &cmdline::Opts,
+        &str,
+    ) -> Result<Option<Arc<dyn devices::virtio::block::BlockBackend>>, String>;
 
 /// `-device virtio-blk-pci,drive=ID[,id=][,addr=][,num-queues=][,serial=]
 /// [,logical_block_size=][,physical_block_size=][,config-wce=]`.
@@ -297,9 +302,11 @@ fn virtio_blk_devices(
         let Some(drive_id) = d.get("drive") else {
             return Err(format!("{loc}: drive property not set"));
         };
-        let backend = drive(drive_id).ok_or_else(|| {
-            format!("{loc}: Property 'virtio-blk-device.drive' can't find value '{drive_id}'")
-        })?;
+        let backend = drive(d, drive_id)
+            .map_err(|e| format!("{loc}: {e}"))?
+            .ok_or_else(|| {
+                format!("{loc}: Property 'virtio-blk-device.drive' can't find value '{drive_id}'")
+            })?;
         let num = |name: &str, default: u64| -> Result<u64, String> {
             Ok(d.get_number(name).map_err(prop_err)?.unwrap_or(default))
         };
@@ -352,6 +359,7 @@ fn build_machine(
     config: &Config,
     events: Arc<MachineEvents>,
     serials: Vec<Option<devices::chardev::Chardev>>,
+    block: &mut block::BlockGraph,
 ) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
         return Ok(None);
@@ -386,7 +394,23 @@ fn build_machine(
             .unwrap_or_else(|| default_append.to_string()),
         serials,
         debug_exit: debug_exit(config)?,
-        virtio_blk: virtio_blk_devices(config, &|_| None)?,
+        virtio_blk: {
+            let graph = std::cell::RefCell::new(block);
+            let lookup = |dev: &cmdline::Opts, id: &str| {
+                let qdev = blockdev::qdev_path(config, dev);
+                graph
+                    .borrow_mut()
+                    .attach_device(id, &qdev, true)
+                    .map(|b| {
+                        b.map(|b| {
+                            Arc::new(blockdev::DiskBackend(b))
+                                as Arc<dyn devices::virtio::block::BlockBackend>
+                        })
+                    })
+                    .map_err(|e| e.to_string())
+            };
+            virtio_blk_devices(config, &lookup)?
+        },
     };
     let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     Machine::new(machine_config, sink)
@@ -402,7 +426,7 @@ fn uuid_string(uuid: Option<[u8; 16]>) -> String {
     )
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(mut config: Config) -> ExitCode {
     for w in &config.warnings {
         eprintln!("vmm: warning: {w}");
     }
@@ -417,6 +441,11 @@ fn run(config: Config) -> ExitCode {
     }
     let specs = match monitor_specs(&config) {
         Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // -blockdev and -drive; if=virtio drives add their devices.
+    let mut block = match blockdev::open(&mut config) {
+        Ok(g) => g,
         Err(e) => return fail(e),
     };
     if let Err(e) = kvm::probe() {
@@ -446,7 +475,7 @@ fn run(config: Config) -> ExitCode {
         Err(e) => return fail(e),
     };
     let machine_events = Arc::new(MachineEvents::default());
-    let machine = match build_machine(&config, machine_events.clone(), serials) {
+    let machine = match build_machine(&config, machine_events.clone(), serials, &mut block) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -476,6 +505,7 @@ fn run(config: Config) -> ExitCode {
             .to_string(),
         qom,
         chardevs,
+        block,
     };
     let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
         Ok(m) => m,
