@@ -27,7 +27,9 @@ use vm::Vm;
 const BUNDLED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
 
 /// What the greeting and query-version report as `package`.
-pub const PACKAGE: &str = concat!("vmm ", env!("CARGO_PKG_VERSION"));
+/// QEMU writes it with a leading space and parentheses (" (v2.11.0)"),
+/// so that `info version` prints `2.11.50 (vmm 0.1.0)`.
+pub const PACKAGE: &str = concat!(" (vmm ", env!("CARGO_PKG_VERSION"), ")");
 
 /// Options the parser knows whose subsystem has not landed yet, with the
 /// part of vmm that will bring them.
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
     match action {
         Action::Run(config) => run(*config),
         Action::Version => {
-            println!("QEMU emulator version 2.11.50 ({PACKAGE})");
+            println!("QEMU emulator version 2.11.50{PACKAGE}");
             println!("vmm is a KVM virtual machine monitor compatible with QEMU's QMP");
             ExitCode::SUCCESS
         }
@@ -140,7 +142,7 @@ fn help_subsystem(a: &Action) -> &'static str {
 
 fn usage() -> String {
     let mut s = format!(
-        "QEMU emulator version 2.11.50 ({PACKAGE})\n\
+        "QEMU emulator version 2.11.50{PACKAGE}\n\
          usage: vmm [options]\n\n\
          vmm takes qemu-system-x86_64's command line. Options it parses:\n"
     );
