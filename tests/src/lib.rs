@@ -209,6 +209,40 @@ pub fn wait_for_text(path: &Path, limit: Duration, done: impl Fn(&str) -> bool) 
     }
 }
 
+/// The project's test guest (tests/guest), built by tests/guest/build.sh.
+pub fn guest_elf() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/target/guest.elf");
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/guest/build.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The command line that boots the test guest with `test=TEST`, COM1 into
+/// `serial`, and the debug-exit device it reports through; then `extra`.
+pub fn guest_args(test: &str, serial: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-nodefaults",
+        "-m",
+        "256",
+        "-kernel",
+        &guest_elf().display().to_string(),
+        "-append",
+        &format!("test={test}"),
+        "-serial",
+        &format!("file:{}", serial.display()),
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Runs `vmm ARGS` to completion (for options that exit at once).
 pub fn run_vmm(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(vmm_binary())

@@ -5,19 +5,9 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vmm_tests::{run_vmm, wait_for_text, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{guest_args, run_vmm, wait_for_text, QmpClient, TempDir, VmmProcess};
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn guest() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/target/guest.elf");
-    assert!(
-        p.exists(),
-        "{} is missing: run tests/guest/build.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 /// A running guest whose COM1 goes to a file.
 struct Guest {
@@ -30,23 +20,8 @@ impl Guest {
     fn start(test: &str, extra: &[&str]) -> Guest {
         let dir = TempDir::new("guest");
         let serial = dir.path().join("com1.log");
-        let elf = guest();
-        let serial_arg = format!("file:{}", serial.display());
-        let append = format!("test={test}");
-        let mut args = vec![
-            "-nodefaults",
-            "-m",
-            "256",
-            "-kernel",
-            elf.to_str().expect("path"),
-            "-append",
-            &append,
-            "-serial",
-            &serial_arg,
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-        ];
-        args.extend_from_slice(extra);
+        let args = guest_args(test, &serial, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let vmm = VmmProcess::start(&args);
         Guest {
             vmm,
@@ -68,23 +43,8 @@ impl Guest {
 fn run_guest(test: &str, extra: &[&str]) -> (Option<i32>, String) {
     let dir = TempDir::new("run");
     let serial = dir.path().join("com1.log");
-    let elf = guest();
-    let serial_arg = format!("file:{}", serial.display());
-    let append = format!("test={test}");
-    let mut args = vec![
-        "-nodefaults",
-        "-m",
-        "256",
-        "-kernel",
-        elf.to_str().expect("path"),
-        "-append",
-        &append,
-        "-serial",
-        &serial_arg,
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-    ];
-    args.extend_from_slice(extra);
+    let args = guest_args(test, &serial, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (st, _, err) = run_vmm(&args);
     assert!(err.is_empty() || !err.contains("panicked"), "{err}");
     (

@@ -6,35 +6,18 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use vmm_tests::{wait_for_text, TempDir, VmmProcess};
-
-fn guest() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/target/guest.elf");
-    assert!(
-        p.exists(),
-        "{} is missing: run tests/guest/build.sh",
-        p.display()
-    );
-    p
-}
+use vmm_tests::{guest_args, wait_for_text, TempDir, VmmProcess};
 
 fn start(test: &str, image: &Path, serial_log: &Path, extra_device: &str) -> VmmProcess {
-    let elf = guest();
-    VmmProcess::start(&[
-        "-nodefaults",
-        "-m",
-        "256",
-        "-kernel",
-        elf.to_str().expect("path"),
-        "-append",
-        &format!("test={test},idle"),
-        "-serial",
-        &format!("file:{}", serial_log.display()),
-        "-drive",
-        &format!("file={},if=none,id=d0,format=raw", image.display()),
-        "-device",
-        &format!("virtio-blk-pci,drive=d0,serial=vmm-disk-1{extra_device}"),
-    ])
+    let drive = format!("file={},if=none,id=d0,format=raw", image.display());
+    let device = format!("virtio-blk-pci,drive=d0,serial=vmm-disk-1{extra_device}");
+    let args = guest_args(
+        &format!("{test},idle"),
+        serial_log,
+        &["-drive", &drive, "-device", &device],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    VmmProcess::start(&args)
 }
 
 fn make_image(dir: &Path, size: usize) -> PathBuf {
