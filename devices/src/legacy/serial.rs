@@ -328,7 +328,8 @@ impl crate::state::DeviceState for Serial16550 {
 
     fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
         let rx: Vec<u8> = self.rx.iter().copied().collect();
-        Ok(crate::state::StateWriter::new(1)
+        let tx: Vec<u8> = self.tx.iter().copied().collect();
+        Ok(crate::state::StateWriter::new(2)
             .u8(self.ier)
             .u8(self.lcr)
             .u8(self.mcr)
@@ -336,12 +337,14 @@ impl crate::state::DeviceState for Serial16550 {
             .u8(self.fcr)
             .u16(self.divisor)
             .bool(self.thre_pending)
+            .bool(self.break_seen)
             .bytes(&rx)
+            .bytes(&tx)
             .finish())
     }
 
     fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
-        let mut r = crate::state::StateReader::new(data, "serial", 1)?;
+        let mut r = crate::state::StateReader::new(data, "serial", 2)?;
         self.ier = r.u8()?;
         self.lcr = r.u8()?;
         self.mcr = r.u8()?;
@@ -349,7 +352,10 @@ impl crate::state::DeviceState for Serial16550 {
         self.fcr = r.u8()?;
         self.divisor = r.u16()?;
         self.thre_pending = r.bool()?;
+        self.break_seen = r.bool()?;
         self.rx = r.bytes(RX_FIFO)?.iter().copied().collect();
+        // Unsent output travels with the UART, to go out on the destination.
+        self.tx = r.bytes(TX_FIFO)?.iter().copied().collect();
         r.end()?;
         self.update_irq();
         Ok(())
