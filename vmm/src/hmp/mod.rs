@@ -9,6 +9,7 @@
 //! counterpart is not implemented prints that command's error.
 
 mod parse;
+mod qemu_io;
 mod readline;
 mod registers;
 
@@ -173,6 +174,13 @@ const COMMANDS: &[Cmd] = &[
             "block_passwd",
             &[("device", "device"), ("password", "password")],
         ),
+    ),
+    cmd(
+        "qemu-io",
+        "device:B,command:s",
+        "[-d] [device] \"[command]\"",
+        "run a qemu-io command on a drive or block node",
+        Run::Fn(qemu_io_command),
     ),
     cmd(
         "screendump",
@@ -949,6 +957,18 @@ fn set_cpu(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     } else {
         ctx.state.cpu = i as usize;
     }
+    Ok(())
+}
+
+fn qemu_io_command(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let device = str_arg(args, "device").unwrap_or("");
+    let line = str_arg(args, "command").unwrap_or("");
+    let node = ctx
+        .vmm
+        .block
+        .lookup_bs(Some(device), Some(device))
+        .map_err(|e| Error::generic(e.to_string()))?;
+    qemu_io::run(&node, line, &mut ctx.out);
     Ok(())
 }
 
