@@ -132,3 +132,21 @@ fn hostile_virtqueues_mark_the_device_broken_and_vmm_answers_qmp() {
     assert!(out.contains("ok virtio-hostile"), "{out}");
     assert_eq!(c.ok("query-status", json!({}))["status"], "running");
 }
+
+#[test]
+fn block_resize_reaches_the_guest_as_a_config_change() {
+    let dir = TempDir::new("vblk-resize");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let vmm = start("virtio-resize", &img, &serial, "");
+    let mut c = vmm.qmp();
+    wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("virtio-resize capacity=2048")
+    });
+    c.ok("block_resize", json!({"device": "d0", "size": 2 << 20}));
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-resize") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-resize capacity=4096"), "{out}");
+    assert_eq!(std::fs::metadata(&img).expect("image").len(), 2 << 20);
+}

@@ -38,6 +38,10 @@ impl devices::virtio::block::BlockBackend for DiskBackend {
         self.0.discard(offset, len)
     }
 
+    fn on_resize(&self, notify: Box<dyn Fn() + Send + Sync>) {
+        self.0.set_resize_notifier(notify);
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.0.write_zeroes(offset, len, false)
     }

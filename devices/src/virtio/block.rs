@@ -20,6 +20,8 @@ pub trait BlockBackend: Send + Sync {
     fn flush(&self) -> io::Result<()>;
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Calls `notify` after the backend's size changed (block_resize).
+    fn on_resize(&self, _notify: Box<dyn Fn() + Send + Sync>) {}
 }
 
 pub const VIRTIO_ID_BLOCK: u16 = 2;

@@ -47,6 +47,8 @@ struct Interrupts {
     pending: Vec<bool>,
     isr: u8,
     config_vector: u16,
+    /// Bumped whenever the device configuration changes under the driver.
+    config_generation: u8,
     queue_vectors: Vec<u16>,
     msi: Arc<dyn MsiSink>,
     intx: Arc<dyn InterruptLine>,
@@ -127,7 +129,6 @@ pub struct VirtioPci {
     driver_feature_select: u32,
     driver_features: u64,
     status: u8,
-    config_generation: u8,
     queue_select: u16,
     queues: Vec<QueueRegs>,
     /// The device broke (a hostile queue); it ignores notifies until reset.
@@ -216,6 +217,7 @@ impl VirtioPci {
             pending: vec![false; vectors],
             isr: 0,
             config_vector: NO_VECTOR,
+            config_generation: 0,
             queue_vectors: vec![NO_VECTOR; queue_sizes.len()],
             msi,
             intx,
@@ -230,7 +232,6 @@ impl VirtioPci {
             driver_feature_select: 0,
             driver_features: 0,
             status: 0,
-            config_generation: 0,
             queue_select: 0,
             queues: queue_sizes
                 .into_iter()
@@ -243,6 +244,20 @@ impl VirtioPci {
             broken: false,
             qdev_id,
         }
+    }
+
+    /// What to call when the device's configuration changed behind the
+    /// driver's back (a resized disk): a new configuration generation and
+    /// the configuration interrupt.
+    pub fn config_change_notifier(&self) -> Box<dyn Fn() + Send + Sync> {
+        let interrupts = self.interrupts.clone();
+        Box::new(move || {
+            {
+                let mut i = interrupts.lock().unwrap_or_else(|e| e.into_inner());
+                i.config_generation = i.config_generation.wrapping_add(1);
+            }
+            InterruptHandle(interrupts.clone()).notify_config();
+        })
     }
 
     fn interrupts(&self) -> std::sync::MutexGuard<'_, Interrupts> {
@@ -325,7 +340,7 @@ impl VirtioPci {
             0x10 => u32::from(config_vector),
             0x12 => self.queues.len() as u32,
             0x14 => u32::from(self.status),
-            0x15 => u32::from(self.config_generation),
+            0x15 => u32::from(self.interrupts().config_generation),
             0x16 => u32::from(self.queue_select),
             0x18 => q.map_or(0, |q| u32::from(q.size)),
             0x1a => u32::from(qv.unwrap_or(NO_VECTOR)),

@@ -17,6 +17,7 @@ pub const ALL: &[&str] = &[
     "pci",
     "virtio-blk",
     "virtio-hostile",
+    "virtio-resize",
     "smp",
     "idle",
     "fault",
@@ -50,6 +51,7 @@ pub fn run(name: &str) {
         "pci" => pci(),
         "virtio-blk" => virtio_blk(),
         "virtio-hostile" => virtio_hostile(),
+        "virtio-resize" => virtio_resize(),
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
@@ -381,6 +383,27 @@ fn virtio_hostile() {
         Ok(s) => fail(T, format_args!("read after reset: status {}", s)),
         Err(e) => fail(T, format_args!("read after reset: {}", e)),
     }
+}
+
+/// Waits (up to `timeout` seconds) for the virtio-blk capacity to change
+/// under the driver, as after QMP block_resize, and checks that the
+/// configuration generation moved with it.
+fn virtio_resize() {
+    const T: &str = "virtio-resize";
+    let blk = match crate::virtio::Blk::probe() {
+        Ok(b) => b,
+        Err(e) => fail(T, format_args!("{}", e)),
+    };
+    let (cap, gen) = (blk.read_capacity(), blk.config_generation());
+    say!("{} capacity={} generation={} waiting", T, cap, gen);
+    if !time::wait_until(timeout(), || blk.read_capacity() != cap) {
+        fail(T, format_args!("capacity still {} after {}s", cap, timeout()));
+    }
+    let (new_cap, new_gen) = (blk.read_capacity(), blk.config_generation());
+    if new_gen == gen {
+        fail(T, format_args!("capacity {} but the configuration generation did not change", new_cap));
+    }
+    say!("ok {} capacity={} generation={}", T, new_cap, new_gen);
 }
 
 fn acpi_shutdown() -> ! {

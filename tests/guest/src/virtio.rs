@@ -133,6 +133,15 @@ impl Blk {
         })
     }
 
+    pub fn config_generation(&self) -> u8 {
+        mmio_rd8(self.common + 0x15)
+    }
+
+    /// The capacity (sectors) as the device configuration says now.
+    pub fn read_capacity(&self) -> u64 {
+        u64::from(mmio_rd32(self.device)) | (u64::from(mmio_rd32(self.device + 4)) << 32)
+    }
+
     pub fn device_status(&self) -> u8 {
         mmio_rd8(self.common + 0x14)
     }

@@ -302,6 +302,7 @@ impl Machine {
             // INTx: pin A of even slots on IRQ 10, odd ones on IRQ 11 (MSI-X
             // is what drivers use).
             let line = if slot % 2 == 0 { 10 } else { 11 };
+            let backend = spec.backend.clone();
             let dev = devices::virtio::block::VirtioBlk::new(spec.backend, spec.config);
             let pci_dev = devices::virtio::pci::VirtioPci::new(
                 Box::new(dev),
@@ -312,6 +313,8 @@ impl Machine {
                 (bar4, bar1),
                 spec.id,
             );
+            // A resized disk tells the driver through a config change.
+            backend.on_resize(pci_dev.config_change_notifier());
             pci.add((slot, 0), Arc::new(Mutex::new(pci_dev)))
                 .map_err(MachineError)?;
         }
