@@ -315,7 +315,9 @@ impl MainLoop {
                     Err(e) => return Err(MonitorError(format!("stdio: {e}"))),
                 }
                 if port.spec.hmp {
-                    terminal::make_raw();
+                    // The monitor echoes and edits the line itself; Ctrl-C
+                    // stays a signal.
+                    devices::chardev::set_stdin_raw(true);
                 }
                 port.conn = Some(ml.new_connection(Stream::Stdio, &port.spec));
             } else if port.spec.server {
@@ -697,53 +699,6 @@ fn accept_blocking(l: &mut Listener) -> Result<Stream, MonitorError> {
                 unsafe { libc::poll(&mut pfd, 1, -1) };
             }
             Err(e) => return Err(MonitorError(format!("accept: {e}"))),
-        }
-    }
-}
-
-mod terminal {
-    //! The terminal under a human monitor on stdio: the monitor echoes
-    //! and edits the line itself, so the terminal stops doing it (raw
-    //! input, Ctrl-C still a signal); the old settings come back at exit.
-
-    use std::sync::OnceLock;
-
-    static SAVED: OnceLock<libc::termios> = OnceLock::new();
-
-    extern "C" fn restore() {
-        if let Some(t) = SAVED.get() {
-            // SAFETY: tcsetattr with a termios read from this terminal.
-            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
-        }
-    }
-
-    pub fn make_raw() {
-        // SAFETY: isatty, tcgetattr and tcsetattr on stdin with a local,
-        // initialised termios; atexit with a function that lives forever.
-        unsafe {
-            if libc::isatty(libc::STDIN_FILENO) != 1 {
-                return;
-            }
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 || SAVED.set(t).is_err() {
-                return;
-            }
-            t.c_iflag &= !(libc::IGNBRK
-                | libc::BRKINT
-                | libc::PARMRK
-                | libc::ISTRIP
-                | libc::INLCR
-                | libc::IGNCR
-                | libc::ICRNL
-                | libc::IXON);
-            t.c_oflag |= libc::OPOST;
-            t.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::IEXTEN);
-            t.c_cflag &= !(libc::CSIZE | libc::PARENB);
-            t.c_cflag |= libc::CS8;
-            t.c_cc[libc::VMIN] = 1;
-            t.c_cc[libc::VTIME] = 0;
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
-            libc::atexit(restore);
         }
     }
 }

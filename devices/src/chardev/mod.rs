@@ -461,6 +461,9 @@ fn inet_parts(a: &SocketAddressLegacy) -> Result<(String, String), String> {
     }
 }
 
+/// Raw mode for a terminal on stdin, for the human monitor on stdio too.
+pub use stdio::set_raw as set_stdin_raw;
+
 mod stdio {
     //! The process's standard streams, used by one chardev at a time;
     //! the terminal is put in raw mode while in use and restored when
@@ -484,42 +487,52 @@ mod stdio {
             return Err("cannot use stdio by multiple character devices".into());
         }
         st.0 = true;
-        // SAFETY: plain termios calls on stdin with local structures.
-        unsafe {
-            if libc::isatty(libc::STDIN_FILENO) == 1 {
-                let mut t: libc::termios = std::mem::zeroed();
-                if libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0 {
-                    if st.1.is_none() {
-                        st.1 = Some(t);
-                        static ONCE: std::sync::Once = std::sync::Once::new();
-                        ONCE.call_once(|| {
-                            libc::atexit(restore_at_exit);
-                        });
-                    }
-                    // As QEMU's stdio: no echo, no line editing, output
-                    // processing kept, signals only with `signal`.
-                    t.c_iflag &= !(libc::IGNBRK
-                        | libc::BRKINT
-                        | libc::PARMRK
-                        | libc::ISTRIP
-                        | libc::INLCR
-                        | libc::IGNCR
-                        | libc::ICRNL
-                        | libc::IXON);
-                    t.c_oflag |= libc::OPOST;
-                    t.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::IEXTEN);
-                    if !signal {
-                        t.c_lflag &= !libc::ISIG;
-                    }
-                    t.c_cflag &= !(libc::CSIZE | libc::PARENB);
-                    t.c_cflag |= libc::CS8;
-                    t.c_cc[libc::VMIN] = 1;
-                    t.c_cc[libc::VTIME] = 0;
-                    libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
-                }
-            }
-        }
+        drop(st);
+        set_raw(signal);
         Ok(())
+    }
+
+    /// Puts a terminal on stdin in raw mode, as QEMU's stdio does (no echo,
+    /// no line editing, output processing kept, signals only with
+    /// `signal`); the first settings come back at exit.
+    pub fn set_raw(signal: bool) {
+        let mut st = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: plain termios calls on stdin with local structures; atexit
+        // with a function that lives forever.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
+                return;
+            }
+            if st.1.is_none() {
+                st.1 = Some(t);
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    libc::atexit(restore_at_exit);
+                });
+            }
+            t.c_iflag &= !(libc::IGNBRK
+                | libc::BRKINT
+                | libc::PARMRK
+                | libc::ISTRIP
+                | libc::INLCR
+                | libc::IGNCR
+                | libc::ICRNL
+                | libc::IXON);
+            t.c_oflag |= libc::OPOST;
+            t.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::IEXTEN);
+            if !signal {
+                t.c_lflag &= !libc::ISIG;
+            }
+            t.c_cflag &= !(libc::CSIZE | libc::PARENB);
+            t.c_cflag |= libc::CS8;
+            t.c_cc[libc::VMIN] = 1;
+            t.c_cc[libc::VTIME] = 0;
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
+        }
     }
 
     /// Marks stdio used by something outside this module (a monitor).
