@@ -89,39 +89,7 @@ const FEATURES: &[(&str, u32, u32, Reg, u32)] = &[
     ("lm", 0x8000_0001, 0, Reg::Edx, 29),
 ];
 
-/// The features of QEMU's `qemu64` and `kvm64` models (`kvm64` lacks
-/// `lahf-lm`, `sse4a`... and has the same base set otherwise).
-const QEMU64: &[&str] = &[
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "mce",
-    "cx8",
-    "apic",
-    "sep",
-    "mtrr",
-    "pge",
-    "mca",
-    "cmov",
-    "pat",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "pni",
-    "cx16",
-    "lahf-lm",
-    "syscall",
-    "nx",
-    "lm",
-    "hypervisor",
-    "x2apic",
-];
+/// The features of QEMU's `kvm64` model; `qemu64` adds `lahf-lm`.
 const KVM64: &[&str] = &[
     "fpu",
     "de",
@@ -152,6 +120,7 @@ const KVM64: &[&str] = &[
     "hypervisor",
     "x2apic",
 ];
+const QEMU64_EXTRA: &[&str] = &["lahf-lm"];
 
 /// The CPU models vmm offers, for `-cpu help`.
 pub const MODELS: &[(&str, &str)] = &[
@@ -242,14 +211,15 @@ fn set_feature(cpuid: &mut CpuId, name: &str, on: bool, supported: &CpuId) {
 /// Narrows KVM's supported CPUID to the model and applies the changes.
 pub fn apply(spec: &CpuSpec, supported: &CpuId) -> CpuId {
     let mut cpuid = supported.clone();
-    let model_set: Option<&[&str]> = match spec.model.as_str() {
-        "qemu64" => Some(QEMU64),
-        "kvm64" => Some(KVM64),
+    let extra: Option<&[&str]> = match spec.model.as_str() {
+        "qemu64" => Some(QEMU64_EXTRA),
+        "kvm64" => Some(&[]),
         _ => None,
     };
-    if let Some(set) = model_set {
+    if let Some(extra) = extra {
         for (name, ..) in FEATURES {
-            set_feature(&mut cpuid, name, set.contains(name), supported);
+            let on = KVM64.contains(name) || extra.contains(name);
+            set_feature(&mut cpuid, name, on, supported);
         }
     }
     for (name, on) in &spec.changes {
