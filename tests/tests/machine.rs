@@ -318,3 +318,19 @@ fn query_pci_answers_what_the_guest_sees_on_bus_0() {
     );
     assert_eq!(devices[1]["id"], json!({"device": 28672, "vendor": 32902}));
 }
+
+#[test]
+fn smp_topology_gives_qemus_apic_ids() {
+    // Two sockets of three cores: the core field takes two bits, so the
+    // second socket's APIC IDs start at 4, as in QEMU.
+    let (code, out) = run_guest("smp", &["-smp", "6,sockets=2,cores=3,threads=1"]);
+    assert_eq!(code, Some(1), "{out}");
+    let mut ids: Vec<u32> = out
+        .lines()
+        .filter_map(|l| l.split("apic=").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6], "{out}");
+    assert!(out.contains("ok smp 6"), "{out}");
+}

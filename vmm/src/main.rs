@@ -386,6 +386,11 @@ fn build_machine(
         .map_err(|e| format!("-cpu: {e}"))?;
     let machine_config = MachineConfig {
         cpu,
+        topology: machine::cpuid::Topology {
+            sockets: config.smp.sockets,
+            cores: config.smp.cores,
+            threads: config.smp.threads,
+        },
         ram_size: config.memory.size,
         cpus: config.smp.cpus,
         kernel,

@@ -130,13 +130,15 @@ fn fadt(facs: u32, dsdt: u32) -> Vec<u8> {
     t.finish()
 }
 
-fn madt(cpus: u32) -> Vec<u8> {
+fn madt(apic_ids: &[u32]) -> Vec<u8> {
     let mut t = Table::new(b"APIC", 1);
     t.u32(LAPIC_ADDR).u32(1); // PCAT_COMPAT: there are 8259s too
-    for id in 0..cpus {
-        t.u8(0).u8(8).u8(id as u8).u8(id as u8).u32(1);
+    for (index, id) in apic_ids.iter().enumerate() {
+        t.u8(0).u8(8).u8(index as u8).u8(*id as u8).u32(1);
     }
-    t.u8(1).u8(12).u8(0).u8(0).u32(IOAPIC_ADDR).u32(0);
+    // The IOAPIC's ID follows the CPUs', as QEMU numbers it.
+    let ioapic_id = apic_ids.iter().max().map_or(0, |m| m + 1) as u8;
+    t.u8(1).u8(12).u8(ioapic_id).u8(0).u32(IOAPIC_ADDR).u32(0);
     // IRQ0 -> GSI2 (the PIT); the SCI level-triggered, active high.
     t.u8(2).u8(10).u8(0).u8(0).u32(2).u16(0);
     t.u8(2)
@@ -150,9 +152,9 @@ fn madt(cpus: u32) -> Vec<u8> {
     t.finish()
 }
 
-/// Builds every table for `cpus` CPUs, laid out from [`ACPI_ADDR`]; returns
-/// the bytes to copy there and the RSDP's guest address.
-pub fn build(cpus: u32) -> (Vec<u8>, u64) {
+/// Builds every table for the CPUs with these APIC IDs, laid out from
+/// [`ACPI_ADDR`]; returns the bytes to copy there and the RSDP's address.
+pub fn build(apic_ids: &[u32]) -> (Vec<u8>, u64) {
     let base = ACPI_ADDR as u32;
     let mut blob = vec![0u8; 64]; // the RSDP goes first, at a 16-byte boundary
     let place = |blob: &mut Vec<u8>, table: Vec<u8>| -> u32 {
@@ -171,7 +173,7 @@ pub fn build(cpus: u32) -> (Vec<u8>, u64) {
         place(&mut blob, facs())
     };
     let fadt_at = place(&mut blob, fadt(facs_at, dsdt_at));
-    let madt_at = place(&mut blob, madt(cpus));
+    let madt_at = place(&mut blob, madt(apic_ids));
     let mut xsdt = Table::new(b"XSDT", 1);
     xsdt.u64(u64::from(fadt_at)).u64(u64::from(madt_at));
     let xsdt_at = place(&mut blob, xsdt.finish());
@@ -199,7 +201,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_lengths() {
-        let (blob, rsdp) = build(4);
+        let (blob, rsdp) = build(&[0, 1, 2, 3]);
         assert_eq!(rsdp, ACPI_ADDR);
         assert_eq!(&blob[..8], b"RSD PTR ");
         assert_eq!(checksum(&blob[..20]), 0);

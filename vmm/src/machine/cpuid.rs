@@ -133,6 +133,81 @@ pub const MODELS: &[(&str, &str)] = &[
     ("kvm64", "Common KVM processor (feature set)"),
 ];
 
+/// `-smp` topology and the APIC IDs it implies, as QEMU numbers them:
+/// thread, core and socket in bit fields each as wide as its count needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub sockets: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+fn bits_for(count: u32) -> u32 {
+    if count <= 1 {
+        0
+    } else {
+        32 - (count - 1).leading_zeros()
+    }
+}
+
+impl Topology {
+    pub fn thread_bits(&self) -> u32 {
+        bits_for(self.threads)
+    }
+
+    pub fn core_bits(&self) -> u32 {
+        bits_for(self.cores)
+    }
+
+    /// The APIC ID of CPU `index`.
+    pub fn apic_id(&self, index: u32) -> u32 {
+        let threads = self.threads.max(1);
+        let cores = self.cores.max(1);
+        let thread = index % threads;
+        let core = (index / threads) % cores;
+        let socket = index / (threads * cores);
+        (socket << (self.core_bits() + self.thread_bits())) | (core << self.thread_bits()) | thread
+    }
+
+    /// Logical processors in one package.
+    pub fn per_socket(&self) -> u32 {
+        self.cores.max(1) * self.threads.max(1)
+    }
+}
+
+/// Fills the identification and topology leaves of one vCPU.
+pub fn set_topology(cpuid: &mut CpuId, topo: &Topology, apic_id: u32) {
+    let per_socket = topo.per_socket();
+    for e in cpuid.as_mut_slice() {
+        match (e.function, e.index) {
+            (1, _) => {
+                e.ebx = (e.ebx & 0x0000_ffff) | (apic_id << 24) | (per_socket.min(255) << 16);
+                if per_socket > 1 {
+                    e.edx |= 1 << 28; // HTT: more than one logical CPU per package
+                }
+                e.ecx |= 1 << 31; // running under a hypervisor
+            }
+            (0xb, level) | (0x1f, level) => {
+                let (shift, count, kind) = match level {
+                    0 => (topo.thread_bits(), topo.threads.max(1), 1),
+                    1 => (topo.thread_bits() + topo.core_bits(), per_socket, 2),
+                    _ => (0, 0, 0),
+                };
+                e.eax = shift;
+                e.ebx = count;
+                e.ecx = (kind << 8) | level;
+                e.edx = apic_id;
+            }
+            (0x8000_0008, _) => {
+                // Cores per package minus one, and the APIC ID bits they use.
+                let bits = topo.thread_bits() + topo.core_bits();
+                e.ecx = (e.ecx & !0xf0ff) | (bits << 12) | (per_socket - 1).min(255);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A parsed `-cpu` option.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuSpec {
@@ -231,6 +306,26 @@ pub fn apply(spec: &CpuSpec, supported: &CpuId) -> CpuId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apic_ids_pack_threads_cores_and_sockets() {
+        let t = Topology {
+            sockets: 2,
+            cores: 3,
+            threads: 1,
+        };
+        let ids: Vec<u32> = (0..6).map(|i| t.apic_id(i)).collect();
+        assert_eq!(ids, [0, 1, 2, 4, 5, 6]);
+        let t = Topology {
+            sockets: 1,
+            cores: 2,
+            threads: 2,
+        };
+        assert_eq!(
+            (0..4).map(|i| t.apic_id(i)).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+    }
 
     #[test]
     fn parses_qemu_spellings() {

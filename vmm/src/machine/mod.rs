@@ -15,7 +15,7 @@ use bzimage::BzImage;
 use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
 use devices::pci::{I440fx, PciConfigIo, PciRoot, Piix3};
 use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
-use kvm_bindings::{kvm_pit_config, kvm_regs, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, kvm_regs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{GuestRam, RamLayout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,6 +133,8 @@ pub struct MachineConfig {
     pub ram_size: u64,
     pub cpus: u32,
     pub cpu: cpuid::CpuSpec,
+    /// `-smp sockets=,cores=,threads=`.
+    pub topology: cpuid::Topology,
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
     pub cmdline: String,
@@ -152,6 +154,7 @@ pub struct Machine {
     cmdline: String,
     cpu: cpuid::CpuSpec,
     cpus: u32,
+    topology: cpuid::Topology,
     vm: CurrentVm,
     vcpus: Vec<Arc<VcpuShared>>,
     threads: Vec<JoinHandle<()>>,
@@ -344,6 +347,7 @@ impl Machine {
             cmdline: config.cmdline,
             cpu: config.cpu,
             cpus: config.cpus.max(1),
+            topology: config.topology,
             vm,
             vcpus: Vec::new(),
             threads: Vec::new(),
@@ -405,8 +409,13 @@ impl Machine {
         let vm = Arc::new(vm);
         let mut vcpus = Vec::new();
         for index in 0..self.cpus {
-            let fd = vm.create_vcpu(u64::from(index)).map_err(err("KVM vCPU"))?;
-            set_cpuid(&fd, &mut cpuid, index, self.cpus)?;
+            // KVM takes the vCPU id as its APIC ID.
+            let apic_id = self.topology.apic_id(index);
+            let fd = vm
+                .create_vcpu(u64::from(apic_id))
+                .map_err(err("KVM vCPU"))?;
+            cpuid::set_topology(&mut cpuid, &self.topology, apic_id);
+            fd.set_cpuid2(&cpuid).map_err(err("KVM CPUID"))?;
             setup_lapic(&fd)?;
             let fpu = kvm_bindings::kvm_fpu {
                 fcw: 0x37f,
@@ -443,11 +452,11 @@ impl Machine {
         mem.write_slice(&boot_gdt(), GuestAddress(GDT_ADDR))
             .map_err(err("GDT"))?;
         mem.write_slice(
-            &mptable::build(self.cpus),
+            &mptable::build(&self.apic_ids()),
             GuestAddress(mptable::MPTABLE_ADDR),
         )
         .map_err(err("MP table"))?;
-        let (tables, rsdp) = acpi::build(self.cpus);
+        let (tables, rsdp) = acpi::build(&self.apic_ids());
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
         match &self.kernel {
@@ -488,6 +497,11 @@ impl Machine {
     /// Every function on PCI bus 0, for query-pci.
     pub fn pci_functions(&self) -> Vec<devices::pci::host::FunctionInfo> {
         self.pci.functions()
+    }
+
+    /// The APIC ID of every vCPU, by index.
+    fn apic_ids(&self) -> Vec<u32> {
+        (0..self.cpus).map(|i| self.topology.apic_id(i)).collect()
     }
 
     pub fn cpu_count(&self) -> usize {
@@ -642,25 +656,6 @@ impl Machine {
             (self.events)(MachineEvent::InternalError(format!("reset failed: {e}")));
         }
     }
-}
-
-fn set_cpuid(
-    fd: &kvm_ioctls::VcpuFd,
-    cpuid: &mut CpuId,
-    index: u32,
-    cpus: u32,
-) -> Result<(), MachineError> {
-    for e in cpuid.as_mut_slice() {
-        match e.function {
-            1 => {
-                e.ebx = (e.ebx & 0x0000_ffff) | (index << 24) | ((cpus.min(255)) << 16);
-                e.ecx |= 1 << 31; // running under a hypervisor
-            }
-            0xb | 0x1f => e.edx = index,
-            _ => {}
-        }
-    }
-    fd.set_cpuid2(cpuid).map_err(err("KVM CPUID"))
 }
 
 fn setup_lapic(fd: &kvm_ioctls::VcpuFd) -> Result<(), MachineError> {

@@ -11,15 +11,15 @@ fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
 }
 
-/// The floating pointer and configuration table for `cpus` CPUs, to be
-/// written at [`MPTABLE_ADDR`].
-pub fn build(cpus: u32) -> Vec<u8> {
-    let ioapic_id = cpus.min(254) as u8;
+/// The floating pointer and configuration table for the CPUs with these
+/// APIC IDs, to be written at [`MPTABLE_ADDR`].
+pub fn build(apic_ids: &[u32]) -> Vec<u8> {
+    let ioapic_id = apic_ids.iter().max().map_or(0, |m| m + 1).min(254) as u8;
     let mut entries: Vec<u8> = Vec::new();
     let mut count: u16 = 0;
-    for id in 0..cpus.min(255) {
-        let flags = if id == 0 { 0x03 } else { 0x01 }; // enabled, BSP
-        entries.extend_from_slice(&[0, id as u8, 0x14, flags]);
+    for (index, id) in apic_ids.iter().take(255).enumerate() {
+        let flags = if index == 0 { 0x03 } else { 0x01 }; // enabled, BSP
+        entries.extend_from_slice(&[0, *id as u8, 0x14, flags]);
         entries.extend_from_slice(&0x600u32.to_le_bytes()); // family 6
         entries.extend_from_slice(&0x201u32.to_le_bytes()); // FPU, APIC
         entries.extend_from_slice(&[0; 8]);
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn checksums_and_counts() {
-        let t = build(4);
+        let t = build(&[0, 1, 2, 3]);
         assert_eq!(&t[..4], b"_MP_");
         assert_eq!(checksum(&t[..16]), 0);
         let cfg = &t[16..];
