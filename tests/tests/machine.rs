@@ -334,3 +334,14 @@ fn smp_topology_gives_qemus_apic_ids() {
     assert_eq!(ids, [0, 1, 2, 4, 5, 6], "{out}");
     assert!(out.contains("ok smp 6"), "{out}");
 }
+
+#[test]
+fn qom_cpus_carry_their_apic_ids() {
+    let g = Guest::start("idle", &["-S", "-smp", "6,sockets=2,cores=3,threads=1"]);
+    let mut c = g.vmm.qmp();
+    let id = c.ok(
+        "qom-get",
+        json!({"path": "/machine/unattached/device[3]", "property": "apic-id"}),
+    );
+    assert_eq!(id, 4);
+}

@@ -115,7 +115,14 @@ fn cpu_state(index: u32, t: &CpuTopology) -> PropertyStore {
     common_device_props(PropertyStore::for_device(None, &type_name), true)
         .with(
             PropInfo::new("apic-id", "uint32", Access::ReadWrite),
-            Value::from(index),
+            Value::from(
+                crate::machine::cpuid::Topology {
+                    sockets: 1,
+                    cores,
+                    threads,
+                }
+                .apic_id(index),
+            ),
         )
         .with(
             PropInfo::new("socket-id", "int32", Access::ReadWrite),
