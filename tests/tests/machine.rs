@@ -195,6 +195,18 @@ fn counter(c: &mut QmpClient, dir: &Path, addr: u64) -> u64 {
     u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
 
+/// Whether the counter moves away from `from` within the guest timeout.
+fn wait_for_change(c: &mut QmpClient, dir: &Path, addr: u64, from: u64) -> bool {
+    let deadline = std::time::Instant::now() + GUEST_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if counter(c, dir, addr) != from {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 #[test]
 fn stop_freezes_the_vcpus_and_cont_resumes_them() {
     let g = Guest::start("count", &[]);
@@ -207,10 +219,12 @@ fn stop_freezes_the_vcpus_and_cont_resumes_them() {
         .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok())
         .expect("counter address");
     let dir = TempDir::new("count");
+    // The counter runs (a loaded host may take a while to schedule it).
     let a = counter(&mut c, dir.path(), addr);
-    std::thread::sleep(Duration::from_millis(100));
-    let b = counter(&mut c, dir.path(), addr);
-    assert!(b > a, "the counter runs: {a} then {b}");
+    assert!(
+        wait_for_change(&mut c, dir.path(), addr, a),
+        "the counter never moved from {a}"
+    );
     c.ok("stop", json!({}));
     c.wait_event("STOP");
     let frozen = counter(&mut c, dir.path(), addr);
@@ -227,8 +241,10 @@ fn stop_freezes_the_vcpus_and_cont_resumes_them() {
     assert_eq!(cpus[0]["qom_path"], "/machine/unattached/device[0]");
     c.ok("cont", json!({}));
     c.wait_event("RESUME");
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(counter(&mut c, dir.path(), addr) > frozen);
+    assert!(
+        wait_for_change(&mut c, dir.path(), addr, frozen),
+        "the counter stayed at {frozen} after cont"
+    );
 }
 
 #[test]
