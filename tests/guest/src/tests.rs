@@ -39,6 +39,26 @@ fn fail(test: &str, why: core::fmt::Arguments) -> ! {
     exit(EXIT_FAIL)
 }
 
+/// ACPI table `sig`, found through the RSDP; fails test `t` without it.
+fn acpi_table(t: &str, sig: &[u8; 4], what: &str) -> acpi::Table {
+    let si = start_info::get();
+    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
+        fail(t, format_args!("no RSDP"))
+    };
+    match acpi::find_table(&rsdp, sig) {
+        Some(table) => table,
+        None => fail(t, format_args!("no {}", what)),
+    }
+}
+
+/// The first virtio-blk device, set up; fails test `t` without it.
+fn probe_blk(t: &str) -> crate::virtio::Blk {
+    match crate::virtio::Blk::probe() {
+        Ok(b) => b,
+        Err(e) => fail(t, format_args!("{}", e)),
+    }
+}
+
 pub fn run(name: &str) {
     match name {
         "serial" => say!("ok serial"),
@@ -233,14 +253,7 @@ fn acpi_suspend() -> ! {
             exit(0);
         }
     }
-    let si = start_info::get();
-    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
-        fail(T, format_args!("no RSDP"))
-    };
-    let Some(facp) = acpi::find_table(&rsdp, b"FACP") else {
-        fail(T, format_args!("no FADT"))
-    };
-    let f = acpi::fadt(&facp);
+    let f = acpi::fadt(&acpi_table(T, b"FACP", "FADT"));
     let Some(s3) = acpi::table_at(f.dsdt).as_ref().and_then(|d| acpi::sleep_slp_typ(d, b"_S3_")) else {
         fail(T, format_args!("no \\_S3 in the DSDT"))
     };
@@ -294,10 +307,7 @@ fn pci() {
 /// that a read past the end fails with IOERR.
 fn virtio_blk() {
     const T: &str = "virtio-blk";
-    let mut blk = match crate::virtio::Blk::probe() {
-        Ok(b) => b,
-        Err(e) => fail(T, format_args!("{}", e)),
-    };
+    let mut blk = probe_blk(T);
     let data = crate::virtio::DATA as *mut u8;
     let buf = unsafe { core::slice::from_raw_parts_mut(data, crate::virtio::DATA_MAX) };
     let run = |blk: &mut crate::virtio::Blk, kind, sector, len| match blk.request(kind, sector, len) {
@@ -359,10 +369,7 @@ fn virtio_blk() {
 fn virtio_hostile() {
     const T: &str = "virtio-hostile";
     for outside in [true, false] {
-        let mut blk = match crate::virtio::Blk::probe() {
-            Ok(b) => b,
-            Err(e) => fail(T, format_args!("{}", e)),
-        };
+        let mut blk = probe_blk(T);
         blk.submit_hostile(outside);
         let mut st = 0;
         if !time::wait_until(timeout(), || {
@@ -374,10 +381,7 @@ fn virtio_hostile() {
         say!("{} {} -> status {:#x}", T, if outside { "outside-ram" } else { "loop" }, st);
     }
     // A fresh start works.
-    let mut blk = match crate::virtio::Blk::probe() {
-        Ok(b) => b,
-        Err(e) => fail(T, format_args!("{}", e)),
-    };
+    let mut blk = probe_blk(T);
     match blk.request(crate::virtio::T_IN, 0, 512) {
         Ok(0) => say!("ok {}", T),
         Ok(s) => fail(T, format_args!("read after reset: status {}", s)),
@@ -390,10 +394,7 @@ fn virtio_hostile() {
 /// configuration generation moved with it.
 fn virtio_resize() {
     const T: &str = "virtio-resize";
-    let blk = match crate::virtio::Blk::probe() {
-        Ok(b) => b,
-        Err(e) => fail(T, format_args!("{}", e)),
-    };
+    let blk = probe_blk(T);
     let (cap, gen) = (blk.read_capacity(), blk.config_generation());
     say!("{} capacity={} generation={} waiting", T, cap, gen);
     if !time::wait_until(timeout(), || blk.read_capacity() != cap) {
@@ -478,12 +479,7 @@ fn acpi_shutdown() -> ! {
 fn smp() {
     const T: &str = "smp";
     let si = start_info::get();
-    let Some(rsdp) = acpi::find_rsdp(si.rsdp) else {
-        fail(T, format_args!("no RSDP"))
-    };
-    let Some(t) = acpi::find_table(&rsdp, b"APIC") else {
-        fail(T, format_args!("no MADT"))
-    };
+    let t = acpi_table(T, b"APIC", "MADT");
     let m = acpi::madt(&t);
     let bsp = apic_id();
     say!(
