@@ -4,7 +4,9 @@
 //! policies and I/O statistics.
 
 use crate::node::Node;
-use qmp::qapi::{BlockDeviceIoStatus, BlockdevOnError};
+use qmp::qapi::{
+    BlockDeviceIoStatus, BlockErrorAction, BlockIoErrorEvent, BlockdevOnError, IoOperationType,
+};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -58,8 +60,9 @@ pub struct BlockBackend {
     /// This backend's use of its root: (perm, shared).
     pub(crate) perm: Mutex<(u64, u64)>,
     pub(crate) write_cache: AtomicBool,
-    pub(crate) on_read_error: BlockdevOnError,
-    pub(crate) on_write_error: BlockdevOnError,
+    /// `rerror` and `werror`; a device may change them when it attaches
+    /// (its own `rerror=`/`werror=` properties).
+    on_error: Mutex<(BlockdevOnError, BlockdevOnError)>,
     pub(crate) iostatus_enabled: AtomicBool,
     pub(crate) iostatus: Mutex<BlockDeviceIoStatus>,
     pub(crate) account_invalid: bool,
@@ -92,8 +95,7 @@ impl BlockBackend {
             device: Mutex::new(None),
             perm: Mutex::new(perm),
             write_cache: AtomicBool::new(write_cache),
-            on_read_error,
-            on_write_error,
+            on_error: Mutex::new((on_read_error, on_write_error)),
             iostatus_enabled: AtomicBool::new(false),
             iostatus: Mutex::new(BlockDeviceIoStatus::Ok),
             account_invalid: account,
@@ -140,17 +142,106 @@ impl BlockBackend {
 
     /// The error policies (`rerror`, `werror`) the device applies.
     pub fn on_error(&self, read: bool) -> BlockdevOnError {
+        let (r, w) = *self.on_error.lock().unwrap_or_else(|e| e.into_inner());
         if read {
-            self.on_read_error
+            r
         } else {
-            self.on_write_error
+            w
+        }
+    }
+
+    /// Sets `rerror` and `werror` (QEMU's blk_set_on_error); `Auto`
+    /// keeps what the backend had.
+    pub fn set_on_error(&self, read: BlockdevOnError, write: BlockdevOnError) {
+        let mut p = self.on_error.lock().unwrap_or_else(|e| e.into_inner());
+        if read != BlockdevOnError::Auto {
+            p.0 = read;
+        }
+        if write != BlockdevOnError::Auto {
+            p.1 = write;
         }
     }
 
     /// A device that reports I/O status (query-block's `io-status`)
-    /// turns it on when it attaches.
+    /// turns it on when it attaches; the status starts `ok`.
     pub fn enable_iostatus(&self) {
         self.iostatus_enabled.store(true, Ordering::Relaxed);
+        *self.iostatus.lock().unwrap_or_else(|e| e.into_inner()) = BlockDeviceIoStatus::Ok;
+    }
+
+    /// Whether query-block reports `io-status` (QEMU's
+    /// blk_iostatus_is_enabled): a device turned it on and a policy can
+    /// stop the VM.
+    pub fn iostatus_is_enabled(&self) -> bool {
+        let (r, w) = *self.on_error.lock().unwrap_or_else(|e| e.into_inner());
+        self.iostatus_enabled.load(Ordering::Relaxed)
+            && (matches!(w, BlockdevOnError::Enospc | BlockdevOnError::Stop)
+                || r == BlockdevOnError::Stop)
+    }
+
+    /// The I/O status, when reported.
+    pub fn iostatus(&self) -> Option<BlockDeviceIoStatus> {
+        self.iostatus_is_enabled()
+            .then(|| *self.iostatus.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Back to `ok` (`cont` does it for every named backend).
+    pub fn iostatus_reset(&self) {
+        if self.iostatus_is_enabled() {
+            *self.iostatus.lock().unwrap_or_else(|e| e.into_inner()) = BlockDeviceIoStatus::Ok;
+        }
+    }
+
+    /// What a device does about a failed request (QEMU's
+    /// blk_get_error_action): `errno` is the host's error number.
+    pub fn error_action(&self, is_read: bool, errno: i32) -> BlockErrorAction {
+        match self.on_error(is_read) {
+            BlockdevOnError::Enospc if errno == libc::ENOSPC => BlockErrorAction::Stop,
+            BlockdevOnError::Enospc | BlockdevOnError::Report => BlockErrorAction::Report,
+            BlockdevOnError::Stop => BlockErrorAction::Stop,
+            BlockdevOnError::Ignore => BlockErrorAction::Ignore,
+            // Never stored: set_on_error keeps the old policy for Auto.
+            BlockdevOnError::Auto => BlockErrorAction::Report,
+        }
+    }
+
+    /// Records a failed request the device acts on with `action` (QEMU's
+    /// blk_error_action): a stop marks the I/O status failed (or
+    /// nospace) first, so that query-block agrees with the events. The
+    /// caller emits the returned BLOCK_IO_ERROR event, then stops the
+    /// VM for `Stop`.
+    pub fn record_error(
+        &self,
+        action: BlockErrorAction,
+        is_read: bool,
+        errno: i32,
+    ) -> BlockIoErrorEvent {
+        let enabled = self.iostatus_is_enabled();
+        if action == BlockErrorAction::Stop && enabled {
+            let mut s = self.iostatus.lock().unwrap_or_else(|e| e.into_inner());
+            if *s == BlockDeviceIoStatus::Ok {
+                *s = if errno == libc::ENOSPC {
+                    BlockDeviceIoStatus::Nospace
+                } else {
+                    BlockDeviceIoStatus::Failed
+                };
+            }
+        }
+        BlockIoErrorEvent {
+            device: self.name.clone(),
+            node_name: self
+                .root()
+                .map(|n| n.name().to_string())
+                .unwrap_or_default(),
+            operation: if is_read {
+                IoOperationType::Read
+            } else {
+                IoOperationType::Write
+            },
+            action,
+            nospace: enabled.then_some(errno == libc::ENOSPC),
+            reason: crate::error::strerror(&io::Error::from_raw_os_error(errno)),
+        }
     }
 
     /// Called after block_resize changed the size (virtio-blk raises a
@@ -177,7 +268,7 @@ impl BlockBackend {
         let start = Instant::now();
         let node = self.check(Kind::Read, offset, buf.len() as u64)?;
         let r = node.read(offset, buf);
-        self.account(Kind::Read, buf.len() as u64, start, r.is_ok());
+        self.account(Kind::Read, buf.len() as u64, start, &r);
         r
     }
 
@@ -189,7 +280,7 @@ impl BlockBackend {
         if r.is_ok() && !self.write_cache() {
             r = node.flush();
         }
-        self.account(Kind::Write, buf.len() as u64, start, r.is_ok());
+        self.account(Kind::Write, buf.len() as u64, start, &r);
         r
     }
 
@@ -201,7 +292,7 @@ impl BlockBackend {
             return Err(io::Error::from_raw_os_error(libc::ENOMEDIUM));
         };
         let r = node.flush();
-        self.account(Kind::Flush, 0, start, r.is_ok());
+        self.account(Kind::Flush, 0, start, &r);
         r
     }
 
@@ -211,7 +302,7 @@ impl BlockBackend {
         let start = Instant::now();
         let node = self.check(Kind::Other, offset, len)?;
         let r = node.discard(offset, len);
-        self.account(Kind::Other, 0, start, r.is_ok());
+        self.account(Kind::Other, 0, start, &r);
         r
     }
 
@@ -221,7 +312,7 @@ impl BlockBackend {
         let start = Instant::now();
         let node = self.check(Kind::Write, offset, len)?;
         let r = node.write_zeroes(offset, len, may_unmap);
-        self.account(Kind::Write, len, start, r.is_ok());
+        self.account(Kind::Write, len, start, &r);
         r
     }
 
@@ -261,7 +352,11 @@ impl BlockBackend {
         self.stats.last_access_ns.store(now, Ordering::Relaxed);
     }
 
-    fn account(&self, kind: Kind, bytes: u64, start: Instant, ok: bool) {
+    /// Counts a finished request. A failed one counts as the device
+    /// will treat it (QEMU accounts in the device): failed when reported,
+    /// done when ignored, not at all when it stops the VM (its retry
+    /// counts).
+    fn account(&self, kind: Kind, bytes: u64, start: Instant, r: &io::Result<()>) {
         let s = &self.stats;
         let ns = start.elapsed().as_nanos() as u64;
         let (failed, counters) = match kind {
@@ -274,9 +369,19 @@ impl BlockBackend {
                 return;
             }
         };
-        if !ok {
-            failed.fetch_add(1, Ordering::Relaxed);
-        } else if let Some((ops, b, t)) = counters {
+        if let Err(e) = r {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            match self.error_action(matches!(kind, Kind::Read), errno) {
+                BlockErrorAction::Report => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    self.touch();
+                    return;
+                }
+                BlockErrorAction::Stop => return,
+                BlockErrorAction::Ignore => {}
+            }
+        }
+        if let Some((ops, b, t)) = counters {
             ops.fetch_add(1, Ordering::Relaxed);
             b.fetch_add(bytes, Ordering::Relaxed);
             t.fetch_add(ns, Ordering::Relaxed);

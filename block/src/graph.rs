@@ -263,6 +263,14 @@ impl BlockGraph {
             BlockdevOptionsVariant::NullAio(n) => {
                 Ok(leaf(Box::new(NullDriver::new(true, n.size, n.latency_ns))))
             }
+            BlockdevOptionsVariant::Blkdebug(b) => {
+                let image = self.open_child(&b.image, flags)?;
+                let driver = crate::blkdebug::BlkdebugDriver::open(image.clone(), b)?;
+                Ok(Opened {
+                    driver: Box::new(driver),
+                    children: vec![("image", image)],
+                })
+            }
             BlockdevOptionsVariant::Raw(r) => {
                 let file = self.open_child(&r.file, flags)?;
                 let driver = RawDriver::open(file.clone(), r.offset, r.size)?;
@@ -633,11 +641,6 @@ impl BlockGraph {
                 if b.name.is_empty() && dev.is_none() {
                     return None;
                 }
-                let iostatus = b.iostatus_enabled.load(Ordering::Relaxed)
-                    && (matches!(
-                        b.on_write_error,
-                        BlockdevOnError::Enospc | BlockdevOnError::Stop
-                    ) || b.on_read_error == BlockdevOnError::Stop);
                 Some(BlockInfo {
                     device: b.name.clone(),
                     qdev: dev.clone().filter(|d| !d.is_empty()),
@@ -647,8 +650,7 @@ impl BlockGraph {
                     locked: false,
                     inserted: b.root().map(|r| Self::device_info(&r, Some(b))),
                     tray_open: None,
-                    io_status: iostatus
-                        .then(|| *b.iostatus.lock().unwrap_or_else(|e| e.into_inner())),
+                    io_status: b.iostatus(),
                     dirty_bitmaps: None,
                 })
             })

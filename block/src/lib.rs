@@ -12,6 +12,7 @@
 //! write an image in use.
 
 mod backend;
+mod blkdebug;
 pub mod drive;
 mod error;
 mod file;

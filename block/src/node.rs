@@ -3,7 +3,7 @@
 
 use crate::error::{BlockError, Result};
 use crate::perm;
-use qmp::qapi::BlockdevDetectZeroesOptions;
+use qmp::qapi::{BlkdebugEvent, BlockdevDetectZeroesOptions};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,9 @@ pub(crate) trait Driver: Send + Sync {
     fn child_perm(&self, perm: u64, shared: u64) -> (u64, u64) {
         perm::filter_child(perm, shared)
     }
+    /// A point of interest in the I/O path was reached on this node
+    /// (QEMU's bdrv_debug_event); only `blkdebug` acts on it.
+    fn debug_event(&self, _event: BlkdebugEvent) {}
 }
 
 /// Who uses a node, and how.
@@ -108,12 +111,19 @@ impl Node {
         self.driver.size()
     }
 
-    /// The node's `file` child, if any.
+    /// The node's `file` child, if any (QEMU's bs->file, which is
+    /// blkdebug's `image` child too).
     pub fn file_child(&self) -> Option<&Arc<Node>> {
         self.children
             .iter()
-            .find(|c| c.role == "file")
+            .find(|c| c.role == "file" || c.role == "image")
             .map(|c| &c.node)
+    }
+
+    /// Tells the node's driver that `event` happened (QEMU's
+    /// BLKDBG_EVENT).
+    pub(crate) fn debug_event(&self, event: BlkdebugEvent) {
+        self.driver.debug_event(event);
     }
 
     pub(crate) fn parents(&self) -> std::sync::MutexGuard<'_, Vec<ParentUse>> {
@@ -140,21 +150,35 @@ impl Node {
                 self.flags.detect_zeroes == BlockdevDetectZeroesOptions::Unmap && self.flags.unmap;
             return self.write_zeroes(offset, buf.len() as u64, unmap);
         }
-        self.driver.write(offset, buf)?;
+        self.debug_event(BlkdebugEvent::Pwritev);
+        let r = self.driver.write(offset, buf);
+        self.debug_event(BlkdebugEvent::PwritevDone);
+        r?;
         self.note_write(offset, buf.len() as u64);
         Ok(())
     }
 
     pub fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
-        self.driver
-            .write_zeroes(offset, len, may_unmap && self.flags.unmap)?;
+        self.debug_event(BlkdebugEvent::PwritevZero);
+        let r = self
+            .driver
+            .write_zeroes(offset, len, may_unmap && self.flags.unmap);
+        self.debug_event(BlkdebugEvent::PwritevDone);
+        r?;
         self.note_write(offset, len);
         Ok(())
     }
 
     pub fn flush(&self) -> io::Result<()> {
+        let file = self.file_child();
+        if let Some(f) = file {
+            f.debug_event(BlkdebugEvent::FlushToOs);
+        }
         if self.flags.no_flush {
             return Ok(());
+        }
+        if let Some(f) = file {
+            f.debug_event(BlkdebugEvent::FlushToDisk);
         }
         self.driver.flush()
     }

@@ -3,6 +3,7 @@
 
 use crate::error::{BlockError, Result};
 use crate::node::{Driver, Node};
+use qmp::qapi::BlkdebugEvent;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,10 +78,12 @@ impl Driver for RawDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.debug_event(BlkdebugEvent::ReadAio);
         self.file.read(self.offset + offset, buf)
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.debug_event(BlkdebugEvent::WriteAio);
         self.file.write(self.offset + offset, buf)
     }
 
