@@ -251,16 +251,27 @@ impl BlockGraph {
         let root = match get("file").filter(|f| !f.is_empty()) {
             None => None,
             Some(file) => {
-                let device = std::fs::metadata(file)
+                // `blkdebug:CONFIG:IMAGE`: the blkdebug protocol over the
+                // image (QEMU's blkdebug_parse_filename).
+                let (image, blkdebug) = match file.strip_prefix("blkdebug:") {
+                    Some(rest) => {
+                        let (config, image) = rest.split_once(':').ok_or_else(|| {
+                            BlockError::generic("blkdebug requires both config file and image path")
+                        })?;
+                        (image, Some(config))
+                    }
+                    None => (file, None),
+                };
+                let device = std::fs::metadata(image)
                     .map(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
                     .unwrap_or(false);
                 let protocol = if device { "host_device" } else { "file" };
                 let format = match get("format") {
                     Some(f) => f.to_string(),
-                    None => match probe_format(file) {
+                    None => match probe_format(image) {
                         Some(f) => f.to_string(),
                         None => {
-                            if std::path::Path::new(file).exists() {
+                            if std::path::Path::new(image).exists() {
                                 warnings.push(format!(
                                     "WARNING: Image format was not specified for '{file}' and probing guessed raw.\n         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         Specify the 'raw' format explicitly to remove the restrictions."
                                 ));
@@ -271,10 +282,23 @@ impl BlockGraph {
                 };
                 let mut proto = Map::new();
                 proto.insert("driver".into(), protocol.into());
-                proto.insert("filename".into(), file.into());
+                proto.insert("filename".into(), image.into());
                 if let Some(a) = aio {
                     proto.insert("aio".into(), a.into());
                 }
+                let protocol = match blkdebug {
+                    None => protocol,
+                    Some(config) => {
+                        let mut b = Map::new();
+                        b.insert("driver".into(), "blkdebug".into());
+                        if !config.is_empty() {
+                            b.insert("config".into(), config.into());
+                        }
+                        b.insert("image".into(), Value::Object(proto));
+                        proto = b;
+                        "blkdebug"
+                    }
+                };
                 let mut top = Map::new();
                 let mut extra_file = Map::new();
                 for (k, v) in items {

@@ -4,46 +4,92 @@
 //! block crate's backends to the device-side backend trait.
 
 use crate::cmdline::{Config, Opts};
+use crate::machine::vcpu::EventSink;
+use crate::machine::MachineEvent;
 use block::drive::Interface;
 use block::{BlockError, BlockGraph};
-use qmp::qapi::BlockdevOptions;
+use qmp::qapi::{BlockErrorAction, BlockdevOnError, BlockdevOptions};
 use std::io;
 use std::sync::Arc;
 
-/// A block backend as virtio-blk (and later devices) see it.
-pub struct DiskBackend(pub Arc<block::BlockBackend>);
+/// A block backend as virtio-blk (and later devices) see it. Failed
+/// requests reach the main loop through `events` (BLOCK_IO_ERROR, and
+/// the stop of the `stop`/`enospc` policies).
+pub struct DiskBackend {
+    blk: Arc<block::BlockBackend>,
+    events: EventSink,
+}
+
+impl DiskBackend {
+    /// The device `dev` (a `-device virtio-blk-pci`) attached to `blk`:
+    /// its `rerror`/`werror` properties replace the drive's policies
+    /// (`auto`, the default, keeps them), as QEMU's
+    /// blkconf_apply_backend_options does.
+    pub fn attach(
+        blk: Arc<block::BlockBackend>,
+        dev: &Opts,
+        events: EventSink,
+    ) -> Result<DiskBackend, String> {
+        let policy = |name: &str| -> Result<BlockdevOnError, String> {
+            match dev.get(name) {
+                None => Ok(BlockdevOnError::Auto),
+                Some(v) => BlockdevOnError::ALL
+                    .iter()
+                    .copied()
+                    .find(|p| p.as_str() == v)
+                    .ok_or_else(|| format!("Invalid parameter '{v}'")),
+            }
+        };
+        let rerror = policy("rerror")?;
+        let werror = policy("werror")?;
+        blk.set_on_error(rerror, werror);
+        Ok(DiskBackend { blk, events })
+    }
+}
 
 impl devices::virtio::block::BlockBackend for DiskBackend {
     fn size(&self) -> u64 {
-        self.0.size()
+        self.blk.size()
     }
 
     fn read_only(&self) -> bool {
-        self.0.read_only()
+        self.blk.read_only()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read(offset, buf)
+        self.blk.read(offset, buf)
     }
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.0.write(offset, buf)
+        self.blk.write(offset, buf)
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.0.flush()
+        self.blk.flush()
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.0.discard(offset, len)
+        self.blk.discard(offset, len)
     }
 
     fn on_resize(&self, notify: Box<dyn Fn() + Send + Sync>) {
-        self.0.set_resize_notifier(notify);
+        self.blk.set_resize_notifier(notify);
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.0.write_zeroes(offset, len, false)
+        self.blk.write_zeroes(offset, len, false)
+    }
+
+    fn error_action(&self, is_read: bool, errno: i32) -> BlockErrorAction {
+        self.blk.error_action(is_read, errno)
+    }
+
+    fn report_error(&self, action: BlockErrorAction, is_read: bool, errno: i32) {
+        let event = self.blk.record_error(action, is_read, errno);
+        (self.events)(MachineEvent::BlockIoError {
+            event,
+            stop: action == BlockErrorAction::Stop,
+        });
     }
 }
 

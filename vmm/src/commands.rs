@@ -178,8 +178,17 @@ impl QmpCommands for Vmm {
         if self.vm.needs_reset() {
             return Err(Error::generic("Resetting the Virtual Machine is required"));
         }
+        if self.vm.runstate() == RunState::Suspended {
+            return Ok(());
+        }
+        // As QEMU 2.11: the monitor's (named) backends start afresh;
+        // those a device made for a node keep their status.
+        for b in self.block.backends() {
+            if !b.name().is_empty() {
+                b.iostatus_reset();
+            }
+        }
         match self.vm.runstate() {
-            RunState::Suspended => Ok(()),
             RunState::Inmigrate => {
                 self.vm.autostart = true;
                 Ok(())

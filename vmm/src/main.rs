@@ -384,6 +384,7 @@ fn build_machine(
         .transpose()?;
     let cpu = machine::cpuid::CpuSpec::parse(config.cpu_model.as_deref().unwrap_or("qemu64"))
         .map_err(|e| format!("-cpu: {e}"))?;
+    let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     let machine_config = MachineConfig {
         cpu,
         topology: machine::cpuid::Topology {
@@ -405,21 +406,21 @@ fn build_machine(
             let graph = std::cell::RefCell::new(block);
             let lookup = |dev: &cmdline::Opts, id: &str| {
                 let qdev = blockdev::qdev_path(config, dev);
-                graph
+                let Some(b) = graph
                     .borrow_mut()
                     .attach_device(id, &qdev, true)
-                    .map(|b| {
-                        b.map(|b| {
-                            Arc::new(blockdev::DiskBackend(b))
-                                as Arc<dyn devices::virtio::block::BlockBackend>
-                        })
-                    })
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                let disk = blockdev::DiskBackend::attach(b, dev, sink.clone())?;
+                Ok(Some(
+                    Arc::new(disk) as Arc<dyn devices::virtio::block::BlockBackend>
+                ))
             };
             virtio_blk_devices(config, &lookup)?
         },
     };
-    let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     Machine::new(machine_config, sink)
         .map(Some)
         .map_err(|e| e.to_string())

@@ -115,6 +115,7 @@ impl Vm {
         self.emit(Event::Resume);
         if let Some(m) = self.machine.as_mut() {
             m.resume_all();
+            m.vm_running();
         }
         Ok(())
     }
@@ -206,6 +207,13 @@ impl Vm {
             MachineEvent::InternalError(message) => {
                 eprintln!("{message}");
                 self.vm_stop(RunState::InternalError)?;
+            }
+            MachineEvent::BlockIoError { event, stop } => {
+                // The event first: a STOP always follows it.
+                self.emit(Event::BlockIoError(event));
+                if stop {
+                    self.vm_stop(RunState::IoError)?;
+                }
             }
         }
         Ok(LoopControl::Continue)

@@ -4,6 +4,7 @@
 use super::{
     DeviceBroken, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
+use qmp::qapi::BlockErrorAction;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueOwnedT, QueueT, Reader, Writer};
@@ -22,6 +23,14 @@ pub trait BlockBackend: Send + Sync {
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Calls `notify` after the backend's size changed (block_resize).
     fn on_resize(&self, _notify: Box<dyn Fn() + Send + Sync>) {}
+    /// What to do about a request that failed with host error `errno`
+    /// (the backend's `rerror`/`werror`).
+    fn error_action(&self, _is_read: bool, _errno: i32) -> BlockErrorAction {
+        BlockErrorAction::Report
+    }
+    /// Tells the management a request failed and what the device does
+    /// about it (BLOCK_IO_ERROR); `Stop` also stops the VM (`io-error`).
+    fn report_error(&self, _action: BlockErrorAction, _is_read: bool, _errno: i32) {}
 }
 
 pub const VIRTIO_ID_BLOCK: u16 = 2;
@@ -47,6 +56,14 @@ const T_WRITE_ZEROES: u32 = 13;
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
+
+/// How a request ended: a status and the bytes written into the
+/// driver's buffers, or stopped by an error policy (it stays in the
+/// queue and runs again when the VM continues).
+enum Outcome {
+    Done(u8, u32),
+    Stop,
+}
 
 /// The largest transfer one request may ask for; a bigger one fails with
 /// an I/O error instead of making the VMM allocate what the guest asks.
@@ -93,6 +110,9 @@ pub struct VirtioBlk {
     active: Option<Active>,
     /// Reused for every request's data, so that I/O does not allocate.
     buffer: Vec<u8>,
+    /// A request failed with the `stop` policy: the queues wait (the
+    /// request is back in its queue) until the VM runs again.
+    stopped: bool,
 }
 
 /// The fixed part of every request.
@@ -128,6 +148,7 @@ impl VirtioBlk {
             writeback: 1,
             active: None,
             buffer: Vec::new(),
+            stopped: false,
         }
     }
 
@@ -160,23 +181,39 @@ impl VirtioBlk {
             .is_some_and(|end| end <= self.backend.size())
     }
 
-    /// Serves one request; returns the status and the bytes written into
-    /// the driver's buffers.
-    fn serve(&mut self, mut reader: Reader<'_>, mut writer: Writer<'_>) -> (u8, u32) {
+    /// Serves one request; returns the bytes written into the driver's
+    /// buffers, or None when an error policy stopped it.
+    fn serve(&mut self, mut reader: Reader<'_>, mut writer: Writer<'_>) -> Option<u32> {
         let Ok(header) = reader.read_obj::<RequestHeader>() else {
-            return (S_IOERR, 0);
+            return Some(0);
         };
         let writable = writer.available_bytes();
         if writable == 0 {
-            return (S_IOERR, 0);
+            return Some(0);
         }
         // The last writable byte is the status.
         let Ok(mut status_writer) = writer.split_at(writable - 1) else {
-            return (S_IOERR, 0);
+            return Some(0);
         };
-        let (status, written) = self.execute(header, &mut reader, &mut writer);
+        let Outcome::Done(status, written) = self.execute(header, &mut reader, &mut writer) else {
+            return None;
+        };
         let _ = status_writer.write_all(&[status]);
-        (status, written + 1)
+        Some(written + 1)
+    }
+
+    /// A request failed in the host: the backend's policy decides
+    /// (QEMU's virtio_blk_handle_rw_error). An ignored error completes
+    /// as a success of `len` bytes.
+    fn failed(&self, is_read: bool, e: &io::Error, len: u32) -> Outcome {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        let action = self.backend.error_action(is_read, errno);
+        self.backend.report_error(action, is_read, errno);
+        match action {
+            BlockErrorAction::Stop => Outcome::Stop,
+            BlockErrorAction::Report => Outcome::Done(S_IOERR, 0),
+            BlockErrorAction::Ignore => Outcome::Done(S_OK, len),
+        }
     }
 
     fn execute(
@@ -184,49 +221,49 @@ impl VirtioBlk {
         header: RequestHeader,
         reader: &mut Reader<'_>,
         writer: &mut Writer<'_>,
-    ) -> (u8, u32) {
+    ) -> Outcome {
+        const IOERR: Outcome = Outcome::Done(S_IOERR, 0);
         match header.kind {
             T_IN => {
                 let len = writer.available_bytes();
                 if len > MAX_REQUEST_BYTES || !self.in_range(header.sector, len as u64) {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 self.buffer.resize(len, 0);
-                if self
+                if let Err(e) = self
                     .backend
                     .read_at(header.sector * SECTOR, &mut self.buffer[..len])
-                    .is_err()
                 {
-                    return (S_IOERR, 0);
+                    return self.failed(true, &e, len as u32);
                 }
                 match writer.write_all(&self.buffer[..len]) {
-                    Ok(()) => (S_OK, len as u32),
-                    Err(_) => (S_IOERR, 0),
+                    Ok(()) => Outcome::Done(S_OK, len as u32),
+                    Err(_) => IOERR,
                 }
             }
             T_OUT => {
                 if self.backend.read_only() {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 let len = reader.available_bytes();
                 if len > MAX_REQUEST_BYTES || !self.in_range(header.sector, len as u64) {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 self.buffer.resize(len, 0);
                 if reader.read_exact(&mut self.buffer[..len]).is_err() {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 match self
                     .backend
                     .write_at(header.sector * SECTOR, &self.buffer[..len])
                 {
-                    Ok(()) => (S_OK, 0),
-                    Err(_) => (S_IOERR, 0),
+                    Ok(()) => Outcome::Done(S_OK, 0),
+                    Err(e) => self.failed(false, &e, 0),
                 }
             }
             T_FLUSH => match self.backend.flush() {
-                Ok(()) => (S_OK, 0),
-                Err(_) => (S_IOERR, 0),
+                Ok(()) => Outcome::Done(S_OK, 0),
+                Err(e) => self.failed(false, &e, 0),
             },
             T_GET_ID => {
                 let mut id = [0u8; 20];
@@ -235,20 +272,20 @@ impl VirtioBlk {
                 id[..n].copy_from_slice(&serial[..n]);
                 let n = writer.available_bytes().min(20);
                 match writer.write_all(&id[..n]) {
-                    Ok(()) => (S_OK, n as u32),
-                    Err(_) => (S_IOERR, 0),
+                    Ok(()) => Outcome::Done(S_OK, n as u32),
+                    Err(_) => IOERR,
                 }
             }
             T_DISCARD | T_WRITE_ZEROES => {
                 if self.backend.read_only() {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 let Ok(range) = reader.read_obj::<DiscardRange>() else {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 };
                 let len = u64::from(range.num_sectors) * SECTOR;
                 if !self.in_range(range.sector, len) {
-                    return (S_IOERR, 0);
+                    return IOERR;
                 }
                 let r = if header.kind == T_DISCARD {
                     self.backend.discard(range.sector * SECTOR, len)
@@ -256,11 +293,12 @@ impl VirtioBlk {
                     self.backend.write_zeroes(range.sector * SECTOR, len)
                 };
                 match r {
-                    Ok(()) => (S_OK, 0),
-                    Err(_) => (S_IOERR, 0),
+                    Ok(()) => Outcome::Done(S_OK, 0),
+                    // Both count as writes, as in later QEMU.
+                    Err(e) => self.failed(false, &e, 0),
                 }
             }
-            _ => (S_UNSUPP, 0),
+            _ => Outcome::Done(S_UNSUPP, 0),
         }
     }
 }
@@ -333,6 +371,10 @@ impl VirtioDevice for VirtioBlk {
     }
 
     fn queue_notify(&mut self, index: u16) -> Result<(), DeviceBroken> {
+        if self.stopped {
+            // The queues wait for the VM to continue.
+            return Ok(());
+        }
         let Some(mut active) = self.active.take() else {
             return Ok(());
         };
@@ -341,7 +383,27 @@ impl VirtioDevice for VirtioBlk {
         result
     }
 
+    fn vm_running(&mut self) -> Result<(), DeviceBroken> {
+        if !std::mem::take(&mut self.stopped) {
+            return Ok(());
+        }
+        let Some(mut active) = self.active.take() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        for index in 0..active.queues.len() as u16 {
+            result = self.process(&mut active, index);
+            if result.is_err() || self.stopped {
+                break;
+            }
+        }
+        self.active = Some(active);
+        result
+    }
+
     fn reset(&mut self) {
+        // Requests that waited for the VM to continue are dropped.
+        self.stopped = false;
         self.active = None;
         self.acked = 0;
         self.writeback = 1;
@@ -360,7 +422,7 @@ impl VirtioBlk {
             return Ok(());
         }
         let mut used_any = false;
-        loop {
+        'ring: loop {
             let chains: Vec<_> = queue
                 .iter(mem)
                 .map_err(|e| DeviceBroken(format!("queue {index}: {e}")))?
@@ -368,7 +430,8 @@ impl VirtioBlk {
             if chains.is_empty() {
                 break;
             }
-            for chain in chains {
+            let taken = chains.len() as u16;
+            for (n, chain) in chains.into_iter().enumerate() {
                 let head = chain.head_index();
                 // The iterator stops at the queue size or an index out of
                 // range; a last descriptor that still says "next" means the
@@ -380,13 +443,22 @@ impl VirtioBlk {
                 }
                 let reader = Reader::new(mem, chain.clone());
                 let writer = Writer::new(mem, chain);
-                let len = match (reader, writer) {
-                    (Ok(r), Ok(w)) => self.serve(r, w).1,
+                let served = match (reader, writer) {
+                    (Ok(r), Ok(w)) => self.serve(r, w),
                     _ => {
                         return Err(DeviceBroken(format!(
                             "queue {index}: descriptor outside guest memory"
                         )))
                     }
+                };
+                let Some(len) = served else {
+                    // An error policy stopped the VM: this request and
+                    // the ones after it go back to the ring, to run when
+                    // the VM continues (QEMU keeps them and resubmits).
+                    let back = taken - n as u16;
+                    queue.set_next_avail(queue.next_avail().wrapping_sub(back));
+                    self.stopped = true;
+                    break 'ring;
                 };
                 queue
                     .add_used(mem, head, len)

@@ -53,6 +53,11 @@ pub trait VirtioDevice: Send {
     );
     /// The driver notified queue `index`.
     fn queue_notify(&mut self, index: u16) -> Result<(), DeviceBroken>;
+    /// The VM runs again (`cont`): a device that an error policy
+    /// stopped runs the requests it kept.
+    fn vm_running(&mut self) -> Result<(), DeviceBroken> {
+        Ok(())
+    }
     /// Back to the state before activation; the queues are dropped.
     fn reset(&mut self);
 }

@@ -260,6 +260,17 @@ impl VirtioPci {
         })
     }
 
+    /// The VM runs again: the device resumes what an error policy
+    /// stopped (virtio-blk retries its requests).
+    pub fn vm_running(&mut self) {
+        if self.broken || self.status & STATUS_DRIVER_OK == 0 {
+            return;
+        }
+        if self.device.vm_running().is_err() {
+            self.mark_broken();
+        }
+    }
+
     fn interrupts(&self) -> std::sync::MutexGuard<'_, Interrupts> {
         self.interrupts.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -25,12 +25,18 @@ use vcpu::{EventSink, VcpuShared};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// What the machine tells the main loop, from any thread.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum MachineEvent {
     Platform(PlatformRequest),
     GuestReset,
     GuestShutdown,
     InternalError(String),
+    /// A device's request failed: the event to emit, and whether the
+    /// error policy stops the VM (`io-error`).
+    BlockIoError {
+        event: qmp::qapi::BlockIoErrorEvent,
+        stop: bool,
+    },
 }
 
 /// One vCPU's registers, as KVM reports them.
@@ -164,6 +170,8 @@ pub struct Machine {
     events: EventSink,
     pm: Arc<Mutex<AcpiPm>>,
     serials: Vec<Arc<Mutex<Serial16550>>>,
+    /// The virtio-pci devices (told when the VM runs again).
+    virtio: Vec<Arc<Mutex<devices::virtio::pci::VirtioPci>>>,
     /// Ends the RTC timer thread.
     rtc_stop: Arc<AtomicBool>,
     rtc_timer: Option<JoinHandle<()>>,
@@ -292,6 +300,7 @@ impl Machine {
             .map_err(MachineError)?;
         let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
         let mut next_mmio = PCI_MMIO_START;
+        let mut virtio = Vec::new();
         for spec in config.virtio_blk {
             let slot = match spec.slot {
                 Some(s) => s,
@@ -318,8 +327,9 @@ impl Machine {
             );
             // A resized disk tells the driver through a config change.
             backend.on_resize(pci_dev.config_change_notifier());
-            pci.add((slot, 0), Arc::new(Mutex::new(pci_dev)))
-                .map_err(MachineError)?;
+            let pci_dev = Arc::new(Mutex::new(pci_dev));
+            pci.add((slot, 0), pci_dev.clone()).map_err(MachineError)?;
+            virtio.push(pci_dev);
         }
         let reset_control: devices::SharedDevice =
             Arc::new(Mutex::new(ResetControl::new(sink.clone())));
@@ -357,6 +367,7 @@ impl Machine {
             events,
             pm,
             serials,
+            virtio,
             rtc_stop,
             rtc_timer: Some(rtc_timer),
             running: false,
@@ -637,6 +648,15 @@ impl Machine {
         self.running = true;
         for v in &self.vcpus {
             v.resume();
+        }
+    }
+
+    /// The run state became `running` (QEMU's VM state change
+    /// handlers): devices that an error policy stopped retry their
+    /// requests.
+    pub fn vm_running(&self) {
+        for d in &self.virtio {
+            d.lock().unwrap_or_else(|e| e.into_inner()).vm_running();
         }
     }
 
