@@ -94,7 +94,7 @@ fn onoff(b: bool) -> Value {
 }
 
 /// The format a file's first bytes name, as far as vmm knows formats.
-fn probe_format(filename: &str) -> Option<&'static str> {
+pub(crate) fn probe_format(filename: &str) -> Option<&'static str> {
     use std::io::Read;
     let mut head = [0u8; 512];
     let mut f = std::fs::File::open(filename).ok()?;

@@ -8,6 +8,7 @@ use crate::file::{FileDriver, FileOptions};
 use crate::node::{Child, Driver, Node, NodeFlags, ParentUse};
 use crate::null::NullDriver;
 use crate::perm;
+use crate::qcow2::{EventSink, Qcow2Image, Qcow2Options};
 use crate::raw::RawDriver;
 use qmp::qapi::*;
 use qmp::visit::ToQObject;
@@ -27,6 +28,8 @@ pub struct BlockGraph {
     name_counter: u64,
     /// `-drive` interfaces and indexes taken so far.
     pub(crate) drive_slots: Vec<(String, u32)>,
+    /// Where drivers send events (BLOCK_IMAGE_CORRUPTED).
+    events: Option<EventSink>,
 }
 
 /// QEMU's id_wellformed: a letter, then letters, digits, `-`, `.`, `_`.
@@ -54,6 +57,11 @@ struct Opened {
 impl BlockGraph {
     pub fn new() -> BlockGraph {
         BlockGraph::default()
+    }
+
+    /// Sets where the block layer's events go.
+    pub fn set_event_sink(&mut self, sink: EventSink) {
+        self.events = Some(sink);
     }
 
     fn new_use_id(&mut self) -> u64 {
@@ -183,6 +191,7 @@ impl BlockGraph {
                         perm: 0,
                         shared: perm::ALL,
                         is_backend: false,
+                        device: String::new(),
                     }),
                 );
                 Child { role, node, use_id }
@@ -198,6 +207,7 @@ impl BlockGraph {
             wr_highest_offset: AtomicU64::new(0),
             options: opts.to_qobject(),
         });
+        node.driver.attach_node(&node);
         self.nodes.push(node.clone());
         Ok(node)
     }
@@ -279,11 +289,78 @@ impl BlockGraph {
                     children: vec![("file", file)],
                 })
             }
+            BlockdevOptionsVariant::Qcow2(q) => self.open_qcow2(q, flags),
             _ => Err(BlockError::generic(format!(
                 "Unknown driver: '{}'",
                 driver_name(opts)
             ))),
         }
+    }
+
+    /// A qcow2 node: its file, then its backing chain (given, none, or
+    /// the one the header names, relative to the image).
+    fn open_qcow2(&mut self, q: &BlockdevOptionsQcow2, flags: &NodeFlags) -> Result<Opened> {
+        let file = self.open_child(&q.file, flags)?;
+        let backing_flags = NodeFlags {
+            read_only: true,
+            ..flags.clone()
+        };
+        let backing = match q.backing.as_deref() {
+            Some(BlockdevRefOrNull::Null(())) => None,
+            Some(BlockdevRefOrNull::Definition(o)) => Some(
+                self.open(o, Some(&backing_flags), false)
+                    .map_err(|e| e.prepend("Could not open backing file: "))?,
+            ),
+            Some(BlockdevRefOrNull::Reference(name)) => {
+                Some(self.lookup_bs(Some(name), Some(name))?)
+            }
+            None => match Qcow2Image::backing_from_header(&file)? {
+                (Some(name), fmt) => {
+                    let path = full_backing_filename(&file.driver.filename(), &name);
+                    let fmt = fmt
+                        .or_else(|| crate::drive::probe_format(&path).map(str::to_string))
+                        .unwrap_or_else(|| "raw".to_string());
+                    let mut fo = serde_json::Map::new();
+                    fo.insert("driver".into(), "file".into());
+                    fo.insert("filename".into(), path.into());
+                    let mut o = serde_json::Map::new();
+                    o.insert("driver".into(), fmt.into());
+                    o.insert("file".into(), serde_json::Value::Object(fo));
+                    let opts: BlockdevOptions =
+                        qmp::visit::from_value(&serde_json::Value::Object(o)).map_err(|e| {
+                            BlockError::generic(format!("Could not open backing file: {}", e.desc))
+                        })?;
+                    Some(
+                        self.open(&opts, Some(&backing_flags), false)
+                            .map_err(|e| e.prepend("Could not open backing file: "))?,
+                    )
+                }
+                (None, _) => None,
+            },
+        };
+        let opts = Qcow2Options {
+            lazy_refcounts: q.lazy_refcounts,
+            pass_discard_request: q.pass_discard_request,
+            pass_discard_snapshot: q.pass_discard_snapshot,
+            pass_discard_other: q.pass_discard_other,
+            overlap_check: q.overlap_check.clone(),
+            cache_size: q.cache_size,
+            l2_cache_size: q.l2_cache_size,
+            refcount_cache_size: q.refcount_cache_size,
+            cache_clean_interval: q.cache_clean_interval,
+            encrypt_key_secret: q.encrypt.as_ref().and_then(encrypt_key_secret),
+            unmap: flags.unmap,
+            read_only: flags.read_only,
+        };
+        let img = Qcow2Image::open(file.clone(), backing.clone(), &opts, self.events.clone())?;
+        let mut children = vec![("file", file)];
+        if let Some(b) = backing {
+            children.push(("backing", b));
+        }
+        Ok(Opened {
+            driver: Box::new(img),
+            children,
+        })
     }
 
     /// blockdev-del, with QEMU's refusals.
@@ -363,6 +440,7 @@ impl BlockGraph {
                     perm: perm_.0,
                     shared: perm_.1,
                     is_backend: true,
+                    device: name.to_string(),
                 }),
             );
         }
@@ -399,6 +477,7 @@ impl BlockGraph {
                     perm: perm_,
                     shared,
                     is_backend: true,
+                    device: b.name.clone(),
                 }),
             );
         }
@@ -479,7 +558,7 @@ impl BlockGraph {
 
     /// Whether QEMU counts the node as a root: the root of a backend or
     /// a node the monitor owns.
-    fn is_root(&self, node: &Arc<Node>) -> bool {
+    pub(crate) fn is_root(&self, node: &Arc<Node>) -> bool {
         node.monitor_owned
             || self
                 .backends
@@ -512,6 +591,7 @@ impl BlockGraph {
                 perm: perm::RESIZE,
                 shared: perm::ALL,
                 is_backend: true,
+                device: String::new(),
             }),
         );
         let r = if node.driver.name().starts_with("null") {
@@ -563,8 +643,18 @@ impl BlockGraph {
         node.driver.filename()
     }
 
+    /// The backing file a node names and its format: the attached
+    /// backing node's (as QEMU records it on attach), else what the
+    /// image header says.
+    fn backing_file(node: &Node) -> Option<(String, Option<String>)> {
+        if let Some(b) = node.backing_child() {
+            return Some((Self::filename(b), Some(b.driver_name().to_string())));
+        }
+        node.driver.qcow2().and_then(|q| q.backing_name())
+    }
+
     fn image_info(node: &Node) -> ImageInfo {
-        ImageInfo {
+        let mut info = ImageInfo {
             filename: Self::filename(node),
             format: node.driver_name().to_string(),
             dirty_flag: None,
@@ -579,7 +669,23 @@ impl BlockGraph {
             snapshots: None,
             backing_image: None,
             format_specific: None,
+        };
+        if let Some(q) = node.driver.qcow2() {
+            let (spec, dirty, snapshots) = q.info();
+            info.cluster_size = Some(q.cluster_size() as i64);
+            info.dirty_flag = Some(dirty);
+            info.format_specific = Some(spec);
+            info.snapshots = (!snapshots.is_empty()).then_some(snapshots);
         }
+        if let Some((name, fmt)) = Self::backing_file(node) {
+            info.full_backing_filename = Some(full_backing_filename(&Self::filename(node), &name));
+            info.backing_filename = Some(name);
+            info.backing_filename_format = fmt;
+        }
+        if let Some(b) = node.backing_child() {
+            info.backing_image = Some(Box::new(Self::image_info(b)));
+        }
+        info
     }
 
     /// The BlockDeviceInfo of a node (for `blk`'s root when given).
@@ -589,8 +695,16 @@ impl BlockGraph {
             node_name: Some(node.name.clone()),
             ro: node.read_only(),
             drv: node.driver_name().to_string(),
-            backing_file: None,
-            backing_file_depth: 0,
+            backing_file: Self::backing_file(node).map(|(n, _)| n),
+            backing_file_depth: {
+                let mut depth = 0;
+                let mut n = node.backing_child();
+                while let Some(b) = n {
+                    depth += 1;
+                    n = b.backing_child();
+                }
+                depth
+            },
             encrypted: false,
             encryption_key_missing: false,
             detect_zeroes: node.flags.detect_zeroes,
@@ -666,7 +780,7 @@ impl BlockGraph {
                 ..zero_stats()
             },
             parent: node.file_child().map(|c| Box::new(Self::node_stats(c))),
-            backing: None,
+            backing: node.backing_child().map(|c| Box::new(Self::node_stats(c))),
         }
     }
 
@@ -747,6 +861,26 @@ fn zero_stats() -> BlockDeviceStats {
         account_invalid: false,
         account_failed: false,
         timed_stats: Vec::new(),
+    }
+}
+
+/// The key-secret of qcow2 encryption options (LUKS or AES).
+fn encrypt_key_secret(e: &BlockdevQcow2Encryption) -> Option<String> {
+    e.to_qobject()
+        .get("key-secret")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// QEMU's path_combine for a backing file named in an image: relative
+/// names are relative to the image's directory.
+pub(crate) fn full_backing_filename(image: &str, backing: &str) -> String {
+    if backing.starts_with('/') || backing.contains("://") || backing.starts_with("json:") {
+        return backing.to_string();
+    }
+    match image.rfind('/') {
+        Some(i) => format!("{}{}", &image[..=i], backing),
+        None => backing.to_string(),
     }
 }
 

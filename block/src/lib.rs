@@ -17,15 +17,21 @@ pub mod drive;
 mod error;
 mod file;
 mod graph;
+mod image;
 mod node;
 mod null;
 pub mod perm;
+mod qcow2;
 mod raw;
 
 pub use backend::BlockBackend;
 pub use error::{BlockError, Result};
 pub use graph::{id_wellformed, BlockGraph};
+pub use image::CreateOptions;
 pub use node::Node;
+pub use qcow2::{CheckResult, EventSink};
 
+#[cfg(test)]
+mod qcow2_tests;
 #[cfg(test)]
 mod tests;

@@ -36,10 +36,17 @@ pub(crate) trait Driver: Send + Sync {
     }
     /// Takes the cumulative use (file: sets the image locks).
     fn set_perm(&self, _perm: u64, _shared: u64) {}
-    /// How the driver maps its parents' use onto its children (raw: a
-    /// filter, passed through).
-    fn child_perm(&self, perm: u64, shared: u64) -> (u64, u64) {
+    /// How the driver maps its parents' use onto the child in `role`
+    /// (raw: a filter, passed through).
+    fn child_perm(&self, role: &str, perm: u64, shared: u64) -> (u64, u64) {
+        let _ = role;
         perm::filter_child(perm, shared)
+    }
+    /// Called once the node holding the driver exists.
+    fn attach_node(&self, _node: &Arc<Node>) {}
+    /// The qcow2 image, for what only qcow2 does (snapshots, info).
+    fn qcow2(&self) -> Option<&crate::qcow2::Qcow2Image> {
+        None
     }
     /// A point of interest in the I/O path was reached on this node
     /// (QEMU's bdrv_debug_event); only `blkdebug` acts on it.
@@ -59,6 +66,9 @@ pub(crate) struct ParentUse {
     pub shared: u64,
     /// A block backend's attachment (bdrv_has_blk).
     pub is_backend: bool,
+    /// The backend's name, for events (empty when anonymous or not a
+    /// backend).
+    pub device: String,
 }
 
 /// One edge to a child.
@@ -128,6 +138,24 @@ impl Node {
 
     pub(crate) fn parents(&self) -> std::sync::MutexGuard<'_, Vec<ParentUse>> {
         self.parents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name of the backend attached to the node ("" if none), as
+    /// QEMU's bdrv_get_device_name.
+    pub fn device_name(&self) -> String {
+        self.parents()
+            .iter()
+            .find(|p| p.is_backend && !p.device.is_empty())
+            .map(|p| p.device.clone())
+            .unwrap_or_default()
+    }
+
+    /// The node's `backing` child, if any.
+    pub fn backing_child(&self) -> Option<&Arc<Node>> {
+        self.children
+            .iter()
+            .find(|c| c.role == "backing")
+            .map(|c| &c.node)
     }
 
     pub(crate) fn has_backend(&self) -> bool {
@@ -246,8 +274,8 @@ impl Node {
         if self.children.is_empty() {
             return self.driver.check_perm(perm, shared);
         }
-        let (np, ns) = self.driver.child_perm(perm, shared);
         for c in &self.children {
+            let (np, ns) = self.driver.child_perm(c.role, perm, shared);
             c.node.check_use(c.use_id, np, ns)?;
         }
         Ok(())
@@ -273,8 +301,8 @@ impl Node {
             self.driver.set_perm(perm, shared);
             return;
         }
-        let (np, ns) = self.driver.child_perm(perm, shared);
         for c in &self.children {
+            let (np, ns) = self.driver.child_perm(c.role, perm, shared);
             let mut parents = c.node.parents();
             if let Some(p) = parents.iter_mut().find(|p| p.id == c.use_id) {
                 p.perm = np;

@@ -45,6 +45,29 @@ pub fn filter_child(perm: u64, shared: u64) -> (u64, u64) {
     )
 }
 
+/// What a format driver (qcow2) asks of a child, as QEMU's
+/// bdrv_format_default_perms: its `file` always reads consistently,
+/// writes and resizes for metadata when the node is writable, and lets
+/// no one else write or resize it; its `backing` is only read.
+pub fn format_child(role: &str, perm: u64, shared: u64, read_only: bool) -> (u64, u64) {
+    if role == "backing" {
+        let mut s = if shared & WRITE != 0 {
+            WRITE | RESIZE
+        } else {
+            0
+        };
+        s |= CONSISTENT_READ | GRAPH_MOD | WRITE_UNCHANGED;
+        return (perm & CONSISTENT_READ, s);
+    }
+    let (mut p, mut s) = filter_child(perm, shared);
+    if !read_only {
+        p |= WRITE | RESIZE;
+    }
+    p |= CONSISTENT_READ;
+    s &= !(WRITE | RESIZE);
+    (p, s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,9 +50,9 @@ fn null_nodes_and_names() {
     );
     assert_eq!(
         msg(g.blockdev_add(&opts(
-            json!({"driver": "qcow2", "node-name": "q", "file": "n0"})
+            json!({"driver": "vmdk", "node-name": "q", "file": "n0"})
         ))),
-        "Unknown driver: 'qcow2'"
+        "Unknown driver: 'vmdk'"
     );
     let info = g.query_named_block_nodes();
     assert_eq!(info.len(), 1);
