@@ -2,7 +2,7 @@
 //! strings of `-serial` turned into QAPI `ChardevBackend`s as QEMU's
 //! `qemu_chr_parse_*` functions do, then opened in `devices::chardev`.
 
-use crate::cmdline::{ChardevSpec, Config, MonitorMode, SerialTarget};
+use crate::cmdline::{ChardevSpec, Config, MonitorConfig, SerialTarget};
 use devices::chardev::{Chardev, Registry};
 use qmp::qapi::{
     ChardevBackend, ChardevCommon, ChardevFile, ChardevHostdev, ChardevMux, ChardevRingbuf,
@@ -152,7 +152,10 @@ pub fn backend_from_spec(spec: &ChardevSpec) -> Result<ChardevBackend, String> {
         "mux" => ChardevBackend::Mux(ChardevMux {
             logfile,
             logappend,
-            chardev: spec.get("chardev").unwrap_or_default().to_string(),
+            chardev: spec
+                .get("chardev")
+                .ok_or("chardev: mux: no chardev given")?
+                .to_string(),
         }),
         "vc" => ChardevBackend::Vc(ChardevVC {
             logfile,
@@ -204,35 +207,53 @@ fn monitor_filename(spec: &ChardevSpec) -> (&'static str, String) {
     }
 }
 
-/// Opens every chardev of the command line: `-chardev`s first (those a
-/// monitor serves are only listed), then one per `-serial`. Returns the
+fn mux_on(spec: &ChardevSpec) -> Result<bool, String> {
+    Ok(opt_bool(spec, "mux")?.unwrap_or(false))
+}
+
+/// Whether the main loop serves this monitor's transport itself (a
+/// socket or stdio chardev without `mux=on` that no serial port uses);
+/// otherwise the monitor is a frontend of a chardev in the registry.
+pub fn served_by_main_loop(config: &Config, m: &MonitorConfig) -> bool {
+    let Some(spec) = config.chardevs.iter().find(|c| c.id == m.chardev) else {
+        return false;
+    };
+    let used_by_serial = config
+        .serials
+        .iter()
+        .any(|s| matches!(&s.target, SerialTarget::Existing(id) if *id == spec.id));
+    matches!(spec.backend.as_str(), "socket" | "stdio")
+        && !mux_on(spec).unwrap_or(false)
+        && !used_by_serial
+}
+
+/// Opens every chardev of the command line: `-chardev`s first (those
+/// the main loop serves for a monitor are only listed; `mux=on` makes
+/// `ID-base` and the mux `ID`), then one per `-serial`. Returns the
 /// registry and each serial port's chardev, COM1 first.
 pub fn open(config: &Config) -> Result<(Registry, Vec<Option<Chardev>>), String> {
     if config.serials.len() > 4 {
         return Err("too many serial ports".into());
     }
     let mut reg = Registry::new();
-    let serial_ids: Vec<&str> = config
-        .serials
-        .iter()
-        .filter_map(|s| match &s.target {
-            SerialTarget::Existing(id) => Some(id.as_str()),
-            SerialTarget::New(_) => None,
-        })
-        .collect();
     for spec in &config.chardevs {
-        let by_monitor = config.monitors.iter().any(|m| {
-            m.chardev == spec.id && (m.mode == MonitorMode::Control || !m.location.is_empty())
-        });
-        if by_monitor && !serial_ids.contains(&spec.id.as_str()) {
+        let by_main_loop = config
+            .monitors
+            .iter()
+            .any(|m| m.chardev == spec.id && served_by_main_loop(config, m));
+        if by_main_loop {
             let (kind, filename) = monitor_filename(spec);
             reg.add_monitor(&spec.id, kind, &filename)
                 .map_err(|e| format!("{}: {e}", spec.location))?;
             continue;
         }
-        let backend = backend_from_spec(spec).map_err(|e| format!("{}: {e}", spec.location))?;
-        reg.add(&spec.id, &backend)
-            .map_err(|e| format!("{}: {e}", spec.location))?;
+        let fail = |e: String| format!("{}: {e}", spec.location);
+        let backend = backend_from_spec(spec).map_err(fail)?;
+        if mux_on(spec).map_err(fail)? {
+            reg.add_muxed(&spec.id, &backend).map_err(fail)?;
+        } else {
+            reg.add(&spec.id, &backend).map_err(fail)?;
+        }
     }
     let mut serials = Vec::new();
     for s in &config.serials {
@@ -246,9 +267,13 @@ pub fn open(config: &Config) -> Result<(Registry, Vec<Option<Chardev>>), String>
                     }
                 };
                 // `mon:` (mux=on) shares the port with the human
-                // monitor; until mux chardevs exist the port has it alone.
+                // monitor, which attaches to the mux before the port.
                 let backend = backend_from_spec(spec).map_err(fail)?;
-                reg.add(&spec.id, &backend).map_err(fail)?.0
+                if mux_on(spec).map_err(fail)? {
+                    reg.add_muxed(&spec.id, &backend).map_err(fail)?
+                } else {
+                    reg.add(&spec.id, &backend).map_err(fail)?.0
+                }
             }
             SerialTarget::Existing(id) => reg
                 .find(id)

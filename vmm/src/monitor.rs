@@ -5,19 +5,27 @@
 //! connections, stdio and signals. A socket monitor serves one client at a time, as a
 //! QEMU socket chardev does; the next client is accepted when the first
 //! leaves, and gets a fresh greeting and negotiation.
+//!
+//! A monitor on any other chardev (a mux it shares with a serial port,
+//! a pty, ...) is that chardev's frontend ([`ChardevMonitor`]): the
+//! chardev's thread queues what happened (input, room for output, the
+//! backend opening, a mux moving the focus) and wakes the main loop,
+//! which serves the queue in order.
 
 use crate::commands::Vmm;
 use crate::machine::MachineEvent;
 use crate::vm::{Cause, LoopControl};
+use devices::chardev::{Chardev, Event, Frontend};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use qmp::server::{event_message, greeting, Monitor};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A client that leaves this much output unread is disconnected, so that
 /// it cannot make the VMM hold unbounded memory.
@@ -26,9 +34,16 @@ pub const MAX_PENDING_OUTPUT: usize = 16 << 20;
 /// Where a monitor listens or connects.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Endpoint {
-    Unix { path: PathBuf },
-    Tcp { host: String, port: u16 },
+    Unix {
+        path: PathBuf,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Stdio,
+    /// A frontend of the registry's chardev with this label.
+    Chardev(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +68,8 @@ enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
     Stdio,
+    /// The handle of a chardev frontend; never at its end.
+    Chardev(Chardev),
 }
 
 impl Stream {
@@ -61,6 +78,14 @@ impl Stream {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Stdio => read_fd(libc::STDIN_FILENO, buf),
+            Stream::Chardev(c) => {
+                let bytes = c.read_input(buf.len());
+                if bytes.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
         }
     }
 
@@ -69,7 +94,100 @@ impl Stream {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
             Stream::Stdio => write_fd(libc::STDOUT_FILENO, buf),
+            Stream::Chardev(c) => match c.write(buf) {
+                // Full: the chardev says when there is room.
+                0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            },
         }
+    }
+}
+
+/// What a chardev told its monitor frontend, in order.
+enum Note {
+    Input,
+    Output,
+    Event(Event),
+}
+
+/// A monitor as a chardev's frontend: notes for the main loop.
+pub struct MonitorFrontend {
+    notes: Mutex<VecDeque<Note>>,
+    wake: Arc<MachineEvents>,
+}
+
+impl MonitorFrontend {
+    fn note(&self, n: Note) {
+        let mut q = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        // Consecutive input or output notes say nothing more.
+        let same = matches!(
+            (q.back(), &n),
+            (Some(Note::Input), Note::Input) | (Some(Note::Output), Note::Output)
+        );
+        if !same {
+            q.push_back(n);
+        }
+        drop(q);
+        self.wake.wake();
+    }
+
+    fn take(&self) -> Vec<Note> {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+}
+
+impl Frontend for MonitorFrontend {
+    fn input_ready(&self) {
+        self.note(Note::Input);
+    }
+
+    fn output_ready(&self) {
+        self.note(Note::Output);
+    }
+
+    /// A monitor ignores breaks, as QEMU's does.
+    fn send_break(&self) {}
+
+    fn event(&self, ev: Event) {
+        self.note(Note::Event(ev));
+    }
+}
+
+/// A monitor attached to a chardev of the registry, waiting for the
+/// main loop.
+pub struct ChardevMonitor {
+    label: String,
+    chardev: Chardev,
+    frontend: Arc<MonitorFrontend>,
+    hmp: bool,
+    pretty: bool,
+}
+
+impl ChardevMonitor {
+    /// Attaches a monitor to `chardev` (on a mux, it takes the focus
+    /// as any new frontend does).
+    pub fn attach(
+        chardev: &Chardev,
+        hmp: bool,
+        pretty: bool,
+        wake: &Arc<MachineEvents>,
+    ) -> Result<ChardevMonitor, String> {
+        let frontend = Arc::new(MonitorFrontend {
+            notes: Mutex::new(VecDeque::new()),
+            wake: wake.clone(),
+        });
+        let handle = chardev.attach(frontend.clone(), false)?;
+        Ok(ChardevMonitor {
+            label: chardev.label().to_string(),
+            chardev: handle,
+            frontend,
+            hmp,
+            pretty,
+        })
     }
 }
 
@@ -118,6 +236,8 @@ struct Port {
     spec: MonitorSpec,
     listener: Option<Listener>,
     conn: Option<Connection>,
+    /// A chardev frontend's notes.
+    frontend: Option<Arc<MonitorFrontend>>,
 }
 
 pub struct MonitorError(pub String);
@@ -155,7 +275,7 @@ fn listen(spec: &MonitorSpec) -> Result<Listener, MonitorError> {
                 .map_err(|e| MonitorError(format!("Failed to bind socket: {e}")))?;
             Ok(Listener::Tcp(TcpListener::from_std(std_listener)))
         }
-        Endpoint::Stdio => Err(MonitorError("stdio cannot listen".into())),
+        Endpoint::Stdio | Endpoint::Chardev(_) => Err(MonitorError("only sockets listen".into())),
     }
 }
 
@@ -177,6 +297,9 @@ fn connect(spec: &MonitorSpec) -> Result<Stream, MonitorError> {
             Ok(Stream::Tcp(TcpStream::from_std(s)))
         }
         Endpoint::Stdio => Ok(Stream::Stdio),
+        Endpoint::Chardev(label) => Err(MonitorError(format!(
+            "chardev '{label}' is not a transport of its own"
+        ))),
     }
 }
 
@@ -186,6 +309,7 @@ impl Port {
             Endpoint::Unix { path } => format!("disconnected:unix:{},server", path.display()),
             Endpoint::Tcp { host, port } => format!("disconnected:tcp:{host}:{port},server"),
             Endpoint::Stdio => "stdio".into(),
+            Endpoint::Chardev(label) => label.clone(),
         }
     }
 }
@@ -208,6 +332,13 @@ impl MachineEvents {
             .push(event);
         if let Some(w) = self.waker.get() {
             // A failed wake leaves the event for the next iteration.
+            let _ = w.wake();
+        }
+    }
+
+    /// Wakes the main loop (a chardev monitor has notes).
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.get() {
             let _ = w.wake();
         }
     }
@@ -266,6 +397,7 @@ impl MainLoop {
     /// first client, as QEMU does before it starts the machine.
     pub fn new(
         specs: Vec<MonitorSpec>,
+        chardev_monitors: Vec<ChardevMonitor>,
         signals: OwnedFd,
         machine_events: Arc<MachineEvents>,
         vmm: Vmm,
@@ -295,6 +427,7 @@ impl MainLoop {
                 spec,
                 listener: None,
                 conn: None,
+                frontend: None,
             };
             if port.spec.endpoint == Endpoint::Stdio {
                 // Reads must not block the main loop (QEMU's stdio
@@ -335,6 +468,31 @@ impl MainLoop {
                 port.conn = Some(ml.open_connection(i, stream, &port.spec)?);
             }
             ml.ports.push(port);
+        }
+        for m in chardev_monitors {
+            let spec = MonitorSpec {
+                endpoint: Endpoint::Chardev(m.label),
+                server: false,
+                wait: false,
+                pretty: m.pretty,
+                hmp: m.hmp,
+            };
+            // Banner, prompt and greeting wait for the backend to open.
+            let protocol = if m.hmp {
+                Protocol::Hmp(Box::new(crate::hmp::Session::on_chardev()))
+            } else {
+                Protocol::Qmp(Monitor::new(m.pretty))
+            };
+            ml.ports.push(Port {
+                spec,
+                listener: None,
+                conn: Some(Connection {
+                    stream: Stream::Chardev(m.chardev),
+                    protocol,
+                    out: Vec::new(),
+                }),
+                frontend: Some(m.frontend),
+            });
         }
         Ok(ml)
     }
@@ -381,7 +539,7 @@ impl MainLoop {
         let r = match &mut stream {
             Stream::Unix(s) => self.poll.registry().register(s, conn_token(i), interest),
             Stream::Tcp(s) => self.poll.registry().register(s, conn_token(i), interest),
-            Stream::Stdio => Ok(()),
+            Stream::Stdio | Stream::Chardev(_) => Ok(()),
         };
         r.map_err(|e| MonitorError(format!("poll: {e}")))?;
         Ok(self.new_connection(stream, spec))
@@ -423,6 +581,7 @@ impl MainLoop {
     /// Carries out the VM's requests, hands events to the monitors and
     /// writes what is pending; `Some(status)` when the process should end.
     fn after_work(&mut self) -> Option<i32> {
+        self.serve_chardev_monitors();
         for event in self.machine_events.drain() {
             match self.vmm.vm.handle_machine_event(event) {
                 Ok(LoopControl::Continue) => {}
@@ -453,6 +612,47 @@ impl MainLoop {
 
     fn broadcast_events(&mut self) {
         self.broadcast_events_with(None);
+    }
+
+    /// Serves what the chardevs told their monitors, in order.
+    fn serve_chardev_monitors(&mut self) {
+        for i in 0..self.ports.len() {
+            let Some(frontend) = self.ports[i].frontend.clone() else {
+                continue;
+            };
+            for note in frontend.take() {
+                match note {
+                    Note::Input => self.serve(i),
+                    Note::Output => {}
+                    Note::Event(ev) => self.chardev_event(i, ev),
+                }
+            }
+        }
+    }
+
+    /// The backend opened or closed, or the mux moved the focus.
+    fn chardev_event(&mut self, i: usize, ev: Event) {
+        let pretty = self.ports[i].spec.pretty;
+        let Some(conn) = self.ports[i].conn.as_mut() else {
+            return;
+        };
+        match (&mut conn.protocol, ev) {
+            (Protocol::Hmp(s), Event::Opened) => s.opened(&mut conn.out),
+            (Protocol::Hmp(s), Event::MuxIn) => s.focus_in(&mut conn.out),
+            (Protocol::Hmp(s), Event::MuxOut) => {
+                s.focus_out(&mut conn.out);
+                let _ = flush(conn);
+                if let Protocol::Hmp(s) = &mut conn.protocol {
+                    s.hold();
+                }
+            }
+            (Protocol::Qmp(m), Event::Opened) => {
+                // A new peer: a fresh negotiation and the greeting.
+                *m = Monitor::new(pretty);
+                m.write_message(&greeting(&self.vmm.package), &mut conn.out);
+            }
+            _ => {}
+        }
     }
 
     /// Writes pending events to every negotiated monitor, including
@@ -595,6 +795,12 @@ impl MainLoop {
     fn close(&mut self, i: usize, mut conn: Connection) {
         let _ = flush(&mut conn);
         match &mut conn.stream {
+            Stream::Chardev(_) => {
+                // Output nobody takes is dropped; the frontend stays.
+                conn.out.clear();
+                self.ports[i].conn = Some(conn);
+                return;
+            }
             Stream::Unix(s) => {
                 let _ = self.poll.registry().deregister(s);
             }
@@ -638,7 +844,7 @@ impl MainLoop {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         for port in &mut self.ports {
             if let Some(conn) = port.conn.as_mut() {
-                while !conn.out.is_empty() && std::time::Instant::now() < deadline {
+                while !conn.out.is_empty() && !held(conn) && std::time::Instant::now() < deadline {
                     match flush(conn) {
                         Ok(()) if conn.out.is_empty() => break,
                         Ok(()) => std::thread::sleep(std::time::Duration::from_millis(1)),
@@ -655,8 +861,17 @@ impl MainLoop {
     }
 }
 
+/// A human monitor on a mux that does not have the focus keeps its
+/// output.
+fn held(conn: &Connection) -> bool {
+    matches!(&conn.protocol, Protocol::Hmp(s) if s.held())
+}
+
 /// Writes as much pending output as the peer takes now.
 fn flush(conn: &mut Connection) -> io::Result<()> {
+    if held(conn) {
+        return Ok(());
+    }
     let mut written = 0;
     let result = loop {
         if written == conn.out.len() {

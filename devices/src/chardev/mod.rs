@@ -14,6 +14,7 @@
 //! (chardev-add/remove/change, query-chardev, ringbuf-read/write,
 //! chardev-send-break) with QEMU 2.11's results and error texts.
 
+mod mux;
 pub mod ringbuf;
 mod socket;
 mod stream;
@@ -30,7 +31,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use stream::{Conn, Mode, Stream};
 
+pub use mux::{set_commit_hook, MAX_MUX};
 pub use stream::{IN_CAP, OUT_CAP};
+
+/// A change of the backend's state, as QEMU's `CHR_EVENT_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The backend is open (a socket peer connected; a mux realized).
+    Opened,
+    /// The backend closed (the socket peer left).
+    Closed,
+    /// A mux gave this frontend the focus.
+    MuxIn,
+    /// A mux took the focus away from this frontend.
+    MuxOut,
+}
 
 /// What a chardev tells the device using it. Called from the backend's
 /// I/O thread or from the thread that changed the backend; a frontend
@@ -43,6 +58,8 @@ pub trait Frontend: Send + Sync {
     fn output_ready(&self);
     /// A break condition (`chardev-send-break`).
     fn send_break(&self);
+    /// The backend opened or closed, or a mux moved the focus.
+    fn event(&self, _ev: Event) {}
 }
 
 /// The frontend of one chardev, shared with its backend's thread.
@@ -67,6 +84,12 @@ impl FrontendSlot {
             f.output_ready();
         }
     }
+
+    fn event(&self, ev: Event) {
+        if let Some(f) = self.get() {
+            f.event(ev);
+        }
+    }
 }
 
 enum Imp {
@@ -81,6 +104,8 @@ enum Imp {
     Testdev(Mutex<Vec<u8>>),
     /// A chardev that a monitor serves itself; this is its name only.
     Monitor(String),
+    /// Shared by several frontends (`mux.rs`).
+    Mux(Arc<mux::Mux>),
 }
 
 struct Backend {
@@ -101,9 +126,10 @@ impl Drop for Backend {
     }
 }
 
-/// One chardev; clones share it.
+/// One chardev; clones share it. The handle a frontend gets from
+/// [`Chardev::attach`] also names that frontend (its mux tag).
 #[derive(Clone)]
-pub struct Chardev(Arc<Inner>);
+pub struct Chardev(Arc<Inner>, Option<usize>);
 
 struct Inner {
     label: String,
@@ -144,28 +170,74 @@ impl Chardev {
 
     /// Whether a frontend uses it.
     pub fn frontend_open(&self) -> bool {
+        if let Imp::Mux(m) = &self.backend().imp {
+            return m.has_frontends();
+        }
         self.0.slot.get().is_some()
     }
 
+    /// Whether the backend is open: a socket has its peer; the others
+    /// are open from their creation.
+    fn is_open(&self) -> bool {
+        match &self.backend().imp {
+            Imp::Stream(s) => s.connected(),
+            _ => true,
+        }
+    }
+
     /// Attaches the device that uses this chardev; `hotswap`: it follows
-    /// a `chardev-change`.
-    pub fn attach(&self, fe: Arc<dyn Frontend>, hotswap: bool) -> Result<(), String> {
+    /// a `chardev-change`. The frontend reads and writes through the
+    /// handle returned (on a mux, it names the frontend). A frontend
+    /// attached to an open backend hears `Opened` at once, as in QEMU.
+    pub fn attach(&self, fe: Arc<dyn Frontend>, hotswap: bool) -> Result<Chardev, String> {
+        if let Imp::Mux(m) = &self.backend().imp {
+            let tag = m.attach(fe)?;
+            return Ok(Chardev(self.0.clone(), Some(tag)));
+        }
         let mut slot = self.0.slot.fe.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_some() {
             return Err(format!("Device '{}' is in use", self.0.label));
         }
-        *slot = Some(fe);
+        *slot = Some(fe.clone());
         self.0.hotswap.store(hotswap, Ordering::Relaxed);
         drop(slot);
+        if self.is_open() {
+            fe.event(Event::Opened);
+        }
         // Input that arrived before the frontend did.
         if self.has_input() {
             self.0.slot.input_ready();
         }
-        Ok(())
+        Ok(self.clone())
     }
 
+    /// Detaches the frontend of this handle.
     pub fn detach(&self) {
+        if let Imp::Mux(m) = &self.backend().imp {
+            if let Some(tag) = self.1 {
+                m.detach(tag);
+            }
+            return;
+        }
         *self.0.slot.fe.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Makes the backend tell its frontend about waiting input again
+    /// (from its own thread): a mux stopped taking input while a
+    /// frontend's buffer was full.
+    fn renotify_input(&self) {
+        match &self.backend().imp {
+            Imp::Stream(s) | Imp::File(_, Some(s)) => s.renotify_input(),
+            _ => {}
+        }
+    }
+
+    /// A mux: tells its frontends the machine is complete (QEMU's
+    /// `muxes_realized`); other chardevs ignore it.
+    pub fn realize(&self) {
+        if let Imp::Mux(m) = &self.backend().imp {
+            m.realize();
+        }
     }
 
     /// Writes what the backend can take now; returns how many bytes it
@@ -174,6 +246,7 @@ impl Chardev {
         let b = self.backend();
         let n = match &b.imp {
             Imp::Sink(_) | Imp::Monitor(_) => data.len(),
+            Imp::Mux(m) => m.write(data),
             Imp::File(f, _) => {
                 let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
                 // A failing file drops output rather than stopping the guest.
@@ -203,6 +276,7 @@ impl Chardev {
     pub fn read_input(&self, max: usize) -> Vec<u8> {
         match &self.backend().imp {
             Imp::Stream(s) | Imp::File(_, Some(s)) => s.read_input(max),
+            Imp::Mux(m) => self.1.map(|t| m.read_input(t, max)).unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -210,12 +284,18 @@ impl Chardev {
     pub fn has_input(&self) -> bool {
         match &self.backend().imp {
             Imp::Stream(s) | Imp::File(_, Some(s)) => s.has_input(),
+            Imp::Mux(m) => self.1.is_some_and(|t| m.has_input(t)),
             _ => false,
         }
     }
 
-    /// A break condition to the frontend.
+    /// A break condition to the frontend (on a mux, the one with the
+    /// focus).
     pub fn send_break(&self) {
+        if let Imp::Mux(m) = &self.backend().imp {
+            m.send_break();
+            return;
+        }
         if let Some(f) = self.0.slot.get() {
             f.send_break();
         }
@@ -743,7 +823,8 @@ fn open(
             };
             (kind, Imp::Ring(Mutex::new(Ring::new(size as usize))))
         }
-        ChardevBackend::Mux(_) => return Err(not_built("mux")),
+        // Made by the registry, which knows the base chardev.
+        ChardevBackend::Mux(m) => return Err(format!("mux: base chardev {} not found", m.chardev)),
         ChardevBackend::Braille(_) => return Err(not_built("braille")),
         ChardevBackend::Console(_) => return Err(not_built("console")),
         ChardevBackend::Spicevmc(_) => return Err(not_built("spicevmc")),
@@ -762,10 +843,10 @@ fn open(
 
 /// What query-chardev-backends lists: QEMU 2.11's chardev types on
 /// Linux, less those vmm is built without (braille, spicevmc,
-/// spiceport, mux), in the order QEMU reports them.
+/// spiceport), in the order QEMU reports them.
 pub const BACKENDS: &[&str] = &[
     "tty", "parport", "udp", "file", "null", "vc", "socket", "pty", "memory", "serial", "pipe",
-    "ringbuf", "stdio", "testdev", "wctablet", "parallel", "msmouse",
+    "mux", "ringbuf", "stdio", "testdev", "wctablet", "parallel", "msmouse",
 ];
 
 /// Every chardev, by label, in creation order.
@@ -800,15 +881,80 @@ impl Registry {
             ));
         }
         let slot = Arc::new(FrontendSlot::default());
-        let (b, pty) = open(id, backend, &slot)?;
-        let c = Chardev(Arc::new(Inner {
-            label: id.to_string(),
-            backend: Mutex::new(Arc::new(b)),
-            slot,
-            hotswap: AtomicBool::new(false),
-        }));
+        let (b, pty) = self.open_backend(id, backend, &slot)?;
+        let c = Chardev(
+            Arc::new(Inner {
+                label: id.to_string(),
+                backend: Mutex::new(Arc::new(b)),
+                slot,
+                hotswap: AtomicBool::new(false),
+            }),
+            None,
+        );
         self.list.push(c.clone());
         Ok((c, pty))
+    }
+
+    /// `-chardev ...,mux=on`: the backend as `ID-base` and a mux `ID`
+    /// over it, as QEMU makes them.
+    pub fn add_muxed(&mut self, id: &str, backend: &ChardevBackend) -> Result<Chardev, String> {
+        let base = format!("{id}-base");
+        self.add(&base, backend)?;
+        let mux = ChardevBackend::Mux(qmp::qapi::ChardevMux {
+            logfile: None,
+            logappend: None,
+            chardev: base.clone(),
+        });
+        match self.add(id, &mux) {
+            Ok((c, _)) => Ok(c),
+            Err(e) => {
+                self.list.retain(|c| c.0.label != base);
+                Err(e)
+            }
+        }
+    }
+
+    /// The end of machine creation: muxes tell their frontends the
+    /// backend is open (QEMU's `muxes_realize_done`).
+    pub fn realize_muxes(&self) {
+        for c in &self.list {
+            c.realize();
+        }
+    }
+
+    /// Opens a backend; a mux finds its base chardev here.
+    fn open_backend(
+        &self,
+        id: &str,
+        backend: &ChardevBackend,
+        slot: &Arc<FrontendSlot>,
+    ) -> Result<(Backend, Option<String>), String> {
+        let ChardevBackend::Mux(m) = backend else {
+            return open(id, backend, slot);
+        };
+        let base = self
+            .find(&m.chardev)
+            .ok_or_else(|| format!("mux: base chardev {} not found", m.chardev))?;
+        let com = common(backend);
+        let log = match &com.logfile {
+            Some(path) => Some(Mutex::new(
+                open_file(path, true, com.logappend.unwrap_or(false)).map_err(|e| {
+                    let why = e.rsplit(": ").next().unwrap_or_default().to_string();
+                    format!("Unable to open logfile {path}: {why}")
+                })?,
+            )),
+            None => None,
+        };
+        let mux = mux::Mux::new(id, base)?;
+        Ok((
+            Backend {
+                kind: "mux",
+                imp: Imp::Mux(mux),
+                log,
+                uses_stdio: false,
+            },
+            None,
+        ))
     }
 
     /// A chardev a monitor serves itself, listed with `filename`; its
@@ -828,19 +974,22 @@ impl Registry {
             fn output_ready(&self) {}
             fn send_break(&self) {}
         }
-        let c = Chardev(Arc::new(Inner {
-            label: id.to_string(),
-            backend: Mutex::new(Arc::new(Backend {
-                kind,
-                imp: Imp::Monitor(filename.to_string()),
-                log: None,
-                uses_stdio: false,
-            })),
-            slot: Arc::new(FrontendSlot {
-                fe: Mutex::new(Some(Arc::new(MonitorFrontend))),
+        let c = Chardev(
+            Arc::new(Inner {
+                label: id.to_string(),
+                backend: Mutex::new(Arc::new(Backend {
+                    kind,
+                    imp: Imp::Monitor(filename.to_string()),
+                    log: None,
+                    uses_stdio: false,
+                })),
+                slot: Arc::new(FrontendSlot {
+                    fe: Mutex::new(Some(Arc::new(MonitorFrontend))),
+                }),
+                hotswap: AtomicBool::new(false),
             }),
-            hotswap: AtomicBool::new(false),
-        }));
+            None,
+        );
         self.list.push(c);
         Ok(())
     }
@@ -850,7 +999,9 @@ impl Registry {
         let Some(i) = self.list.iter().position(|c| c.0.label == id) else {
             return Err(format!("Chardev '{id}' not found"));
         };
-        if self.list[i].frontend_open() {
+        // QEMU counts a mux busy even with no frontend left.
+        let is_mux = matches!(self.list[i].backend().imp, Imp::Mux(_));
+        if is_mux || self.list[i].frontend_open() {
             return Err(format!("Chardev '{id}' is busy"));
         }
         self.list.remove(i);
@@ -863,6 +1014,9 @@ impl Registry {
         let Some(c) = self.find(id) else {
             return Err(format!("Chardev '{id}' does not exist"));
         };
+        if matches!(c.backend().imp, Imp::Mux(_)) {
+            return Err("Mux device hotswap not supported yet".into());
+        }
         if !c.frontend_open() {
             self.remove(id)?;
             return self.add(id, backend).map(|(_, pty)| pty);
@@ -870,7 +1024,7 @@ impl Registry {
         if !c.0.hotswap.load(Ordering::Relaxed) {
             return Err("Chardev user does not support chardev hotswap".into());
         }
-        let (b, pty) = open(id, backend, &c.0.slot)?;
+        let (b, pty) = self.open_backend(id, backend, &c.0.slot)?;
         let old = std::mem::replace(
             &mut *c.0.backend.lock().unwrap_or_else(|e| e.into_inner()),
             Arc::new(b),

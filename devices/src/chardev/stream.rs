@@ -17,7 +17,7 @@
 //! `read_input`, which wakes the thread to read more.
 
 use super::socket::{self, Target};
-use super::FrontendSlot;
+use super::{Event, FrontendSlot};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -76,6 +76,10 @@ struct State {
     next_connect: Option<Instant>,
     filename: String,
     stop: bool,
+    /// Tell the frontend about waiting input again.
+    renotify: bool,
+    /// Opened/closed, for the frontend (told outside the lock).
+    events: Vec<Event>,
 }
 
 pub(crate) struct Shared {
@@ -196,6 +200,8 @@ impl Stream {
                 next_connect,
                 filename,
                 stop: false,
+                renotify: false,
+                events: Vec::new(),
             }),
             wake,
             slot,
@@ -235,6 +241,17 @@ impl Stream {
 
     pub fn has_input(&self) -> bool {
         !lock(&self.shared.st).input.is_empty()
+    }
+
+    /// Whether a peer is connected (always, for fixed descriptors).
+    pub fn connected(&self) -> bool {
+        lock(&self.shared.st).conn.is_some()
+    }
+
+    /// The I/O thread calls `input_ready` again if input waits.
+    pub fn renotify_input(&self) {
+        lock(&self.shared.st).renotify = true;
+        self.shared.wake();
     }
 }
 
@@ -318,6 +335,7 @@ impl Shared {
     /// `reconnect` schedules its next attempt.
     fn disconnect(&self, st: &mut State) {
         st.conn = None;
+        st.events.push(Event::Closed);
         st.out.clear();
         st.filename = self.disconnected_name.clone();
         if let Mode::Client { reconnect, .. } = &self.mode {
@@ -431,7 +449,17 @@ impl Shared {
                 let mut b = [0u8; 8];
                 let _ = read_fd(self.wake.as_raw_fd(), &mut b);
             }
-            let (input, output) = self.service(&fds[1..], &mut buf);
+            let (mut input, output) = self.service(&fds[1..], &mut buf);
+            let events = {
+                let mut st = lock(&self.st);
+                if std::mem::take(&mut st.renotify) && !st.input.is_empty() {
+                    input = true;
+                }
+                std::mem::take(&mut st.events)
+            };
+            for ev in events {
+                self.slot.event(ev);
+            }
             if input {
                 self.slot.input_ready();
             }
@@ -454,6 +482,7 @@ impl Shared {
                     if let Some((fd, name)) = socket::accept(listener.as_raw_fd(), *telnet) {
                         st.filename = name;
                         st.conn = Some(socket::conn(fd));
+                        st.events.push(Event::Opened);
                     }
                 }
                 Mode::Client { target, reconnect }
@@ -464,6 +493,7 @@ impl Shared {
                         Ok((fd, name)) => {
                             st.filename = name;
                             st.conn = Some(socket::conn(fd));
+                            st.events.push(Event::Opened);
                         }
                         Err(_) => {
                             st.next_connect = Some(Instant::now() + Duration::from_secs(*reconnect))

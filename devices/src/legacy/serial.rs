@@ -118,10 +118,12 @@ impl Serial16550 {
             .unwrap_or_else(|e| e.into_inner())
             .chardev
             .clone();
-        match chardev {
-            Some(c) => c.attach(Arc::new(UartFrontend(Arc::downgrade(uart))), true),
-            None => Ok(()),
+        if let Some(c) = chardev {
+            // On a mux the handle names this frontend: use it from now on.
+            let handle = c.attach(Arc::new(UartFrontend(Arc::downgrade(uart))), true)?;
+            uart.lock().unwrap_or_else(|e| e.into_inner()).chardev = Some(handle);
         }
+        Ok(())
     }
 
     /// The chardev behind the UART.

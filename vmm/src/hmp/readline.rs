@@ -35,6 +35,12 @@ pub struct Session {
     after_cr: bool,
     /// Set by `quit`: input is ignored from then on.
     pub closed: bool,
+    /// On a mux: another frontend has the focus; output waits.
+    mux_out: bool,
+    /// The backend has been opened once (the banner was printed).
+    reset_seen: bool,
+    /// Prompts owed: the prompt comes back when this returns to zero.
+    suspend_cnt: u32,
 }
 
 impl Session {
@@ -42,6 +48,14 @@ impl Session {
     pub fn new(out: &mut Vec<u8>) -> Session {
         out.extend_from_slice(BANNER.as_bytes());
         out.extend_from_slice(PROMPT.as_bytes());
+        let mut s = Session::on_chardev();
+        s.reset_seen = true;
+        s
+    }
+
+    /// A session on a chardev frontend: it prints nothing until the
+    /// backend is open ([`Session::opened`]).
+    pub fn on_chardev() -> Session {
         Session {
             state: HmpState {
                 history: Some(Vec::new()),
@@ -55,7 +69,72 @@ impl Session {
             hist_pos: None,
             after_cr: false,
             closed: false,
+            mux_out: false,
+            reset_seen: false,
+            suspend_cnt: 0,
         }
+    }
+
+    /// Output waits while a mux gives another frontend the focus.
+    pub fn held(&self) -> bool {
+        self.mux_out
+    }
+
+    /// The line being typed is dropped (QEMU's `readline_restart`).
+    fn restart(&mut self) {
+        self.line.clear();
+        self.cursor = 0;
+        self.shown.clear();
+        self.shown_cursor = 0;
+        self.esc = Esc::Normal;
+        self.hist_pos = None;
+    }
+
+    fn show_prompt(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(PROMPT.as_bytes());
+        self.shown.clear();
+        self.shown_cursor = 0;
+        self.esc = Esc::Normal;
+    }
+
+    /// The backend opened: the banner, and a fresh prompt unless another
+    /// frontend of the mux has the focus (then both wait for it).
+    pub fn opened(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(BANNER.as_bytes());
+        if !self.mux_out && !self.closed {
+            self.restart();
+            self.show_prompt(out);
+        }
+        self.reset_seen = true;
+    }
+
+    /// The mux gave this monitor the focus: a fresh prompt once every
+    /// earlier focus change is undone; what waited goes out.
+    pub fn focus_in(&mut self, out: &mut Vec<u8>) {
+        self.mux_out = false;
+        if self.reset_seen {
+            self.restart();
+            self.suspend_cnt = self.suspend_cnt.saturating_sub(1);
+            if self.suspend_cnt == 0 && !self.closed {
+                self.show_prompt(out);
+            }
+        } else {
+            self.suspend_cnt = 0;
+        }
+    }
+
+    /// The mux took the focus away: the line ends (the caller writes it
+    /// out before calling [`Session::held`] again) and the monitor waits.
+    pub fn focus_out(&mut self, out: &mut Vec<u8>) {
+        if self.reset_seen && self.suspend_cnt == 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        self.suspend_cnt += 1;
+    }
+
+    /// After [`Session::focus_out`]'s output is written.
+    pub fn hold(&mut self) {
+        self.mux_out = true;
     }
 
     /// Takes bytes from the terminal: echoes and edits, and runs each
