@@ -17,7 +17,7 @@ mod vm;
 use cmdline::{Action, ChardevSpec, Config, MonitorMode};
 use commands::Vmm;
 use machine::{Machine, MachineConfig};
-use monitor::{Endpoint, MachineEvents, MainLoop, MonitorSpec};
+use monitor::{ChardevMonitor, Endpoint, MachineEvents, MainLoop, MonitorSpec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -198,13 +198,12 @@ fn monitor_endpoint(chardev: &ChardevSpec, pretty: bool, hmp: bool) -> Result<Mo
     }
 }
 
+/// The monitors the main loop serves on transports of their own (the
+/// others are chardev frontends, see [`chardev_monitors`]).
 fn monitor_specs(config: &Config) -> Result<Vec<MonitorSpec>, String> {
     let mut specs = Vec::new();
     for m in &config.monitors {
-        // QEMU's default human monitor is on a virtual console (vmm has
-        // no display) or, with -nographic, on stdio multiplexed with the
-        // serial port, which needs the chardev mux; vmm leaves it out.
-        if m.mode == MonitorMode::Readline && m.location.is_empty() {
+        if !chardevs::served_by_main_loop(config, m) {
             continue;
         }
         let chardev = config
@@ -219,6 +218,37 @@ fn monitor_specs(config: &Config) -> Result<Vec<MonitorSpec>, String> {
         )?);
     }
     Ok(specs)
+}
+
+/// Attaches the monitors that run on chardevs of the registry, in
+/// QEMU's order (before the serial ports, so that on a shared mux the
+/// last serial port ends up with the focus).
+fn chardev_monitors(
+    config: &Config,
+    reg: &devices::chardev::Registry,
+    wake: &Arc<MachineEvents>,
+) -> Result<Vec<ChardevMonitor>, String> {
+    let mut out = Vec::new();
+    for m in &config.monitors {
+        if chardevs::served_by_main_loop(config, m) {
+            continue;
+        }
+        let fail = |e: String| {
+            if m.location.is_empty() {
+                e
+            } else {
+                format!("{}: {e}", m.location)
+            }
+        };
+        let c = reg
+            .find(&m.chardev)
+            .ok_or_else(|| fail(format!("chardev \"{}\" not found", m.chardev)))?;
+        out.push(
+            ChardevMonitor::attach(&c, m.mode == MonitorMode::Readline, m.pretty, wake)
+                .map_err(fail)?,
+        );
+    }
+    Ok(out)
 }
 
 fn check_buildable(config: &Config) -> Result<(), String> {
@@ -483,6 +513,10 @@ fn run(mut config: Config) -> ExitCode {
         Err(e) => return fail(e),
     };
     let machine_events = Arc::new(MachineEvents::default());
+    let chardev_monitors = match chardev_monitors(&config, &chardevs, &machine_events) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
     let machine = match build_machine(&config, machine_events.clone(), serials, &mut block) {
         Ok(m) => m,
         Err(e) => return fail(e),
@@ -515,10 +549,13 @@ fn run(mut config: Config) -> ExitCode {
         chardevs,
         block,
     };
-    let mut main_loop = match MainLoop::new(specs, signals, machine_events, vmm) {
+    let mut main_loop = match MainLoop::new(specs, chardev_monitors, signals, machine_events, vmm) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    // The machine is complete: muxes tell their frontends the backend
+    // is open, so the one with the focus shows its banner or prompt.
+    main_loop.vmm.chardevs.realize_muxes();
     if let Err(e) = main_loop.vmm.vm.start_if_autostart() {
         return fail(e);
     }
