@@ -546,3 +546,82 @@ fn stdio_cannot_serve_two_chardevs() {
         "{err}"
     );
 }
+
+/// A TCP server chardev with `telnet` or `tn3270` on; returns vmm, the
+/// port and the option's name in the filename (`telnet` or `tcp`).
+fn telnet_guest(option: &str) -> (VmmProcess, QmpClient, u16) {
+    let chardev = format!("socket,id=t,host=127.0.0.1,port=0,server,nowait,{option}");
+    let vmm = start_guest("echo", &["-chardev", &chardev, "-serial", "chardev:t"]);
+    let mut c = vmm.qmp();
+    let f = chardev_info(&mut c, "t")["filename"]
+        .as_str()
+        .expect("filename")
+        .to_string();
+    let kind = if option == "telnet" { "telnet" } else { "tcp" };
+    let port = f
+        .strip_prefix(&format!("disconnected:{kind}:127.0.0.1:"))
+        .and_then(|p| p.strip_suffix(",server"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{f}"));
+    (vmm, c, port)
+}
+
+fn connect_and_read(port: u16, n: usize) -> (std::net::TcpStream, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(GUEST_TIMEOUT)).expect("timeout");
+    let mut first = vec![0u8; n];
+    s.read_exact(&mut first).expect("negotiation");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    (s, first)
+}
+
+#[test]
+fn telnet_server_negotiates_and_takes_commands_out_of_the_input() {
+    let (_vmm, mut c, port) = telnet_guest("telnet");
+    let (mut s, first) = connect_and_read(port, 12);
+    // WILL ECHO, WILL SUPPRESS-GO-AHEAD, WILL BINARY, DO BINARY.
+    assert_eq!(
+        first,
+        [255, 251, 1, 255, 251, 3, 255, 251, 0, 255, 253, 0],
+        "{first:?}"
+    );
+    let me = s.local_addr().expect("addr");
+    assert_eq!(
+        chardev_info(&mut c, "t")["filename"],
+        json!(format!("telnet:127.0.0.1:{port},server <-> {me}"))
+    );
+    c.ok("cont", json!({}));
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "vmm-guest: echo ready");
+    // The client's answers, split anywhere, never reach the guest.
+    s.write_all(b"te\xff\xfd\x01l\xff").expect("write");
+    s.write_all(b"\xfb\x03net\n").expect("write");
+    read_until(&mut s, &mut seen, "vmm-guest: echo telnet\n");
+    // IAC BREAK is a break on the serial line.
+    s.write_all(b"\xff\xf3").expect("write");
+    read_until(&mut s, &mut seen, "vmm-guest: echo break");
+    echo_conversation(&mut s, &mut seen);
+}
+
+#[test]
+fn tn3270_server_negotiates_as_rfc_1576() {
+    let (_vmm, mut c, port) = telnet_guest("tn3270");
+    let (mut s, first) = connect_and_read(port, 21);
+    // DO/WILL EOR, DO/WILL BINARY, DO TERMINAL-TYPE, SB TERMINAL-TYPE
+    // SEND IAC SE.
+    assert_eq!(
+        first,
+        [
+            255, 253, 25, 255, 251, 25, 255, 253, 0, 255, 251, 0, 255, 253, 24, 255, 250, 24, 1,
+            255, 240
+        ],
+        "{first:?}"
+    );
+    c.ok("cont", json!({}));
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "vmm-guest: echo ready");
+    // NOP and option answers go; the data stays.
+    s.write_all(b"x\xff\xf1y\xff\xfb\x18z\n").expect("write");
+    read_until(&mut s, &mut seen, "vmm-guest: echo xyz\n");
+}

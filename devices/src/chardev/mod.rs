@@ -90,6 +90,12 @@ impl FrontendSlot {
             f.event(ev);
         }
     }
+
+    fn send_break(&self) {
+        if let Some(f) = self.get() {
+            f.send_break();
+        }
+    }
 }
 
 enum Imp {
@@ -480,14 +486,25 @@ fn open_socket(
 ) -> Result<Imp, String> {
     let server = s.server.unwrap_or(true);
     let wait = s.wait.unwrap_or(false);
-    let telnet = s.telnet.unwrap_or(false) || s.tn3270.unwrap_or(false);
+    // QEMU negotiates telnet options on servers only; the filename
+    // says `telnet:` for telnet, not for tn3270.
+    let telnet = if !server {
+        socket::TelnetMode::Off
+    } else if s.tn3270.unwrap_or(false) {
+        socket::TelnetMode::Tn3270
+    } else if s.telnet.unwrap_or(false) {
+        socket::TelnetMode::Telnet
+    } else {
+        socket::TelnetMode::Off
+    };
     let reconnect = s.reconnect.unwrap_or(0).max(0) as u64;
     if let Some(creds) = &s.tls_creds {
         return Err(format!("No TLS credentials with id '{creds}'"));
     }
     let target = socket_target(&s.addr)?;
     if server {
-        let (listener, unix_path, disconnected) = socket::listen(&target, telnet)?;
+        let (listener, unix_path, disconnected) =
+            socket::listen(&target, telnet == socket::TelnetMode::Telnet)?;
         let conn = if wait {
             eprintln!("QEMU waiting for connection on: {disconnected}");
             Some(socket::accept_blocking(listener.as_raw_fd(), telnet))

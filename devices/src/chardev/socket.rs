@@ -8,6 +8,98 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
+/// Telnet option handling on a listening socket (`telnet=on` or
+/// `tn3270=on`, as QEMU does it for servers only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TelnetMode {
+    Off,
+    Telnet,
+    Tn3270,
+}
+
+const IAC: u8 = 255;
+const IAC_SB: u8 = 250;
+const IAC_BREAK: u8 = 243;
+const IAC_IP: u8 = 244;
+const IAC_NOP: u8 = 241;
+const IAC_SE: u8 = 240;
+const IAC_EOR: u8 = 239;
+
+impl TelnetMode {
+    /// What the server says first to each client: telnet in binary,
+    /// single-character mode with the echo ours (WILL ECHO, WILL
+    /// SUPPRESS-GO-AHEAD, WILL and DO BINARY); tn3270 per RFC 1576 (DO
+    /// and WILL EOR, DO and WILL BINARY, DO TERMINAL-TYPE and the
+    /// subnegotiation asking for it).
+    pub fn negotiation(self) -> &'static [u8] {
+        match self {
+            TelnetMode::Off => &[],
+            TelnetMode::Telnet => &[IAC, 251, 1, IAC, 251, 3, IAC, 251, 0, IAC, 253, 0],
+            TelnetMode::Tn3270 => &[
+                IAC, 253, 25, IAC, 251, 25, IAC, 253, 0, IAC, 251, 0, IAC, 253, 24, IAC, IAC_SB,
+                24, 1, IAC, IAC_SE,
+            ],
+        }
+    }
+}
+
+/// Removes a client's telnet commands from its input, as QEMU does:
+/// `IAC IAC` is a data byte 255, `IAC BREAK` a break, every other
+/// command takes three bytes (tn3270 keeps `IAC EOR`, `IAC SB` and
+/// `IAC SE` in the data as record marks and drops `IAC IP`/`IAC NOP`).
+#[derive(Clone, Copy, Debug)]
+pub struct IacFilter {
+    kind: TelnetMode,
+    /// 1: data; 2: after IAC; 3: after IAC and a command.
+    state: u8,
+}
+
+impl IacFilter {
+    pub fn new(kind: TelnetMode) -> IacFilter {
+        IacFilter { kind, state: 1 }
+    }
+
+    /// Filters `data` in place; returns how many breaks it held.
+    pub fn filter(&mut self, data: &mut Vec<u8>) -> usize {
+        if self.kind == TelnetMode::Off {
+            return 0;
+        }
+        let tn3270 = self.kind == TelnetMode::Tn3270;
+        let mut out = Vec::with_capacity(data.len());
+        let mut breaks = 0;
+        for &b in data.iter() {
+            if self.state > 1 {
+                if b == IAC && self.state == 2 {
+                    out.push(IAC);
+                    self.state = 1;
+                } else {
+                    if self.state == 2 {
+                        if b == IAC_BREAK {
+                            breaks += 1;
+                            self.state += 1;
+                        } else if tn3270 && matches!(b, IAC_EOR | IAC_SB | IAC_SE) {
+                            out.extend_from_slice(&[IAC, b]);
+                            self.state += 1;
+                        } else if tn3270 && matches!(b, IAC_IP | IAC_NOP) {
+                            self.state += 1;
+                        }
+                    }
+                    self.state += 1;
+                }
+                if self.state >= 4 {
+                    self.state = 1;
+                }
+            } else if b == IAC {
+                self.state = 2;
+            } else {
+                out.push(b);
+            }
+        }
+        *data = out;
+        breaks
+    }
+}
+
 /// Where a client connects.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -82,7 +174,8 @@ fn tcp_name(
 }
 
 /// Accepts one client; returns it (non-blocking) and the filename.
-pub(crate) fn accept(listener: RawFd, telnet: bool) -> Option<(OwnedFd, String)> {
+/// A telnet server starts the option negotiation at once.
+pub(crate) fn accept(listener: RawFd, telnet: TelnetMode) -> Option<(OwnedFd, String)> {
     // SAFETY: accept4 with null address arguments on a listening socket.
     let fd = unsafe {
         libc::accept4(
@@ -97,7 +190,10 @@ pub(crate) fn accept(listener: RawFd, telnet: bool) -> Option<(OwnedFd, String)>
     }
     // SAFETY: accept4 returned a fresh descriptor we now own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = describe_connected(fd, true, telnet);
+    let name = describe_connected(fd, true, telnet == TelnetMode::Telnet);
+    // A fresh socket's buffer takes these few bytes; a client that is
+    // already gone shows up on the first read.
+    let _ = super::stream::write_fd(fd, telnet.negotiation());
     Some((owned, name))
 }
 
@@ -217,7 +313,7 @@ pub(crate) fn listen(
 }
 
 /// Waits for the first client (`server` with `wait`).
-pub(crate) fn accept_blocking(listener: RawFd, telnet: bool) -> (OwnedFd, String) {
+pub(crate) fn accept_blocking(listener: RawFd, telnet: TelnetMode) -> (OwnedFd, String) {
     loop {
         super::stream::poll_one(listener, libc::POLLIN, -1);
         if let Some(c) = accept(listener, telnet) {
@@ -267,4 +363,35 @@ pub(crate) fn udp(remote: (&str, &str), local: Option<(&str, &str)>) -> Result<O
         .map_err(|e| format!("Failed to connect socket: {}", os_text(&e)))?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok(OwnedFd::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: TelnetMode, chunks: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut f = IacFilter::new(kind);
+        let mut all = Vec::new();
+        let mut breaks = 0;
+        for c in chunks {
+            let mut d = c.to_vec();
+            breaks += f.filter(&mut d);
+            all.extend(d);
+        }
+        (all, breaks)
+    }
+
+    #[test]
+    fn telnet_commands_leave_the_data() {
+        // Options (split across reads), a doubled IAC and a break.
+        let (d, b) = run(
+            TelnetMode::Telnet,
+            &[b"a\xff\xfd", b"\x01b\xff\xff", b"c\xff\xf3d"],
+        );
+        assert_eq!((d, b), (b"ab\xffcd".to_vec(), 1));
+        // tn3270 keeps record marks and drops IP and NOP.
+        let (d, b) = run(TelnetMode::Tn3270, &[b"x\xff\xefy\xff\xf1z\xff\xfb\x19w"]);
+        assert_eq!((d, b), (b"x\xff\xefyzw".to_vec(), 0));
+        assert_eq!(run(TelnetMode::Off, &[b"\xff\xfb\x01"]).0, b"\xff\xfb\x01");
+    }
 }

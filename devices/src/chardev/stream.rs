@@ -16,7 +16,7 @@
 //! calls `input_ready`; the frontend takes what fits with
 //! `read_input`, which wakes the thread to read more.
 
-use super::socket::{self, Target};
+use super::socket::{self, IacFilter, Target, TelnetMode};
 use super::{Event, FrontendSlot};
 use std::collections::VecDeque;
 use std::io;
@@ -42,7 +42,7 @@ pub(crate) enum Mode {
     /// A listening socket serving one client at a time.
     Server {
         listener: OwnedFd,
-        telnet: bool,
+        telnet: TelnetMode,
         unix_path: Option<std::path::PathBuf>,
     },
     /// A client socket; with `reconnect`, connects again that many
@@ -80,6 +80,10 @@ struct State {
     renotify: bool,
     /// Opened/closed, for the frontend (told outside the lock).
     events: Vec<Event>,
+    /// Telnet commands are taken out of the client's input.
+    iac: IacFilter,
+    /// Telnet breaks for the frontend.
+    breaks: usize,
 }
 
 pub(crate) struct Shared {
@@ -202,6 +206,11 @@ impl Stream {
                 stop: false,
                 renotify: false,
                 events: Vec::new(),
+                iac: IacFilter::new(match &mode {
+                    Mode::Server { telnet, .. } => *telnet,
+                    _ => TelnetMode::Off,
+                }),
+                breaks: 0,
             }),
             wake,
             slot,
@@ -450,15 +459,21 @@ impl Shared {
                 let _ = read_fd(self.wake.as_raw_fd(), &mut b);
             }
             let (mut input, output) = self.service(&fds[1..], &mut buf);
-            let events = {
+            let (events, breaks) = {
                 let mut st = lock(&self.st);
                 if std::mem::take(&mut st.renotify) && !st.input.is_empty() {
                     input = true;
                 }
-                std::mem::take(&mut st.events)
+                (
+                    std::mem::take(&mut st.events),
+                    std::mem::take(&mut st.breaks),
+                )
             };
             for ev in events {
                 self.slot.event(ev);
+            }
+            for _ in 0..breaks {
+                self.slot.send_break();
             }
             if input {
                 self.slot.input_ready();
@@ -480,6 +495,7 @@ impl Shared {
                     listener, telnet, ..
                 } if fds.iter().any(|p| p.revents != 0) => {
                     if let Some((fd, name)) = socket::accept(listener.as_raw_fd(), *telnet) {
+                        st.iac = IacFilter::new(*telnet);
                         st.filename = name;
                         st.conn = Some(socket::conn(fd));
                         st.events.push(Event::Opened);
@@ -533,8 +549,13 @@ impl Shared {
                         st.input_eof = true;
                     }
                     Ok(n) => {
-                        st.input.extend(&buf[..n]);
-                        new_input = true;
+                        let mut data = buf[..n].to_vec();
+                        let breaks = st.iac.filter(&mut data);
+                        st.breaks += breaks;
+                        if !data.is_empty() {
+                            st.input.extend(&data);
+                            new_input = true;
+                        }
                     }
                     Err(e)
                         if e.kind() == io::ErrorKind::WouldBlock
