@@ -117,6 +117,40 @@ pub(crate) fn probe_format(filename: &str) -> Option<&'static str> {
 }
 
 impl BlockGraph {
+    /// `snapshot=on`: a temporary qcow2 image over `base` takes the
+    /// writes (QEMU's bdrv_append_temp_snapshot). The file is unlinked
+    /// once open, so nothing is left behind however vmm ends.
+    fn temporary_overlay(
+        &mut self,
+        base: std::sync::Arc<crate::Node>,
+    ) -> Result<std::sync::Arc<crate::Node>> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/var/tmp".to_string());
+        let path = format!(
+            "{dir}/vl.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let create = crate::CreateOptions {
+            size: base.size(),
+            ..Default::default()
+        };
+        self.create_qcow2(&path, &create)
+            .map_err(|e| e.prepend("Could not create temporary overlay: "))?;
+        let mut o = Map::new();
+        o.insert("driver".into(), "qcow2".into());
+        let mut f = Map::new();
+        f.insert("driver".into(), "file".into());
+        f.insert("filename".into(), path.clone().into());
+        o.insert("file".into(), Value::Object(f));
+        o.insert("backing".into(), base.name().into());
+        let opts: BlockdevOptions =
+            qmp::visit::from_value(&Value::Object(o)).map_err(|e| BlockError::generic(e.desc))?;
+        let r = self.open_tree(&opts, None, false);
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
     /// Opens one `-drive` (`id` and its parameters in order).
     pub fn drive_add(&mut self, id: Option<&str>, items: &[(String, String)]) -> Result<Drive> {
         let get = |k: &str| {
@@ -145,15 +179,10 @@ impl BlockGraph {
                 "not available yet: CD-ROM drives arrive with IDE",
             ));
         }
-        if get("snapshot")
+        let snapshot = get("snapshot")
             .map(|v| bool_opt("snapshot", v))
             .transpose()?
-            == Some(true)
-        {
-            return Err(BlockError::generic(
-                "not available yet: snapshot=on needs qcow2 overlays, which have not landed in vmm",
-            ));
-        }
+            == Some(true);
         if get("copy-on-read")
             .map(|v| bool_opt("copy-on-read", v))
             .transpose()?
@@ -326,7 +355,9 @@ impl BlockGraph {
                     top.insert("file".into(), Value::Object(proto));
                     top
                 };
-                opts.insert("read-only".into(), onoff(read_only));
+                // With snapshot=on the image itself is only read: writes
+                // go to a temporary overlay.
+                opts.insert("read-only".into(), onoff(read_only || snapshot));
                 let mut cache = Map::new();
                 cache.insert("direct".into(), onoff(direct));
                 cache.insert("no-flush".into(), onoff(no_flush));
@@ -340,7 +371,12 @@ impl BlockGraph {
                         "Device name '{name}' conflicts with an existing node name"
                     )));
                 }
-                Some(self.open_tree(&opts, None, false)?)
+                let node = self.open_tree(&opts, None, false)?;
+                if snapshot {
+                    Some(self.temporary_overlay(node)?)
+                } else {
+                    Some(node)
+                }
             }
         };
         let mut p = perm::CONSISTENT_READ;

@@ -28,8 +28,9 @@ pub struct BlockGraph {
     name_counter: u64,
     /// `-drive` interfaces and indexes taken so far.
     pub(crate) drive_slots: Vec<(String, u32)>,
-    /// Where drivers send events (BLOCK_IMAGE_CORRUPTED).
-    events: Option<EventSink>,
+    /// Where drivers send events (BLOCK_IMAGE_CORRUPTED); set after
+    /// the nodes of the command line exist, so drivers hold the slot.
+    events: Arc<Mutex<Option<EventSink>>>,
 }
 
 /// QEMU's id_wellformed: a letter, then letters, digits, `-`, `.`, `_`.
@@ -59,9 +60,28 @@ impl BlockGraph {
         BlockGraph::default()
     }
 
+    /// Writes out what every driver keeps in memory, as QEMU does at
+    /// exit; the nodes stay usable.
+    pub fn close_all(&self) {
+        for n in &self.nodes {
+            n.driver.close();
+        }
+    }
+
     /// Sets where the block layer's events go.
     pub fn set_event_sink(&mut self, sink: EventSink) {
-        self.events = Some(sink);
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    /// The sink drivers get: whatever the slot holds when they emit.
+    fn driver_event_sink(&self) -> EventSink {
+        let slot = self.events.clone();
+        Arc::new(move |e| {
+            let sink = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(s) = sink {
+                s(e);
+            }
+        })
     }
 
     fn new_use_id(&mut self) -> u64 {
@@ -352,7 +372,12 @@ impl BlockGraph {
             unmap: flags.unmap,
             read_only: flags.read_only,
         };
-        let img = Qcow2Image::open(file.clone(), backing.clone(), &opts, self.events.clone())?;
+        let img = Qcow2Image::open(
+            file.clone(),
+            backing.clone(),
+            &opts,
+            Some(self.driver_event_sink()),
+        )?;
         let mut children = vec![("file", file)];
         if let Some(b) = backing {
             children.push(("backing", b));

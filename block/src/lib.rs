@@ -25,7 +25,7 @@ mod qcow2;
 mod raw;
 
 pub use backend::BlockBackend;
-pub use error::{BlockError, Result};
+pub use error::{strerror, BlockError, Result};
 pub use graph::{id_wellformed, BlockGraph};
 pub use image::CreateOptions;
 pub use node::Node;

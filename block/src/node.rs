@@ -44,6 +44,9 @@ pub(crate) trait Driver: Send + Sync {
     }
     /// Called once the node holding the driver exists.
     fn attach_node(&self, _node: &Arc<Node>) {}
+    /// vmm is exiting: metadata held in memory goes to the image
+    /// (QEMU's bdrv_close_all).
+    fn close(&self) {}
     /// The qcow2 image, for what only qcow2 does (snapshots, info).
     fn qcow2(&self) -> Option<&crate::qcow2::Qcow2Image> {
         None

@@ -76,11 +76,20 @@ impl Rng {
 #[test]
 fn images_made_by_qemu_read_back_identically() {
     let d = dir("read");
+    // Every cluster size and every refcount width, both compat levels.
     let cases = [
         ("512", "16", "1.1"),
-        ("4k", "1", "1.1"),
+        ("1k", "1", "1.1"),
+        ("2k", "2", "1.1"),
+        ("4k", "4", "1.1"),
+        ("8k", "16", "0.10"),
+        ("16k", "8", "1.1"),
+        ("32k", "32", "1.1"),
         ("64k", "16", "0.10"),
-        ("64k", "64", "1.1"),
+        ("128k", "64", "1.1"),
+        ("256k", "16", "1.1"),
+        ("512k", "1", "1.1"),
+        ("1M", "16", "0.10"),
         ("2M", "8", "1.1"),
     ];
     for (cs, rb, compat) in cases {

@@ -364,16 +364,21 @@ impl QmpCommands for Vmm {
 
     fn blockdev_snapshot_internal_sync(
         &mut self,
-        _args: BlockdevSnapshotInternal,
+        args: BlockdevSnapshotInternal,
     ) -> Result<(), Error> {
-        not_implemented("blockdev-snapshot-internal-sync")
+        let clock = self.vm.vm_clock_ns();
+        self.block
+            .snapshot_internal_create(&args.device, &args.name, clock)
+            .map_err(Error::from)
     }
 
     fn blockdev_snapshot_delete_internal_sync(
         &mut self,
-        _args: BlockdevSnapshotDeleteInternalSyncArgs,
+        args: BlockdevSnapshotDeleteInternalSyncArgs,
     ) -> Result<SnapshotInfo, Error> {
-        not_implemented("blockdev-snapshot-delete-internal-sync")
+        self.block
+            .snapshot_internal_delete(&args.device, args.id.as_deref(), args.name.as_deref())
+            .map_err(Error::from)
     }
 
     fn eject(&mut self, _args: EjectArgs) -> Result<(), Error> {

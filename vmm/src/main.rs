@@ -517,6 +517,12 @@ fn run(mut config: Config) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    {
+        let events = machine_events.clone();
+        block.set_event_sink(Arc::new(move |e| {
+            events.push(machine::MachineEvent::Block(e))
+        }));
+    }
     let machine = match build_machine(&config, machine_events.clone(), serials, &mut block) {
         Ok(m) => m,
         Err(e) => return fail(e),
@@ -563,6 +569,7 @@ fn run(mut config: Config) -> ExitCode {
         d.ready();
     }
     let status = main_loop.run();
+    main_loop.vmm.block.close_all();
     // As exit(3): only the low 8 bits reach the parent.
     drop(main_loop);
     ExitCode::from((status & 0xff) as u8)

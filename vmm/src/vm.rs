@@ -51,6 +51,10 @@ pub struct Vm {
     pub no_reboot: bool,
     /// With `-incoming`, `cont` only marks the VM to start after migration.
     pub autostart: bool,
+    /// QEMU's virtual clock: time spent running before the current run,
+    /// and when the current run began.
+    ran: std::time::Duration,
+    running_since: Option<std::time::Instant>,
 }
 
 impl Vm {
@@ -63,7 +67,18 @@ impl Vm {
             no_shutdown: false,
             no_reboot: false,
             autostart: !start_paused,
+            ran: std::time::Duration::ZERO,
+            running_since: None,
         }
+    }
+
+    /// Nanoseconds the guest has run (QEMU_CLOCK_VIRTUAL): the clock
+    /// stands still while the VM is stopped.
+    pub fn vm_clock_ns(&self) -> u64 {
+        let now = self
+            .running_since
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        (self.ran + now).as_nanos() as u64
     }
 
     pub fn runstate(&self) -> RunState {
@@ -83,7 +98,17 @@ impl Vm {
     }
 
     fn set_state(&mut self, to: RunState) -> Result<(), InvalidTransition> {
-        self.runstate.set(to)
+        self.runstate.set(to)?;
+        let running = self.runstate.is_running();
+        match (running, self.running_since) {
+            (true, None) => self.running_since = Some(std::time::Instant::now()),
+            (false, Some(t)) => {
+                self.ran += t.elapsed();
+                self.running_since = None;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Starts the guest at the end of start-up, unless `-S` was given.
@@ -208,6 +233,7 @@ impl Vm {
                 eprintln!("{message}");
                 self.vm_stop(RunState::InternalError)?;
             }
+            MachineEvent::Block(event) => self.emit(event),
             MachineEvent::BlockIoError { event, stop } => {
                 // The event first: a STOP always follows it.
                 self.emit(Event::BlockIoError(event));

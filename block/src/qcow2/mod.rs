@@ -223,6 +223,11 @@ struct State {
     scratch: Vec<u8>,
     /// A backing node is attached (unallocated clusters read from it).
     has_backing: bool,
+    /// Nothing was ever written at or past this host offset (the file's
+    /// end at open, then past every cluster handed out).
+    host_end: u64,
+    /// The last allocation lay past `host_end`: it reads as zeros.
+    last_alloc_fresh: bool,
     /// cache-clean-interval: clean tables unused this long are dropped.
     clean_interval: Option<std::time::Duration>,
     last_clean: std::time::Instant,
@@ -255,6 +260,7 @@ impl Qcow2Image {
     ) -> Result<Qcow2Image> {
         let mut st = State::load(file.clone(), opts)?;
         st.has_backing = backing.is_some();
+        st.host_end = file.size().div_ceil(st.g.cluster_size) * st.g.cluster_size;
         let g = st.g;
         if !opts.read_only {
             if st.hdr.incompatible_features & INCOMPAT_DIRTY != 0 {
@@ -581,6 +587,8 @@ impl State {
             compressed_cache: None,
             scratch: Vec::new(),
             has_backing: false,
+            host_end: 0,
+            last_alloc_fresh: false,
             clean_interval: opts
                 .cache_clean_interval
                 .filter(|i| *i > 0)
@@ -796,6 +804,14 @@ impl State {
         {
             return Ok(Some(OL_ACTIVE_L1));
         }
+        if checks & OL_ACTIVE_L2 != 0 {
+            for e in &self.l1 {
+                let o = e & L1E_OFFSET_MASK;
+                if o != 0 && hit(o, cs) {
+                    return Ok(Some(OL_ACTIVE_L2));
+                }
+            }
+        }
         if checks & OL_REFCOUNT_TABLE != 0
             && hit(
                 self.hdr.refcount_table_offset,
@@ -803,6 +819,17 @@ impl State {
             )
         {
             return Ok(Some(OL_REFCOUNT_TABLE));
+        }
+        if checks & OL_REFCOUNT_BLOCK != 0 {
+            for e in &self.reftable[..=self
+                .max_reftable_index
+                .min(self.reftable.len().saturating_sub(1))]
+            {
+                let o = e & REFT_OFFSET_MASK;
+                if o != 0 && hit(o, cs) {
+                    return Ok(Some(OL_REFCOUNT_BLOCK));
+                }
+            }
         }
         if checks & OL_SNAPSHOT_TABLE != 0
             && hit(
@@ -816,25 +843,6 @@ impl State {
             for s in &self.snapshots {
                 if hit(s.l1_offset, (s.l1_size as u64 * 8).div_ceil(cs) * cs) {
                     return Ok(Some(OL_INACTIVE_L1));
-                }
-            }
-        }
-        if checks & OL_ACTIVE_L2 != 0 {
-            for e in &self.l1 {
-                let o = e & L1E_OFFSET_MASK;
-                if o != 0 && hit(o, cs) {
-                    return Ok(Some(OL_ACTIVE_L2));
-                }
-            }
-        }
-        if checks & OL_REFCOUNT_BLOCK != 0 {
-            for e in &self.reftable[..=self
-                .max_reftable_index
-                .min(self.reftable.len().saturating_sub(1))]
-            {
-                let o = e & REFT_OFFSET_MASK;
-                if o != 0 && hit(o, cs) {
-                    return Ok(Some(OL_REFCOUNT_BLOCK));
                 }
             }
         }
@@ -902,22 +910,31 @@ impl State {
 
     // ---- caches ----
 
-    /// Writes the dirty refcount blocks.
-    fn flush_refcounts(&mut self) -> io::Result<()> {
-        for slot in self.rc_cache.dirty_slots() {
+    /// Writes the dirty refcount blocks; true when there were any.
+    fn flush_refcounts(&mut self) -> io::Result<bool> {
+        let dirty = self.rc_cache.dirty_slots();
+        for &slot in &dirty {
             let off = self.rc_cache.get(slot).offset;
             self.check_write(off, self.g.cluster_size, OL_REFCOUNT_BLOCK)?;
             self.file.write(off, &self.rc_cache.get(slot).data)?;
             self.rc_cache.get_mut(slot).dirty = false;
+        }
+        Ok(!dirty.is_empty())
+    }
+
+    /// Makes the refcounts durable before an L2 table that may point
+    /// to newly counted clusters is written (QEMU's cache dependency:
+    /// a power cut must not leave a reference without its count).
+    fn refcounts_before_l2(&mut self) -> io::Result<()> {
+        if !self.lazy_refcounts && self.flush_refcounts()? {
+            self.file.flush()?;
         }
         Ok(())
     }
 
     /// Writes one dirty L2 table, refcounts first.
     fn write_l2_slot(&mut self, slot: usize) -> io::Result<()> {
-        if !self.lazy_refcounts {
-            self.flush_refcounts()?;
-        }
+        self.refcounts_before_l2()?;
         let off = self.l2_cache.get(slot).offset;
         self.check_write(off, self.g.cluster_size, OL_ACTIVE_L2)?;
         self.file.write(off, &self.l2_cache.get(slot).data)?;
@@ -925,24 +942,24 @@ impl State {
         Ok(())
     }
 
-    /// Writes the dirty L2 tables (refcounts first).
-    fn flush_l2(&mut self) -> io::Result<()> {
+    /// Writes the dirty L2 tables (refcounts first); true when there
+    /// were any.
+    fn flush_l2(&mut self) -> io::Result<bool> {
         let dirty = self.l2_cache.dirty_slots();
         if dirty.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        if !self.lazy_refcounts {
-            self.flush_refcounts()?;
-        }
+        self.refcounts_before_l2()?;
         for slot in dirty {
             self.write_l2_slot(slot)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn flush_caches(&mut self) -> io::Result<()> {
         self.flush_l2()?;
-        self.flush_refcounts()
+        self.flush_refcounts()?;
+        Ok(())
     }
 
     /// The cache slot of the L2 table at `offset`, read if needed.
@@ -1073,13 +1090,12 @@ impl State {
             self.l2_cache.get(s).data.clone()
         };
         let new = self.alloc_clusters(1)?;
-        // The new table and its refcount reach the file before the L1
+        // The new table and its refcount are durable before the L1
         // entry that points to it.
-        if !self.lazy_refcounts {
-            self.flush_refcounts()?;
-        }
+        self.refcounts_before_l2()?;
         self.check_write(new, self.g.cluster_size, 0)?;
         self.file.write(new, &data)?;
+        self.file.flush()?;
         if let Some(v) = self.l2_cache.victim() {
             if self.l2_cache.get(v).dirty {
                 self.write_l2_slot(v)?;
@@ -1216,22 +1232,10 @@ impl State {
             return self.file.write(h + in_cluster, data);
         }
         self.mark_dirty()?;
-        // A new cluster (or a preallocated zero one of ours) gets the
-        // whole cluster: the old contents around the new bytes.
-        let whole = data.len() as u64 == cs;
-        if whole {
-            let mut buf = std::mem::take(&mut self.scratch);
-            buf.clear();
-            buf.extend_from_slice(data);
-            self.scratch = buf;
-        } else {
-            self.cluster_contents(img, guest_cluster, e)?;
-            self.scratch[in_cluster as usize..in_cluster as usize + data.len()]
-                .copy_from_slice(data);
-        }
-        let (host, old) = match (classify(e), copied) {
-            (Cluster::ZeroAlloc(h), true) => (h, None),
-            (kind, _) => {
+        let kind = classify(e);
+        let (host, old, fresh) = match (kind, copied) {
+            (Cluster::ZeroAlloc(h), true) => (h, None, false),
+            _ => {
                 let h = self.alloc_clusters(1)?;
                 let old = match kind {
                     Cluster::Normal(o) | Cluster::ZeroAlloc(o) => Some(o),
@@ -1241,14 +1245,34 @@ impl State {
                     }
                     _ => None,
                 };
-                (h, old)
+                (h, old, self.last_alloc_fresh)
             }
         };
-        self.check_write(host, cs, 0)?;
-        let buf = std::mem::take(&mut self.scratch);
-        let r = self.file.write(host, &buf);
-        self.scratch = buf;
-        r?;
+        let reads_zero = match kind {
+            Cluster::ZeroPlain | Cluster::ZeroAlloc(_) => true,
+            Cluster::Unallocated => !self.has_backing,
+            _ => false,
+        };
+        if data.len() as u64 == cs {
+            self.check_write(host, cs, 0)?;
+            self.file.write(host, data)?;
+        } else if reads_zero && fresh {
+            // A cluster past the old end of the file reads as zeros
+            // already: only the new bytes need writing.
+            self.check_write(host + in_cluster, data.len() as u64, 0)?;
+            self.file.write(host + in_cluster, data)?;
+        } else {
+            // Otherwise the whole cluster: the old contents around the
+            // new bytes.
+            self.cluster_contents(img, guest_cluster, e)?;
+            self.scratch[in_cluster as usize..in_cluster as usize + data.len()]
+                .copy_from_slice(data);
+            self.check_write(host, cs, 0)?;
+            let buf = std::mem::take(&mut self.scratch);
+            let r = self.file.write(host, &buf);
+            self.scratch = buf;
+            r?;
+        }
         // The slot may have been evicted by the allocation.
         let slot = self.load_l2(l2off)?;
         self.set_l2_entry(slot, i, host | OFLAG_COPIED);
@@ -1532,6 +1556,10 @@ impl Driver for Qcow2Image {
         crate::perm::format_child(role, perm, shared, self.lock().read_only)
     }
 
+    fn close(&self) {
+        self.lock().close();
+    }
+
     fn attach_node(&self, node: &Arc<Node>) {
         let _ = self.node.set(Arc::downgrade(node));
     }
@@ -1541,20 +1569,28 @@ impl Driver for Qcow2Image {
     }
 }
 
-impl Drop for Qcow2Image {
-    fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if st.broken || st.read_only {
+impl State {
+    /// Caches out and, with lazy refcounts, the dirty bit cleared.
+    fn close(&mut self) {
+        if self.broken || self.read_only {
             return;
         }
-        // Close as QEMU does: caches out, the dirty bit cleared.
-        let r = if st.lazy_refcounts {
-            st.mark_clean()
+        let r = if self.lazy_refcounts {
+            self.mark_clean()
         } else {
-            st.flush_caches().and_then(|_| st.file.flush())
+            self.flush_caches().and_then(|_| self.file.flush())
         };
         if let Err(e) = r {
             eprintln!("qcow2: could not write metadata on close: {e}");
         }
+    }
+}
+
+impl Drop for Qcow2Image {
+    fn drop(&mut self) {
+        self.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
     }
 }

@@ -42,6 +42,12 @@ pub(super) fn set_rc(block: &mut [u8], i: u64, order: u32, v: u64) {
 }
 
 impl State {
+    /// Records clusters handed out or written at `[off, off+len)`.
+    pub(super) fn note_written(&mut self, off: u64, len: u64) {
+        self.last_alloc_fresh = off >= self.host_end;
+        self.host_end = self.host_end.max(off + len);
+    }
+
     fn rb_index(&self, cluster: u64) -> usize {
         (cluster >> self.g.rb_bits) as usize
     }
@@ -134,7 +140,19 @@ impl State {
         loop {
             let mut start = self.free_cluster_index;
             let mut i = 0;
+            // Past the end of the file only leaks can be counted; a
+            // table claiming millions of them there is hostile, and
+            // scanning it would never end.
+            let limit = (self.host_end >> self.g.cluster_bits) + (1 << 20) + n;
             while i < n {
+                if start + i > limit {
+                    return Err(self.corrupt(
+                        true,
+                        None,
+                        None,
+                        "No free cluster found: refcounts claim the space past the end of the image".to_string(),
+                    ));
+                }
                 if self.refcount(start + i)? != 0 {
                     start += i + 1;
                     i = 0;
@@ -163,7 +181,9 @@ impl State {
             if n == 1 || start == self.free_cluster_index {
                 self.free_cluster_index = start + n;
             }
-            return Ok(start << self.g.cluster_bits);
+            let off = start << self.g.cluster_bits;
+            self.note_written(off, n << self.g.cluster_bits);
+            return Ok(off);
         }
     }
 
@@ -235,10 +255,13 @@ impl State {
             ));
         }
         let off = cluster << self.g.cluster_bits;
+        self.note_written(off, self.g.cluster_size);
         let mut data = vec![0u8; self.g.cluster_size as usize];
         set_rc(&mut data, 0, self.g.refcount_order, 1);
         self.check_write(off, self.g.cluster_size, 0)?;
         self.file.write(off, &data)?;
+        // The block is on disk before the table points to it.
+        self.file.flush()?;
         let at = self.hdr.refcount_table_offset + rb as u64 * 8;
         self.check_write(at, 8, OL_REFCOUNT_TABLE)?;
         self.file.write(at, &off.to_be_bytes())?;
@@ -263,7 +286,7 @@ impl State {
         let g = self.g;
         let per_cluster = (g.cluster_size / 8) as usize;
         let mut entries = min.max(self.reftable.len() * 3 / 2).div_ceil(per_cluster) * per_cluster;
-        let file_end = g.bytes_to_clusters(self.file.size());
+        let file_end = g.bytes_to_clusters(self.host_end.max(self.file.size()));
         let start = file_end.max((self.reftable.len() as u64) << g.rb_bits);
         let (blocks, table_clusters) = loop {
             let table_clusters = (entries / per_cluster) as u64;
@@ -303,6 +326,10 @@ impl State {
             table[rb] = off;
         }
         let table_off = (start + blocks) << g.cluster_bits;
+        self.note_written(
+            start << g.cluster_bits,
+            (blocks + table_clusters) << g.cluster_bits,
+        );
         self.file.write(table_off, &u64_table_bytes(&table))?;
         self.file.flush()?;
         let mut hdr = [0u8; 12];

@@ -144,7 +144,9 @@ pub fn run(node: &Node, line: &str, out: &mut String) {
     let result = match name {
         "read" | "r" | "aio_read" | "readv" => read(node, args, out, name),
         "write" | "w" | "aio_write" | "writev" => write(node, args, out, name),
-        "flush" | "f" | "aio_flush" => node.flush().map_err(|e| format!("flush failed: {e}")),
+        "flush" | "f" | "aio_flush" => node
+            .flush()
+            .map_err(|e| format!("flush failed: {}", block::strerror(&e))),
         "discard" | "d" => discard(node, args, out),
         "length" | "l" => {
             let _ = writeln!(out, "{}", human(node.size() as f64));
@@ -178,7 +180,7 @@ fn read(node: &Node, args: &[&str], out: &mut String, name: &str) -> Result<(), 
     let mut buf = vec![0u8; count as usize];
     let started = Instant::now();
     node.read(offset, &mut buf)
-        .map_err(|e| format!("read failed: {e}"))?;
+        .map_err(|e| format!("read failed: {}", block::strerror(&e)))?;
     if let Some(p) = o.pattern {
         if buf.iter().any(|b| *b != p) {
             let _ = writeln!(
@@ -206,11 +208,11 @@ fn write(node: &Node, args: &[&str], out: &mut String, name: &str) -> Result<(),
     let started = Instant::now();
     if o.zeroes {
         node.write_zeroes(offset, count, false)
-            .map_err(|e| format!("write failed: {e}"))?;
+            .map_err(|e| format!("write failed: {}", block::strerror(&e)))?;
     } else {
         let buf = vec![o.pattern.unwrap_or(0xcd); count as usize];
         node.write(offset, &buf)
-            .map_err(|e| format!("write failed: {e}"))?;
+            .map_err(|e| format!("write failed: {}", block::strerror(&e)))?;
     }
     if !o.quiet {
         report(out, "wrote", offset, count, started);
@@ -223,7 +225,7 @@ fn discard(node: &Node, args: &[&str], out: &mut String) -> Result<(), String> {
     let (offset, count) = offset_count(&o)?;
     let started = Instant::now();
     node.discard(offset, count)
-        .map_err(|e| format!("discard failed: {e}"))?;
+        .map_err(|e| format!("discard failed: {}", block::strerror(&e)))?;
     if !o.quiet {
         report(out, "discard", offset, count, started);
     }

@@ -37,6 +37,9 @@ pub enum MachineEvent {
         event: qmp::qapi::BlockIoErrorEvent,
         stop: bool,
     },
+    /// An event of the block layer to emit as it is
+    /// (BLOCK_IMAGE_CORRUPTED).
+    Block(qmp::qapi::Event),
 }
 
 /// One vCPU's registers, as KVM reports them.
