@@ -263,6 +263,22 @@ fn images_written_by_vmm_pass_qemu_img_check() {
         json!({"overlap-check": "all"}),
         5,
     );
+    for (tag, mode) in [
+        ("falloc", qmp::qapi::PreallocMode::Falloc),
+        ("full", qmp::qapi::PreallocMode::Full),
+    ] {
+        write_storm(
+            tag,
+            CreateOptions {
+                size: 4 << 20,
+                cluster_size: 4096,
+                preallocation: mode,
+                ..Default::default()
+            },
+            json!({}),
+            7,
+        );
+    }
     write_storm(
         "lazy",
         CreateOptions {
@@ -511,6 +527,31 @@ fn open_errors_as_qemu() {
     );
     bytes[32..36].copy_from_slice(&0u32.to_be_bytes());
     assert_eq!(try_open(&mut g, &bytes), None);
+
+    // LUKS-encrypted qcow2 needs its secret (and the LUKS driver).
+    let enc = d.join("enc.qcow2");
+    let enc = enc.to_str().unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=sec0,data=123456",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0",
+        enc,
+        "1M",
+    ]);
+    let o = opts(json!({"driver": "qcow2", "node-name": "enc",
+        "file": {"driver": "file", "filename": enc}}));
+    assert_eq!(
+        g.blockdev_add(&o)
+            .err()
+            .map(|e| e.message().to_string())
+            .as_deref(),
+        Some("Parameter 'encrypt.key-secret' is required for cipher")
+    );
 }
 
 /// Seeded mutations of a small image: opening, reading and writing a
