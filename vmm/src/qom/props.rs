@@ -2,6 +2,7 @@
 //! how a value arrives (typed JSON from QMP, strings from `-object`), and
 //! a plain property store for objects whose values are simple data.
 
+use super::tree::Tree;
 use qmp::visit::InputVisitor;
 use qmp::Error;
 use serde_json::{Map, Value};
@@ -153,11 +154,14 @@ pub trait ObjectState: Send {
     fn properties(&self) -> Vec<PropInfo>;
     /// Only called for a listed, readable property.
     fn get(&self, name: &str) -> Result<Value, Error>;
-    /// Only called for a listed, writable property.
-    fn set(&mut self, input: &PropInput) -> Result<(), Error>;
+    /// Only called for a listed, writable property. `tree` is the rest
+    /// of the tree, for setters that read other objects (a secret
+    /// decrypted with another secret's key); this object is not in it
+    /// as itself while its setter runs.
+    fn set(&mut self, input: &PropInput, tree: &Tree) -> Result<(), Error>;
     /// object-add's last step, after every property is set (`id` is
-    /// the object's name under /objects).
-    fn complete(&mut self, _id: &str) -> Result<(), Error> {
+    /// the object's name under /objects; `tree` as for `set`).
+    fn complete(&mut self, _id: &str, _tree: &Tree) -> Result<(), Error> {
         Ok(())
     }
     /// object-del refuses an object something still uses.
@@ -177,7 +181,7 @@ impl ObjectState for NoProperties {
     fn get(&self, _name: &str) -> Result<Value, Error> {
         Err(permission_denied())
     }
-    fn set(&mut self, _input: &PropInput) -> Result<(), Error> {
+    fn set(&mut self, _input: &PropInput, _tree: &Tree) -> Result<(), Error> {
         Err(permission_denied())
     }
     fn as_any(&self) -> &dyn Any {
@@ -242,7 +246,7 @@ impl ObjectState for PropertyStore {
             .ok_or_else(permission_denied)
     }
 
-    fn set(&mut self, input: &PropInput) -> Result<(), Error> {
+    fn set(&mut self, input: &PropInput, _tree: &Tree) -> Result<(), Error> {
         if let Some(d) = &self.realized_device {
             // Re-asserting the device's state is harmless; changing any
             // property of a realized device is not.

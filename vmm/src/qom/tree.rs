@@ -322,11 +322,21 @@ impl Tree {
         if info.access == Access::ReadOnly {
             return Err(permission_denied());
         }
-        self.node_mut(id).state.set(input)
+        self.with_state(id, |state, tree| state.set(input, tree))
     }
 
-    pub fn state_mut(&mut self, id: ObjectId) -> &mut dyn ObjectState {
-        self.node_mut(id).state.as_mut()
+    /// Runs `f` on `id`'s state with the rest of the tree readable; `id`
+    /// shows no properties of its own meanwhile.
+    pub fn with_state<R>(
+        &mut self,
+        id: ObjectId,
+        f: impl FnOnce(&mut dyn ObjectState, &Tree) -> R,
+    ) -> R {
+        let placeholder: Box<dyn ObjectState> = Box::new(super::props::NoProperties);
+        let mut state = std::mem::replace(&mut self.node_mut(id).state, placeholder);
+        let r = f(state.as_mut(), self);
+        self.node_mut(id).state = state;
+        r
     }
 }
 

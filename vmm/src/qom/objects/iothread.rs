@@ -3,6 +3,7 @@
 //! runs (qom-set), and query-iothreads reports them with its thread id.
 
 use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
+use crate::qom::tree::Tree;
 use mio::{Events, Poll, Token, Waker};
 use qmp::Error;
 use serde_json::Value;
@@ -124,7 +125,7 @@ impl ObjectState for IoThread {
         Ok(Value::from(self.shared.poll[i].load(Ordering::Relaxed)))
     }
 
-    fn set(&mut self, input: &PropInput) -> Result<(), Error> {
+    fn set(&mut self, input: &PropInput, _tree: &Tree) -> Result<(), Error> {
         let i = PARAMS.iter().position(|p| *p == input.name).unwrap_or(0);
         let v = input.int()?;
         if v < 0 {
@@ -138,7 +139,7 @@ impl ObjectState for IoThread {
         Ok(())
     }
 
-    fn complete(&mut self, id: &str) -> Result<(), Error> {
+    fn complete(&mut self, id: &str, _tree: &Tree) -> Result<(), Error> {
         // QEMU names the thread after the object; Linux thread names
         // hold 15 bytes.
         let name: String = format!("IO {id}").chars().take(15).collect();

@@ -3,6 +3,7 @@
 //! NUMA policy), ready for guest RAM, NUMA nodes and DIMMs to map.
 
 use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
+use crate::qom::tree::Tree;
 use qmp::Error;
 use serde_json::Value;
 use std::any::Any;
@@ -296,7 +297,7 @@ impl ObjectState for MemoryBackend {
         })
     }
 
-    fn set(&mut self, input: &PropInput) -> Result<(), Error> {
+    fn set(&mut self, input: &PropInput, _tree: &Tree) -> Result<(), Error> {
         match input.name {
             "merge" => {
                 self.merge = input.bool()?;
@@ -352,7 +353,7 @@ impl ObjectState for MemoryBackend {
         Ok(())
     }
 
-    fn complete(&mut self, _id: &str) -> Result<(), Error> {
+    fn complete(&mut self, _id: &str, _tree: &Tree) -> Result<(), Error> {
         if self.size == 0 {
             return Err(Error::generic("can't create backend with size 0"));
         }

@@ -69,15 +69,18 @@ pub fn add(
         if info.access == super::props::Access::ReadOnly {
             return Err(super::props::permission_denied());
         }
-        state.set(&PropInput {
-            name,
-            value,
-            keyval,
-        })?;
+        state.set(
+            &PropInput {
+                name,
+                value,
+                keyval,
+            },
+            tree,
+        )?;
     }
     let objects = tree.container("/objects");
     let obj = tree.add_child(objects, id, type_name, state)?;
-    if let Err(e) = tree.state_mut(obj).complete(id) {
+    if let Err(e) = tree.with_state(obj, |state, tree| state.complete(id, tree)) {
         tree.remove(obj);
         return Err(e);
     }

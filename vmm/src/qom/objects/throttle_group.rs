@@ -4,6 +4,7 @@
 //! throttle_is_valid checks them.
 
 use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
+use crate::qom::tree::Tree;
 use qmp::qapi::ThrottleLimits;
 use qmp::visit::ToQObject;
 use qmp::Error;
@@ -215,7 +216,7 @@ impl ObjectState for ThrottleGroup {
         })
     }
 
-    fn set(&mut self, input: &PropInput) -> Result<(), Error> {
+    fn set(&mut self, input: &PropInput, _tree: &Tree) -> Result<(), Error> {
         let Some(limit) = input.name.strip_prefix("x-") else {
             return self.set_limits(input);
         };
@@ -231,7 +232,7 @@ impl ObjectState for ThrottleGroup {
         self.apply(limit, value)
     }
 
-    fn complete(&mut self, _id: &str) -> Result<(), Error> {
+    fn complete(&mut self, _id: &str, _tree: &Tree) -> Result<(), Error> {
         self.check()?;
         self.initialized = true;
         Ok(())
