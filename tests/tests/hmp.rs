@@ -437,3 +437,554 @@ fn mon_chardev_mode_readline() {
     assert!(read_until(&mut s, "(qemu) ").starts_with("QEMU 2.11.50 monitor"));
     drop(vmm);
 }
+
+fn qemu_img(args: &[&str]) {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-img: {e} (scripts/setup.sh installs qemu-utils)"));
+    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+fn i(v: &Value, key: &str) -> i64 {
+    v[key].as_i64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+/// QEMU 2.11's block-layer size text (`64M`, `1.5K`, `999`).
+fn human_size(size: i64) -> String {
+    if size <= 999 {
+        return size.to_string();
+    }
+    let mut base = 1024i64;
+    for (n, suffix) in ["K", "M", "G", "T"].iter().enumerate() {
+        if size < 10 * base {
+            return format!("{:.1}{suffix}", size as f64 / base as f64);
+        }
+        if size < 1000 * base || n == 3 {
+            return format!("{}{suffix}", (size + base / 2) / base);
+        }
+        base *= 1024;
+    }
+    unreachable!()
+}
+
+/// What `info block` prints for one query-block entry.
+fn block_entry_text(b: &Value) -> String {
+    let ins = &b["inserted"];
+    let mut t = s(b, "device").to_string();
+    if let Some(n) = ins["node-name"].as_str() {
+        t += &format!(" ({n})");
+    }
+    if ins.is_object() {
+        t += &format!(
+            ": {} ({}{}{})\r\n",
+            s(ins, "file"),
+            s(ins, "drv"),
+            if ins["ro"] == json!(true) {
+                ", read-only"
+            } else {
+                ""
+            },
+            if ins["encrypted"] == json!(true) {
+                ", encrypted"
+            } else {
+                ""
+            }
+        );
+    } else {
+        t += ": [not inserted]\r\n";
+    }
+    if let Some(q) = b["qdev"].as_str() {
+        t += &format!("    Attached to:      {q}\r\n");
+    }
+    if let Some(st) = b["io-status"].as_str().filter(|st| *st != "ok") {
+        t += &format!("    I/O status:       {st}\r\n");
+    }
+    if b["removable"] == json!(true) {
+        t += &format!(
+            "    Removable device: {}locked, tray {}\r\n",
+            if b["locked"] == json!(true) {
+                ""
+            } else {
+                "not "
+            },
+            if b["tray_open"] == json!(true) {
+                "open"
+            } else {
+                "closed"
+            }
+        );
+    }
+    if ins.is_object() {
+        let c = &ins["cache"];
+        t += &format!(
+            "    Cache mode:       {}{}{}\r\n",
+            if c["writeback"] == json!(true) {
+                "writeback"
+            } else {
+                "writethrough"
+            },
+            if c["direct"] == json!(true) {
+                ", direct"
+            } else {
+                ""
+            },
+            if c["no-flush"] == json!(true) {
+                ", ignore flushes"
+            } else {
+                ""
+            }
+        );
+        if let Some(f) = ins["backing_file"].as_str() {
+            t += &format!(
+                "    Backing file:     {f} (chain depth: {})\r\n",
+                i(ins, "backing_file_depth")
+            );
+        }
+        if s(ins, "detect_zeroes") != "off" {
+            t += &format!("    Detect zeroes:    {}\r\n", s(ins, "detect_zeroes"));
+        }
+    }
+    t
+}
+
+/// A time as local `YYYY-MM-DD HH:MM:SS`, by date(1).
+fn local_date(secs: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+const SNAPSHOT_HEADER: &str =
+    "ID        TAG                 VM SIZE                DATE       VM CLOCK\r\n";
+
+/// A snapshot row as QEMU 2.11's bdrv_snapshot_dump, from a SnapshotInfo.
+/// (The machine has not run: the VM clock column is zero.)
+fn snapshot_row(sn: &Value, id: &str) -> String {
+    assert_eq!(i(sn, "vm-clock-sec"), 0, "{sn}");
+    assert!(i(sn, "vm-clock-nsec") < 1_000_000, "{sn}");
+    format!(
+        "{:<10}{:<20}{:>7}{:>20}{:>15}\r\n",
+        id,
+        s(sn, "name"),
+        human_size(i(sn, "vm-state-size")),
+        local_date(i(sn, "date-sec")),
+        "00:00:00.000"
+    )
+}
+
+/// A vmm with a qcow2 disk on a virtio-blk device, a raw drive and a
+/// second qcow2 drive; (process, client, directory).
+fn create_image(dir: &TempDir, name: &str, format: &str, size: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        format,
+        p.to_str().expect("path"),
+        size,
+    ]);
+    p
+}
+
+fn vmm_with_disks(dir: &TempDir) -> (VmmProcess, QmpClient) {
+    let q0 = create_image(dir, "d0.qcow2", "qcow2", "64M");
+    let raw = create_image(dir, "d1.raw", "raw", "1536");
+    let q2 = create_image(dir, "d2.qcow2", "qcow2", "1M");
+    let d0 = format!("file={},if=none,id=d0,format=qcow2", q0.display());
+    let d1 = format!("file={},if=none,id=d1,format=raw", raw.display());
+    let d2 = format!("file={},if=none,id=d2,format=qcow2", q2.display());
+    let vmm = VmmProcess::start(&[
+        "-S",
+        "-nodefaults",
+        "-drive",
+        &d0,
+        "-drive",
+        &d1,
+        "-drive",
+        &d2,
+        "-device",
+        "virtio-blk-pci,drive=d0",
+    ]);
+    let c = vmm.qmp();
+    (vmm, c)
+}
+
+#[test]
+fn info_block_and_blockstats_format_their_queries() {
+    let dir = TempDir::new("hmp-block");
+    let (_vmm, mut c) = vmm_with_disks(&dir);
+    c.ok(
+        "blockdev-snapshot-internal-sync",
+        json!({"device": "d0", "name": "first"}),
+    );
+    let blocks = c.ok("query-block", json!({}));
+    let list = blocks.as_array().expect("list");
+    assert_eq!(list.len(), 3);
+    let expected: Vec<String> = list.iter().map(block_entry_text).collect();
+    assert_eq!(hmp(&mut c, "info block"), expected.join("\r\n"));
+    assert!(
+        expected[0].contains("    Attached to:      "),
+        "{}",
+        expected[0]
+    );
+    assert!(expected[1].contains("Removable device: not locked, tray closed"));
+    // One device: QEMU still puts the blank line of a list entry that is
+    // not the first before it.
+    assert_eq!(hmp(&mut c, "info block d0"), expected[0]);
+    assert_eq!(hmp(&mut c, "info block d1"), format!("\r\n{}", expected[1]));
+
+    // -v: the images, as qemu-img info shows them.
+    let verbose = hmp(&mut c, "info block -v d0");
+    let image = &list[0]["inserted"]["image"];
+    let size = i(image, "virtual-size");
+    let sn = &image["snapshots"][0];
+    let mut images = format!(
+        "\r\nImages:\r\nimage: {}\r\nfile format: qcow2\r\nvirtual size: {} ({size} bytes)\r\n\
+         disk size: {}\r\ncluster_size: {}\r\nSnapshot list:\r\n{SNAPSHOT_HEADER}{}",
+        s(image, "filename"),
+        human_size(size),
+        human_size(i(image, "actual-size")),
+        i(image, "cluster-size"),
+        snapshot_row(sn, s(sn, "id")),
+    );
+    let spec = &image["format-specific"]["data"];
+    images += &format!(
+        "Format specific information:\r\n    compat: {}\r\n    lazy refcounts: {}\r\n    \
+         refcount bits: {}\r\n    corrupt: {}\r\n",
+        s(spec, "compat"),
+        spec["lazy-refcounts"],
+        spec["refcount-bits"],
+        spec["corrupt"]
+    );
+    assert_eq!(verbose, format!("{}{images}", expected[0]));
+    assert_eq!(size, 64 << 20);
+    assert!(verbose.contains("virtual size: 64M (67108864 bytes)\r\n"));
+    let raw = hmp(&mut c, "info block -v d1");
+    assert!(
+        raw.contains("\r\nImages:\r\nimage: ")
+            && raw
+                .contains("\r\nfile format: raw\r\nvirtual size: 1.5K (1536 bytes)\r\ndisk size: "),
+        "{raw}"
+    );
+
+    // -n: every node of query-named-block-nodes, the device line empty.
+    let nodes = c.ok("query-named-block-nodes", json!({}));
+    let expected_nodes: Vec<String> = nodes
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|n| {
+            let mut t = format!("{}: {} ({}", s(n, "node-name"), s(n, "file"), s(n, "drv"));
+            if n["ro"] == json!(true) {
+                t += ", read-only";
+            }
+            t += ")\r\n    Cache mode:       ";
+            t += if n["cache"]["writeback"] == json!(true) {
+                "writeback"
+            } else {
+                "writethrough"
+            };
+            t + "\r\n"
+        })
+        .collect();
+    assert_eq!(hmp(&mut c, "info block -n"), expected_nodes.join("\r\n"));
+    let first_node = s(&nodes[0], "node-name").to_string();
+    assert_eq!(
+        hmp(&mut c, &format!("info block {first_node}")),
+        expected_nodes[0],
+        "a node name that is no device shows the node"
+    );
+    assert_eq!(hmp(&mut c, "info block nosuch"), "");
+
+    // Statistics (qemu-io bypasses the accounting, as in QEMU).
+    hmp(&mut c, "qemu-io d0 \"write -P 0x5a 0 8k\"");
+    let stats = c.ok("query-blockstats", json!({}));
+    let expected: String = stats
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|b| {
+            let st = &b["stats"];
+            format!(
+                "{}: rd_bytes={} wr_bytes={} rd_operations={} wr_operations={} \
+                 flush_operations={} wr_total_time_ns={} rd_total_time_ns={} \
+                 flush_total_time_ns={} rd_merged={} wr_merged={} idle_time_ns={}\r\n",
+                s(b, "device"),
+                st["rd_bytes"],
+                st["wr_bytes"],
+                st["rd_operations"],
+                st["wr_operations"],
+                st["flush_operations"],
+                st["wr_total_time_ns"],
+                st["rd_total_time_ns"],
+                st["flush_total_time_ns"],
+                st["rd_merged"],
+                st["wr_merged"],
+                st["idle_time_ns"].as_i64().unwrap_or(0)
+            )
+        })
+        .collect();
+    let text = hmp(&mut c, "info blockstats");
+    // The times move between the two calls; compare all but them.
+    let strip = |t: &str| -> String {
+        t.split(' ')
+            .filter(|w| !w.contains("time_ns="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(strip(&text), strip(&expected));
+    assert!(text.starts_with("d0: rd_bytes=0 wr_bytes=0 "), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn info_snapshots_lists_common_and_partial_snapshots() {
+    let dir = TempDir::new("hmp-snap");
+    let (_vmm, mut c) = vmm_with_disks(&dir);
+    assert_eq!(
+        hmp(&mut c, "info snapshots"),
+        "There is no snapshot available.\r\n"
+    );
+    for (dev, name) in [("d0", "both"), ("d2", "both"), ("d0", "only0")] {
+        c.ok(
+            "blockdev-snapshot-internal-sync",
+            json!({"device": dev, "name": name}),
+        );
+    }
+    let blocks = c.ok("query-block", json!({}));
+    let snaps = |dev: &str| -> Vec<Value> {
+        blocks
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|b| b["device"] == dev)
+            .and_then(|b| b["inserted"]["image"]["snapshots"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let d0 = snaps("d0");
+    assert_eq!(d0.len(), 2);
+    assert_eq!(snaps("d2").len(), 1);
+    let expected = format!(
+        "List of snapshots present on all disks:\r\n{SNAPSHOT_HEADER}{}\r\n\
+         List of partial (non-loadable) snapshots on 'd0':\r\n{SNAPSHOT_HEADER}{}",
+        snapshot_row(&d0[0], "--"),
+        snapshot_row(&d0[1], s(&d0[1], "id"))
+    );
+    assert_eq!(hmp(&mut c, "info snapshots"), expected);
+    assert!(
+        expected.contains("\r\n--        both                      0 "),
+        "{expected}"
+    );
+
+    // A snapshot on one disk only: nothing is loadable.
+    c.ok(
+        "blockdev-snapshot-delete-internal-sync",
+        json!({"device": "d2", "name": "both"}),
+    );
+    let text = hmp(&mut c, "info snapshots");
+    assert!(
+        text.starts_with("List of snapshots present on all disks:\r\nNone\r\n\r\nList of partial (non-loadable) snapshots on 'd0':\r\n"),
+        "{text}"
+    );
+
+    // Raw disks only: none can take snapshots.
+    let raw = create_image(&dir, "only.raw", "raw", "1M");
+    let d = format!("file={},if=none,id=r0,format=raw", raw.display());
+    let vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &d]);
+    let mut c = vmm.qmp();
+    assert_eq!(
+        hmp(&mut c, "info snapshots"),
+        "No available block device supports snapshots\r\n"
+    );
+}
+
+/// What `info pci` prints for one function of query-pci.
+fn pci_text(d: &Value) -> String {
+    let mut t = format!(
+        "  Bus {:2}, device {:3}, function {}:\r\n    ",
+        i(d, "bus"),
+        i(d, "slot"),
+        i(d, "function")
+    );
+    match d["class_info"]["desc"].as_str() {
+        Some(desc) => t += desc,
+        None => t += &format!("Class {:04}", i(&d["class_info"], "class")),
+    }
+    t += &format!(
+        ": PCI device {:04x}:{:04x}\r\n",
+        i(&d["id"], "vendor"),
+        i(&d["id"], "device")
+    );
+    if let Some(irq) = d["irq"].as_i64() {
+        t += &format!("      IRQ {irq}.\r\n");
+    }
+    for r in d["regions"].as_array().expect("regions") {
+        let addr = i(r, "address") as u64;
+        let last = addr.wrapping_add(i(r, "size") as u64).wrapping_sub(1);
+        t += &format!("      BAR{}: ", i(r, "bar"));
+        if s(r, "type") == "io" {
+            t += &format!("I/O at 0x{addr:04x} [0x{last:04x}].\r\n");
+        } else {
+            t += &format!(
+                "{} bit{} memory at 0x{addr:08x} [0x{last:08x}].\r\n",
+                if r["mem_type_64"] == json!(true) {
+                    64
+                } else {
+                    32
+                },
+                if r["prefetch"] == json!(true) {
+                    " prefetchable"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    t + &format!("      id \"{}\"\r\n", s(d, "qdev_id"))
+}
+
+#[test]
+fn info_pci_memdev_iothreads_and_migration_format_their_queries() {
+    let vmm = VmmProcess::start(&[
+        "-S",
+        "-nodefaults",
+        "-device",
+        "virtio-blk-pci,id=vb0,drive=none0",
+        "-drive",
+        "if=none,id=none0,driver=null-co",
+        "-object",
+        "memory-backend-ram,id=mem0,size=32M",
+        "-object",
+        "iothread,id=io0",
+    ]);
+    let mut c = vmm.qmp();
+    let pci = c.ok("query-pci", json!({}));
+    let expected: String = pci
+        .as_array()
+        .expect("list")
+        .iter()
+        .flat_map(|bus| bus["devices"].as_array().expect("devices").iter())
+        .map(pci_text)
+        .collect();
+    assert!(expected.contains("      id \"vb0\"\r\n"), "{expected}");
+    assert!(
+        expected.contains("    Host bridge: PCI device 8086:1237\r\n"),
+        "{expected}"
+    );
+    assert_eq!(hmp(&mut c, "info pci"), expected);
+
+    let memdev = c.ok("query-memdev", json!({}));
+    let expected: String = memdev
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            let nodes: Vec<String> = m["host-nodes"]
+                .as_array()
+                .expect("host-nodes")
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            assert!(nodes.len() < 2, "no ranges to join here");
+            format!(
+                "memory backend: {}\r\n  size:  {}\r\n  merge: {}\r\n  dump: {}\r\n  prealloc: {}\r\n  policy: {}\r\n  host nodes: {}\r\n",
+                s(m, "id"),
+                m["size"],
+                m["merge"],
+                m["dump"],
+                m["prealloc"],
+                s(m, "policy"),
+                nodes.join(",")
+            )
+        })
+        .collect();
+    assert!(
+        expected.starts_with("memory backend: mem0\r\n  size:  33554432\r\n"),
+        "{expected}"
+    );
+    assert_eq!(hmp(&mut c, "info memdev"), expected);
+
+    let threads = c.ok("query-iothreads", json!({}));
+    let t = &threads[0];
+    assert_eq!(
+        hmp(&mut c, "info iothreads"),
+        format!(
+            "io0:\r\n  thread_id={}\r\n  poll-max-ns={}\r\n  poll-grow={}\r\n  poll-shrink={}\r\n",
+            t["thread-id"], t["poll-max-ns"], t["poll-grow"], t["poll-shrink"]
+        )
+    );
+
+    // Migration: the text of the queries' answers (their errors until
+    // the migration subsystem lands).
+    for (line, query) in [
+        ("info migrate", "query-migrate"),
+        ("info migrate_capabilities", "query-migrate-capabilities"),
+        ("info migrate_parameters", "query-migrate-parameters"),
+    ] {
+        let r = c.execute(query, json!({}));
+        if let Some((_, desc)) = vmm_tests::error_of(&r) {
+            assert_eq!(hmp(&mut c, line), format!("{desc}\r\n"), "{line}");
+        } else {
+            assert!(
+                !hmp(&mut c, line).starts_with('{'),
+                "{line} is text, not JSON"
+            );
+        }
+    }
+}
+
+/// `/name (type)` lines for the composition tree under `path`, from
+/// qom-list and qom-get.
+fn qom_tree_text(c: &mut QmpClient, path: &str, name: &str, indent: usize, out: &mut String) {
+    let ty = c.ok("qom-get", json!({"path": path, "property": "type"}));
+    out.push_str(&format!(
+        "{:indent$}/{name} ({})\r\n",
+        "",
+        ty.as_str().expect("type")
+    ));
+    let props = c.ok("qom-list", json!({ "path": path }));
+    for p in props.as_array().expect("list") {
+        if s(p, "type").starts_with("child<") {
+            let child = s(p, "name");
+            let sub = if path == "/" {
+                format!("/{child}")
+            } else {
+                format!("{path}/{child}")
+            };
+            qom_tree_text(c, &sub, child, indent + 2, out);
+        }
+    }
+}
+
+#[test]
+fn info_qom_tree_follows_qom_list() {
+    let vmm = VmmProcess::start(&["-S", "-nodefaults", "-object", "iothread,id=io0"]);
+    let mut c = vmm.qmp();
+    let mut expected = String::new();
+    qom_tree_text(&mut c, "/machine", "machine", 0, &mut expected);
+    assert!(expected.starts_with("/machine ("), "{expected}");
+    assert!(
+        expected.contains("\r\n  /unattached (container)\r\n"),
+        "{expected}"
+    );
+    assert_eq!(hmp(&mut c, "info qom-tree"), expected);
+    let mut root = String::new();
+    qom_tree_text(&mut c, "/", "", 0, &mut root);
+    assert!(root.contains("\r\n    /io0 (iothread)\r\n"), "{root}");
+    assert_eq!(hmp(&mut c, "info qom-tree /"), root);
+    let mut objects = String::new();
+    qom_tree_text(&mut c, "/objects", "objects", 0, &mut objects);
+    assert_eq!(hmp(&mut c, "info qom-tree /objects"), objects);
+    assert_eq!(
+        hmp(&mut c, "info qom-tree /nosuch"),
+        "Path '/nosuch' could not be resolved.\r\n"
+    );
+}

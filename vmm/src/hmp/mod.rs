@@ -8,6 +8,7 @@
 //! `human-monitor-command` are its two callers. A command whose QMP
 //! counterpart is not implemented prints that command's error.
 
+mod info;
 mod parse;
 mod qemu_io;
 mod readline;
@@ -526,17 +527,17 @@ const INFO_COMMANDS: &[Cmd] = &[
     ),
     cmd(
         "block",
-        "",
-        "",
-        "the block devices",
-        Run::Query("query-block"),
+        "nodes:-n,verbose:-v,device:B?",
+        "[-n] [-v] [device]",
+        "the block devices (-n: every node, -v: with their images)",
+        Run::Fn(info::info_block),
     ),
     cmd(
         "blockstats",
         "",
         "",
         "block device statistics",
-        Run::Query("query-blockstats"),
+        Run::Fn(info::info_blockstats),
     ),
     cmd(
         "block-jobs",
@@ -560,7 +561,7 @@ const INFO_COMMANDS: &[Cmd] = &[
         "the command line history",
         Run::Fn(info_history),
     ),
-    cmd("pci", "", "", "the PCI devices", Run::Query("query-pci")),
+    cmd("pci", "", "", "the PCI devices", Run::Fn(info::info_pci)),
     cmd("kvm", "", "", "KVM support", Run::Fn(info_kvm)),
     cmd("name", "", "", "the guest's name", Run::Fn(info_name)),
     cmd("status", "", "", "the run state", Run::Fn(info_status)),
@@ -572,21 +573,21 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "",
         "the migration state",
-        Run::Query("query-migrate"),
+        Run::Fn(info::info_migrate),
     ),
     cmd(
         "migrate_capabilities",
         "",
         "",
         "the migration capabilities",
-        Run::Query("query-migrate-capabilities"),
+        Run::Fn(info::info_migrate_capabilities),
     ),
     cmd(
         "migrate_parameters",
         "",
         "",
         "the migration parameters",
-        Run::Query("query-migrate-parameters"),
+        Run::Fn(info::info_migrate_parameters),
     ),
     cmd(
         "migrate_cache_size",
@@ -608,7 +609,7 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "",
         "the memory backends",
-        Run::Fn(info_memdev),
+        Run::Fn(info::info_memdev),
     ),
     cmd(
         "memory-devices",
@@ -623,6 +624,20 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "the I/O threads",
         Run::Fn(info_iothreads),
+    ),
+    cmd(
+        "snapshots",
+        "",
+        "",
+        "the internal snapshots of the disks",
+        Run::Fn(info::info_snapshots),
+    ),
+    cmd(
+        "qom-tree",
+        "path:s?",
+        "[path]",
+        "the QOM composition tree (under path)",
+        Run::Fn(info::info_qom_tree),
     ),
     cmd(
         "dump",
@@ -1236,20 +1251,6 @@ fn info_iothreads(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
         let _ = writeln!(ctx.out, "  poll-max-ns={}", t.poll_max_ns);
         let _ = writeln!(ctx.out, "  poll-grow={}", t.poll_grow);
         let _ = writeln!(ctx.out, "  poll-shrink={}", t.poll_shrink);
-    }
-    Ok(())
-}
-
-fn info_memdev(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
-    for m in ctx.vmm.query_memdev()? {
-        let _ = writeln!(ctx.out, "memory backend: {}", m.id.as_deref().unwrap_or(""));
-        let _ = writeln!(ctx.out, "  size:  {}", m.size);
-        let _ = writeln!(ctx.out, "  merge: {}", m.merge);
-        let _ = writeln!(ctx.out, "  dump: {}", m.dump);
-        let _ = writeln!(ctx.out, "  prealloc: {}", m.prealloc);
-        let _ = writeln!(ctx.out, "  policy: {}", m.policy.as_str());
-        let nodes: Vec<String> = m.host_nodes.iter().map(|n| n.to_string()).collect();
-        let _ = writeln!(ctx.out, "  host nodes: {}", nodes.join(","));
     }
     Ok(())
 }
