@@ -333,6 +333,21 @@ fn query_pci_answers_what_the_guest_sees_on_bus_0() {
         json!({"class": 1536, "desc": "Host bridge"})
     );
     assert_eq!(devices[1]["id"], json!({"device": 28672, "vendor": 32902}));
+    // The PIIX3 IDE and PIIX4 PM functions, as QEMU 2.11's pc answers
+    // without firmware (no BAR assigned: address -1).
+    assert_eq!(
+        devices[2],
+        json!({"bus": 0, "slot": 1, "function": 1, "qdev_id": "",
+            "class_info": {"class": 257, "desc": "IDE controller"},
+            "id": {"device": 28688, "vendor": 32902},
+            "regions": [{"bar": 4, "type": "io", "address": -1, "size": 16}]})
+    );
+    assert_eq!(
+        devices[3],
+        json!({"bus": 0, "slot": 1, "function": 3, "qdev_id": "", "irq": 0,
+            "class_info": {"class": 1664, "desc": "Bridge"},
+            "id": {"device": 28947, "vendor": 32902}, "regions": []})
+    );
 }
 
 #[test]

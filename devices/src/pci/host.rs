@@ -203,7 +203,11 @@ impl PciRoot {
                 let regions = (0..6)
                     .filter_map(|i| {
                         let bar = c.bar(i)?;
-                        let addr = c.bar_address(i)?;
+                        // Not decoding: QEMU reports the address as -1.
+                        let addr = match s.mapped[i] {
+                            Some(_) => c.bar_address(i)?,
+                            None => u64::MAX,
+                        };
                         Some((
                             i,
                             bar.kind == BarKind::Io,

@@ -1,7 +1,7 @@
 //! PCI: configuration spaces, the host's configuration mechanism #1 at
 //! 0xcf8/0xcfc, BARs mapped onto the port and MMIO buses as the guest
-//! programs them, and the i440FX host bridge and PIIX3 ISA bridge of the
-//! `pc` machine.
+//! programs them, and the i440FX host bridge and the PIIX3 ISA bridge,
+//! IDE and PIIX4 PM functions of the `pc` machine.
 
 pub mod config;
 pub mod host;
@@ -144,6 +144,121 @@ impl PciFunction for Piix3 {
 
     fn class_description(&self) -> Option<&'static str> {
         Some("ISA bridge")
+    }
+}
+
+/// The PIIX3 IDE function at 01.1, as QEMU's `pc` machine has it: a
+/// legacy-mode controller (ports 0x1f0/0x170, IRQ 14/15) with its
+/// bus-master BAR. No drive sits behind it until vmm has IDE: the legacy
+/// ports decode nothing, so a guest finds no device.
+pub struct Piix3Ide {
+    config: ConfigSpace,
+}
+
+impl Piix3Ide {
+    pub fn new() -> Piix3Ide {
+        let mut config = ConfigSpace::new(0x8086, 0x7010, 0x01, 0x01, 0x80, 0x00);
+        config.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
+        config.set_u16(config::SUBSYSTEM_ID, 0x1100);
+        config.add_bar(
+            4,
+            Bar {
+                kind: BarKind::Io,
+                size: 16,
+                prefetchable: false,
+            },
+            0,
+        );
+        // IDE timing registers: firmware and drivers write them.
+        for off in 0x40..=0x44 {
+            config.allow_write(off, 0xff);
+        }
+        Piix3Ide { config }
+    }
+}
+
+impl Default for Piix3Ide {
+    fn default() -> Self {
+        Piix3Ide::new()
+    }
+}
+
+impl PciFunction for Piix3Ide {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn class_description(&self) -> Option<&'static str> {
+        Some("IDE controller")
+    }
+}
+
+/// The PIIX4 power management function at 01.3, as QEMU's `pc` machine
+/// has it. Its PM I/O base register names where the ACPI PM block is
+/// (0x600, where the FADT puts it), enabled; the block does not move.
+pub struct Piix4Pm {
+    config: ConfigSpace,
+}
+
+/// PMBA: the PM I/O base, and PMREGMISC bit 0: the PM I/O space enable.
+pub const PIIX4_PMBA: usize = 0x40;
+pub const PIIX4_PMREGMISC: usize = 0x80;
+
+impl Piix4Pm {
+    pub fn new(pm_base: u16) -> Piix4Pm {
+        let mut config = ConfigSpace::new(0x8086, 0x7113, 0x06, 0x80, 0x00, 0x03);
+        config.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
+        config.set_u16(config::SUBSYSTEM_ID, 0x1100);
+        config.set_u8(config::INTERRUPT_PIN, 1);
+        config.set_u32(PIIX4_PMBA, u32::from(pm_base) | 1);
+        config.set_u8(PIIX4_PMREGMISC, 1);
+        Piix4Pm { config }
+    }
+}
+
+impl PciFunction for Piix4Pm {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn class_description(&self) -> Option<&'static str> {
+        Some("Bridge")
+    }
+}
+
+impl crate::state::DeviceState for Piix3Ide {
+    fn state_name(&self) -> &'static str {
+        "PIIX3-IDE"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        config_state_save("PIIX3-IDE", &self.config)
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        config_state_load("PIIX3-IDE", &mut self.config, data)
+    }
+}
+
+impl crate::state::DeviceState for Piix4Pm {
+    fn state_name(&self) -> &'static str {
+        "PIIX4-PM"
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
+        config_state_save("PIIX4-PM", &self.config)
+    }
+
+    fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
+        config_state_load("PIIX4-PM", &mut self.config, data)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod vcpu;
 use boot::{ElfKernel, ACPI_ADDR};
 use bzimage::BzImage;
 use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
-use devices::pci::{I440fx, PciConfigIo, PciRoot, Piix3};
+use devices::pci::{I440fx, PciConfigIo, PciRoot, Piix3, Piix3Ide, Piix4Pm};
 use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
 use kvm_bindings::{kvm_pit_config, kvm_regs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
@@ -301,6 +301,13 @@ impl Machine {
             .map_err(MachineError)?;
         pci.add((1, 0), Arc::new(Mutex::new(Piix3::new())))
             .map_err(MachineError)?;
+        pci.add((1, 1), Arc::new(Mutex::new(Piix3Ide::new())))
+            .map_err(MachineError)?;
+        pci.add(
+            (1, 3),
+            Arc::new(Mutex::new(Piix4Pm::new(devices::acpi_pm::PM_BASE as u16))),
+        )
+        .map_err(MachineError)?;
         let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
         let mut next_mmio = PCI_MMIO_START;
         let mut virtio = Vec::new();
