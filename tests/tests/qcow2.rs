@@ -351,3 +351,58 @@ fn snapshot_on_leaves_the_image_alone() {
     assert!(vmm.wait_exit().success());
     assert!(std::fs::read(&img).unwrap().iter().all(|b| *b == 0x5a));
 }
+
+#[test]
+fn transactions_of_internal_snapshots_are_all_or_nothing() {
+    let dir = TempDir::new("q2trans");
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.qcow2");
+    for p in [&a, &b] {
+        qemu_img(&["create", "-q", "-f", "qcow2", p.to_str().unwrap(), "1M"]);
+    }
+    let da = format!("file={},if=none,id=da,format=qcow2", a.display());
+    let db = format!("file={},if=none,id=db,format=qcow2", b.display());
+    let mut vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &da, "-drive", &db]);
+    let mut c = vmm.qmp();
+    let snap = |dev: &str, name: &str| {
+        json!({"type": "blockdev-snapshot-internal-sync",
+            "data": {"device": dev, "name": name}})
+    };
+    c.ok(
+        "transaction",
+        json!({"actions": [snap("da", "s1"), snap("db", "s1")]}),
+    );
+    // An abort undoes the snapshots made before it.
+    let (class, desc) = c.err(
+        "transaction",
+        json!({"actions": [snap("da", "s2"), snap("db", "s2"), {"type": "abort", "data": {}}]}),
+    );
+    assert_eq!(class, "GenericError");
+    assert_eq!(desc, "Transaction aborted using Abort action");
+    // So does a failing action (the name exists on db).
+    let (_, desc) = c.err(
+        "transaction",
+        json!({"actions": [snap("da", "s3"), snap("db", "s1")]}),
+    );
+    assert_eq!(
+        desc,
+        "Snapshot with name 's1' already exists on device 'db'"
+    );
+    let names = |c: &mut QmpClient, i: usize| -> Vec<String> {
+        let blk = c.ok("query-block", json!({}));
+        blk[i]["inserted"]["image"]["snapshots"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(names(&mut c, 0), ["s1"]);
+    assert_eq!(names(&mut c, 1), ["s1"]);
+    c.ok("quit", json!({}));
+    assert!(vmm.wait_exit().success());
+    check_clean(&a);
+    check_clean(&b);
+}

@@ -614,8 +614,43 @@ impl QmpCommands for Vmm {
         not_implemented("xen-colo-do-checkpoint")
     }
 
-    fn transaction(&mut self, _args: TransactionArgs) -> Result<(), Error> {
-        not_implemented("transaction")
+    fn transaction(&mut self, args: TransactionArgs) -> Result<(), Error> {
+        // All or nothing, as QEMU: an action vmm cannot carry out yet
+        // refuses the whole transaction before anything happens.
+        for a in &args.actions {
+            match a {
+                TransactionAction::Abort(_)
+                | TransactionAction::BlockdevSnapshotInternalSync(_) => {}
+                other => {
+                    return Err(Error::generic(format!(
+                        "not available yet: transaction action '{}' is not implemented in vmm",
+                        other.kind().as_str()
+                    )))
+                }
+            }
+        }
+        let clock = self.vm.vm_clock_ns();
+        let mut created: Vec<(String, String)> = Vec::new();
+        for a in &args.actions {
+            let r = match a {
+                TransactionAction::BlockdevSnapshotInternalSync(s) => self
+                    .block
+                    .snapshot_internal_create(&s.device, &s.name, clock)
+                    .map(|()| created.push((s.device.clone(), s.name.clone())))
+                    .map_err(Error::from),
+                _ => Err(Error::generic("Transaction aborted using Abort action")),
+            };
+            if let Err(e) = r {
+                // Abort: what the earlier actions made goes again.
+                for (device, name) in created.iter().rev() {
+                    let _ = self
+                        .block
+                        .snapshot_internal_delete(device, None, Some(name));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn trace_event_get_state(
