@@ -601,6 +601,150 @@ fn encrypted_secrets() {
     );
 }
 
+/// The i440FX host bridge and its bus `pci.0` with every function
+/// query-pci reports; `-device virtio-blk-pci` and `-drive if=virtio`
+/// devices under /machine/peripheral and /machine/peripheral-anon, as
+/// QEMU 2.11 places and numbers them.
+#[test]
+fn pci_bus_and_devices() {
+    let dir = TempDir::new("qom-pci");
+    let disk = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::File::create(&p)
+            .and_then(|f| f.set_len(1 << 20))
+            .expect("image");
+        p.display().to_string()
+    };
+    let d0 = format!("file={},format=raw,if=none,id=d0", disk("a.img"));
+    let d1 = format!("file={},format=raw,if=none,id=d1", disk("b.img"));
+    let d2 = format!("file={},format=raw,if=virtio", disk("c.img"));
+    let (_vmm, mut qmp) = start(&[
+        "-drive",
+        &d0,
+        "-drive",
+        &d1,
+        "-drive",
+        &d2,
+        "-device",
+        "virtio-blk-pci,drive=d0,id=disk0,serial=abc,logical_block_size=4096,physical_block_size=4096",
+        "-device",
+        "virtio-blk-pci,drive=d1,addr=0x5",
+    ]);
+    let machine = props(&mut qmp, "/machine");
+    assert_eq!(machine["i440fx"], "child<i440FX-pcihost>");
+    let host = props(&mut qmp, "/machine/i440fx");
+    assert_eq!(host["pci.0"], "child<PCI>");
+    let bus = props(&mut qmp, "/machine/i440fx/pci.0");
+    assert_eq!(bus["type"], "string");
+    assert_eq!(bus["realized"], "bool");
+    assert_eq!(bus["hotplug-handler"], "link<hotplug-handler>");
+    assert_eq!(get(&mut qmp, "/machine/i440fx/pci.0", "type"), "PCI");
+
+    // The bus's child[N] links reach every function query-pci lists,
+    // board functions first, the -device ones after in command-line
+    // order (the if=virtio drive's device comes last, as in QEMU).
+    let pci = qmp.ok("query-pci", json!({}));
+    let mut listed: BTreeSet<i64> = BTreeSet::new();
+    for d in pci[0]["devices"].as_array().expect("devices") {
+        let slot = d["slot"].as_i64().unwrap_or(-1);
+        let function = d["function"].as_i64().unwrap_or(-1);
+        listed.insert(slot * 8 + function);
+    }
+    let mut reached = BTreeSet::new();
+    let mut order = Vec::new();
+    for n in 0..bus.keys().filter(|k| k.starts_with("child[")).count() {
+        let link = format!("child[{n}]");
+        let path = get(&mut qmp, "/machine/i440fx/pci.0", &link);
+        let path = path.as_str().expect("link path").to_string();
+        assert_eq!(
+            format!(
+                "link<{}>",
+                get(&mut qmp, &path, "type").as_str().unwrap_or("")
+            ),
+            bus[&link]
+        );
+        assert_eq!(get(&mut qmp, &path, "parent_bus"), "/machine/i440fx/pci.0");
+        reached.insert(get(&mut qmp, &path, "addr").as_i64().unwrap_or(-1));
+        order.push(path);
+    }
+    assert_eq!(reached, listed);
+    assert_eq!(
+        order[order.len() - 3..],
+        [
+            "/machine/peripheral/disk0",
+            "/machine/peripheral-anon/device[0]",
+            "/machine/peripheral-anon/device[1]",
+        ]
+    );
+    let i440fx = &order[0];
+    assert!(
+        i440fx.starts_with("/machine/unattached/device["),
+        "{i440fx}"
+    );
+    assert_eq!(get(&mut qmp, i440fx, "type"), "i440FX");
+    assert_eq!(get(&mut qmp, i440fx, "addr"), json!(0));
+    assert_eq!(get(&mut qmp, &order[1], "type"), "PIIX3");
+    assert_eq!(get(&mut qmp, &order[1], "multifunction"), json!(true));
+
+    // The named device: its properties, its backend and the bus between.
+    let p = "/machine/peripheral/disk0";
+    let dev = props(&mut qmp, p);
+    assert_eq!(dev["virtio-backend"], "child<virtio-blk-device>");
+    assert_eq!(dev["virtio-bus"], "child<virtio-pci-bus>");
+    assert_eq!(dev["parent_bus"], "link<bus>");
+    assert_eq!(dev["addr"], "int32");
+    assert_eq!(dev["drive"], "str");
+    assert_eq!(get(&mut qmp, p, "type"), "virtio-blk-pci");
+    assert_eq!(get(&mut qmp, p, "drive"), "d0");
+    assert_eq!(get(&mut qmp, p, "serial"), "abc");
+    assert_eq!(get(&mut qmp, p, "logical_block_size"), json!(4096));
+    assert_eq!(get(&mut qmp, p, "addr"), json!(2 * 8));
+    assert_eq!(get(&mut qmp, p, "romfile"), "efi-virtio.rom");
+    assert_eq!(get(&mut qmp, p, "realized"), json!(true));
+    // query-block's qdev path resolves to the backend.
+    let blocks = qmp.ok("query-block", json!({}));
+    let qdev = blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["device"] == "d0")
+        .map(|b| b["qdev"].as_str().unwrap_or("").to_string())
+        .expect("d0");
+    assert_eq!(qdev, "/machine/peripheral/disk0/virtio-backend");
+    assert_eq!(get(&mut qmp, &qdev, "type"), "virtio-blk-device");
+    assert_eq!(get(&mut qmp, &qdev, "drive"), "d0");
+    assert_eq!(
+        get(&mut qmp, &qdev, "parent_bus"),
+        "/machine/peripheral/disk0/virtio-bus"
+    );
+    assert_eq!(
+        get(&mut qmp, &format!("{p}/virtio-bus"), "child[0]"),
+        json!(qdev)
+    );
+    // Anonymous devices: addr=0x5, then the if=virtio drive in the first
+    // free slot after disk0's.
+    assert_eq!(
+        get(&mut qmp, "/machine/peripheral-anon/device[0]", "addr"),
+        json!(5 * 8)
+    );
+    assert_eq!(
+        get(&mut qmp, "/machine/peripheral-anon/device[0]", "drive"),
+        "d1"
+    );
+    assert_eq!(
+        get(&mut qmp, "/machine/peripheral-anon/device[1]", "addr"),
+        json!(3 * 8)
+    );
+    // A realized device's properties are fixed.
+    assert_eq!(
+        qmp.err(
+            "qom-set",
+            json!({"path": p, "property": "serial", "value": "x"})
+        ),
+        generic("Attempt to set property 'serial' on device 'disk0' (type 'virtio-blk-pci') after it was realized")
+    );
+}
+
 #[test]
 fn memory_backends_and_query_memdev() {
     let dir = TempDir::new("memfile");

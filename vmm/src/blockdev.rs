@@ -147,16 +147,8 @@ pub fn open(config: &mut Config) -> Result<BlockGraph, String> {
 /// reports it: `/machine/peripheral/ID/virtio-backend`, or the
 /// anonymous device's path.
 pub fn qdev_path(config: &Config, device: &Opts) -> String {
-    match &device.id {
-        Some(id) => format!("/machine/peripheral/{id}/virtio-backend"),
-        None => {
-            let n = config
-                .devices
-                .iter()
-                .take_while(|d| !std::ptr::eq(*d, device))
-                .filter(|d| d.id.is_none())
-                .count();
-            format!("/machine/peripheral-anon/device[{n}]/virtio-backend")
-        }
-    }
+    format!(
+        "{}/virtio-backend",
+        crate::qom::machine::peripheral_path(config, device)
+    )
 }

@@ -359,16 +359,9 @@ fn virtio_blk_devices(
         }
         let slot = match d.get("addr") {
             None => None,
-            Some(a) => {
-                let slot = a.split('.').next().unwrap_or(a);
-                let n = u8::from_str_radix(slot.trim_start_matches("0x"), 16)
-                    .ok()
-                    .filter(|n| *n < 32)
-                    .ok_or_else(|| {
-                        format!("{loc}: Property 'virtio-blk-pci.addr' doesn't take value '{a}'")
-                    })?;
-                Some(n)
-            }
+            Some(a) => Some(qom::machine::pci_slot(a).ok_or_else(|| {
+                format!("{loc}: Property 'virtio-blk-pci.addr' doesn't take value '{a}'")
+            })?),
         };
         out.push(machine::VirtioBlkSpec {
             backend,
@@ -527,8 +520,12 @@ fn run(mut config: Config) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    let pci: Vec<qom::machine::PciFunction> = machine
+        .as_ref()
+        .map(|m| m.pci_functions().iter().map(Into::into).collect())
+        .unwrap_or_default();
     let qom = match debug_exit(&config)
-        .and_then(|d| qom::Qom::from_config(&config, machine.is_some(), d))
+        .and_then(|d| qom::Qom::from_config(&config, machine.is_some(), d, pci))
     {
         Ok(q) => q,
         Err(e) => return fail(e),

@@ -1,9 +1,10 @@
 //! The tree QEMU has after start, for what vmm builds: `/machine` with
 //! its `peripheral`, `peripheral-anon` and `unattached` containers, the
 //! CPUs at `/machine/unattached/device[N]` (the qom_path query-cpus
-//! reports), the legacy ISA devices after them, `-device` devices under
-//! `peripheral`/`peripheral-anon`, and the `/objects` and `/chardevs`
-//! containers.
+//! reports), the board's PCI functions and legacy ISA devices after
+//! them, the i440FX host bridge at `/machine/i440fx` with its bus
+//! `pci.0`, `-device` devices under `peripheral`/`peripheral-anon`, and
+//! the `/objects` and `/chardevs` containers.
 
 use super::devices;
 use super::props::{Access, NoProperties, PropInfo, PropertyStore};
@@ -20,11 +21,140 @@ pub struct CpuTopology {
     pub threads: u32,
 }
 
-/// `-device isa-debug-exit,...`.
-pub struct DebugExitDevice {
+/// One function on PCI bus 0, as the machine has it (query-pci's view).
+pub struct PciFunction {
+    pub slot: u8,
+    pub function: u8,
+    pub vendor: u16,
+    pub device: u16,
+}
+
+impl From<&::devices::pci::host::FunctionInfo> for PciFunction {
+    fn from(f: &::devices::pci::host::FunctionInfo) -> PciFunction {
+        PciFunction {
+            slot: f.slot,
+            function: f.function,
+            vendor: f.vendor,
+            device: f.device,
+        }
+    }
+}
+
+/// The QOM type of a PCI function the `pc` board creates itself, by its
+/// vendor and device ID.
+fn board_pci_type(vendor: u16, device: u16) -> Option<&'static str> {
+    Some(match (vendor, device) {
+        (0x8086, 0x1237) => "i440FX",
+        (0x8086, 0x7000) => "PIIX3",
+        (0x8086, 0x7010) => "piix3-ide",
+        (0x8086, 0x7113) => "PIIX4_PM",
+        _ => return None,
+    })
+}
+
+/// Whether a function is a virtio-blk-pci: QEMU's transitional device
+/// ID or the modern one (vmm's device is modern-only).
+fn is_virtio_blk(f: &PciFunction) -> bool {
+    f.vendor == 0x1af4 && matches!(f.device, 0x1001 | 0x1042) && f.function == 0
+}
+
+/// A `-device virtio-blk-pci` (or `-drive if=virtio`) device.
+pub struct VirtioBlkDevice {
+    /// Where the machine placed it.
+    pub slot: u8,
+    pub drive: String,
+    pub serial: String,
+    pub logical_block_size: u64,
+    pub physical_block_size: u64,
+    pub num_queues: u64,
+    pub config_wce: bool,
+}
+
+pub enum PeripheralKind {
+    DebugExit { iobase: u16, iosize: u16 },
+    VirtioBlk(VirtioBlkDevice),
+}
+
+/// A `-device` the tree shows, in command-line order.
+pub struct Peripheral {
     pub id: Option<String>,
-    pub iobase: u16,
-    pub iosize: u16,
+    /// `/machine/peripheral/ID` or `/machine/peripheral-anon/device[N]`.
+    pub path: String,
+    pub kind: PeripheralKind,
+}
+
+/// Where QEMU puts a `-device`: `/machine/peripheral/ID`, or for one
+/// without an id `/machine/peripheral-anon/device[N]`, N counting the
+/// devices without an id before it.
+pub fn peripheral_path(config: &crate::cmdline::Config, device: &crate::cmdline::Opts) -> String {
+    match &device.id {
+        Some(id) => format!("/machine/peripheral/{id}"),
+        None => {
+            let n = config
+                .devices
+                .iter()
+                .take_while(|d| !std::ptr::eq(*d, device))
+                .filter(|d| d.id.is_none())
+                .count();
+            format!("/machine/peripheral-anon/device[{n}]")
+        }
+    }
+}
+
+/// The slot of `addr=SLOT[.FN]` (hex, `0x` allowed).
+pub fn pci_slot(addr: &str) -> Option<u8> {
+    let slot = addr.split('.').next().unwrap_or(addr);
+    u8::from_str_radix(slot.trim_start_matches("0x"), 16)
+        .ok()
+        .filter(|n| *n < 32)
+}
+
+/// The virtio-blk-pci devices of the command line with the slot each
+/// got: `addr=` where given; the others took the first free slot in
+/// command-line order, so they hold the remaining virtio-blk slots in
+/// ascending order.
+fn virtio_blk_devices(
+    config: &crate::cmdline::Config,
+    pci: &[PciFunction],
+) -> Vec<(usize, VirtioBlkDevice)> {
+    let devices: Vec<(usize, &crate::cmdline::Opts)> = config
+        .devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.get("driver") == Some("virtio-blk-pci"))
+        .collect();
+    let explicit: Vec<u8> = devices
+        .iter()
+        .filter_map(|(_, d)| d.get("addr").and_then(pci_slot))
+        .collect();
+    let mut auto = pci
+        .iter()
+        .filter(|f| is_virtio_blk(f))
+        .map(|f| f.slot)
+        .filter(|s| !explicit.contains(s));
+    devices
+        .into_iter()
+        .filter_map(|(index, d)| {
+            let slot = match d.get("addr") {
+                Some(a) => pci_slot(a)?,
+                None => auto.next()?,
+            };
+            let num =
+                |name: &str, default: u64| d.get_number(name).ok().flatten().unwrap_or(default);
+            Some((
+                index,
+                VirtioBlkDevice {
+                    slot,
+                    drive: d.get("drive").unwrap_or_default().to_string(),
+                    serial: d.get("serial").unwrap_or_default().to_string(),
+                    logical_block_size: num("logical_block_size", 512),
+                    physical_block_size: num("physical_block_size", 512),
+                    num_queues: num("num-queues", 1),
+                    config_wce: d.get_bool("config-wce").ok().flatten().unwrap_or(true),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// What the machine has, as main.rs knows it after building it.
@@ -38,7 +168,9 @@ pub struct MachineDescription {
     pub cpus: Option<CpuTopology>,
     /// The chardev label behind each serial port, COM1 first.
     pub serials: Vec<String>,
-    pub debug_exit: Option<DebugExitDevice>,
+    /// Every function on PCI bus 0 (none without a machine).
+    pub pci: Vec<PciFunction>,
+    pub peripherals: Vec<Peripheral>,
 }
 
 fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStore {
@@ -165,11 +297,12 @@ fn machine_state(d: &MachineDescription) -> PropertyStore {
 
 impl MachineDescription {
     /// What the command line asks for; `has_machine`: a KVM machine
-    /// runs (so vCPUs and board devices exist).
+    /// runs (so vCPUs and board devices exist), with `pci` on its bus.
     pub fn from_config(
         config: &crate::cmdline::Config,
         has_machine: bool,
         debug_exit: Option<(u16, u16)>,
+        pci: Vec<PciFunction>,
     ) -> MachineDescription {
         use crate::cmdline::SerialTarget;
         let machine_type = crate::machines::find(&config.machine.type_name)
@@ -204,19 +337,202 @@ impl MachineDescription {
             } else {
                 Vec::new()
             },
-            debug_exit: debug_exit.filter(|_| has_machine).map(|(iobase, iosize)| {
-                DebugExitDevice {
-                    id: config
-                        .devices
-                        .iter()
-                        .find(|d| d.get("driver") == Some("isa-debug-exit"))
-                        .and_then(|d| d.id.clone()),
-                    iobase,
-                    iosize,
-                }
-            }),
+            peripherals: if has_machine {
+                peripherals(config, debug_exit, &pci)
+            } else {
+                Vec::new()
+            },
+            pci,
         }
     }
+}
+
+/// The `-device`s the tree has, in command-line order.
+fn peripherals(
+    config: &crate::cmdline::Config,
+    debug_exit: Option<(u16, u16)>,
+    pci: &[PciFunction],
+) -> Vec<Peripheral> {
+    let mut virtio = virtio_blk_devices(config, pci).into_iter().peekable();
+    let mut out = Vec::new();
+    for (index, d) in config.devices.iter().enumerate() {
+        let kind = match d.get("driver") {
+            Some("isa-debug-exit") => {
+                debug_exit.map(|(iobase, iosize)| PeripheralKind::DebugExit { iobase, iosize })
+            }
+            Some("virtio-blk-pci") => virtio
+                .next_if(|(i, _)| *i == index)
+                .map(|(_, v)| PeripheralKind::VirtioBlk(v)),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            out.push(Peripheral {
+                id: d.id.clone(),
+                path: peripheral_path(config, d),
+                kind,
+            });
+        }
+    }
+    out
+}
+
+/// The PCI bus `pci.0` and what is on it, as devices join it.
+struct PciBus {
+    bus: ObjectId,
+    /// Whether the bus has a hotplug handler (PIIX4 PM): only then are
+    /// the devices on it hotpluggable.
+    hotplug: bool,
+    children: usize,
+}
+
+impl PciBus {
+    /// `/machine/i440fx` (the host bridge) with its bus `pci.0`.
+    fn new(tree: &mut Tree, machine: ObjectId, pci: &[PciFunction]) -> PciBus {
+        let host_type = "i440FX-pcihost";
+        let host = tree
+            .add_child(
+                machine,
+                "i440fx",
+                host_type,
+                Box::new(common_device_props(
+                    PropertyStore::for_device(None, host_type),
+                    false,
+                )),
+            )
+            .unwrap_or(ROOT);
+        let bus = tree
+            .add_child(host, "pci.0", "PCI", Box::new(bus_state()))
+            .unwrap_or(ROOT);
+        tree.add_link(bus, "hotplug-handler", "hotplug-handler", None);
+        PciBus {
+            bus,
+            hotplug: pci
+                .iter()
+                .any(|f| board_pci_type(f.vendor, f.device) == Some("PIIX4_PM")),
+            children: 0,
+        }
+    }
+
+    /// A realized PCI device at `devfn` named `name` under `parent`, with
+    /// pci-device's properties, then `extra` ones; linked from the bus.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        tree: &mut Tree,
+        parent: ObjectId,
+        name: &str,
+        id: Option<String>,
+        type_name: &str,
+        devfn: u8,
+        class_hotpluggable: bool,
+        multifunction: bool,
+        romfile: &str,
+        extra: Vec<(PropInfo, Value)>,
+    ) -> ObjectId {
+        let qdev = |n: &str, t: &str| PropInfo::new(n, t, Access::ReadWrite);
+        let mut store = common_device_props(
+            PropertyStore::for_device(id, type_name),
+            class_hotpluggable && self.hotplug,
+        )
+        .with(qdev("addr", "int32"), Value::from(devfn))
+        .with(qdev("romfile", "str"), Value::from(romfile))
+        .with(qdev("rombar", "uint32"), Value::from(1))
+        .with(qdev("multifunction", "bool"), Value::from(multifunction))
+        .with(qdev("command_serr_enable", "bool"), Value::from(true))
+        .with(qdev("x-pcie-lnksta-dllla", "bool"), Value::from(true))
+        .with(qdev("x-pcie-extcap-init", "bool"), Value::from(true));
+        for (info, value) in extra {
+            store = store.with(info, value);
+        }
+        let dev = tree
+            .add_child(parent, name, type_name, Box::new(store))
+            .unwrap_or(ROOT);
+        tree.add_link(dev, "parent_bus", "bus", Some(self.bus));
+        tree.add_link(
+            self.bus,
+            &format!("child[{}]", self.children),
+            type_name,
+            Some(dev),
+        );
+        self.children += 1;
+        if type_name == "PIIX4_PM" {
+            tree.set_link(self.bus, "hotplug-handler", Some(dev));
+        }
+        dev
+    }
+}
+
+/// A bus: realized with its parent device.
+fn bus_state() -> PropertyStore {
+    PropertyStore::new().with(
+        PropInfo::new("realized", "bool", Access::ReadOnly),
+        Value::from(true),
+    )
+}
+
+/// The properties virtio-blk-pci shares with its virtio-blk-device.
+fn virtio_blk_props(v: &VirtioBlkDevice) -> Vec<(PropInfo, Value)> {
+    let qdev = |n: &str, t: &str| PropInfo::new(n, t, Access::ReadWrite);
+    vec![
+        (qdev("drive", "str"), Value::from(v.drive.clone())),
+        (qdev("serial", "str"), Value::from(v.serial.clone())),
+        (
+            qdev("logical_block_size", "uint16"),
+            Value::from(v.logical_block_size),
+        ),
+        (
+            qdev("physical_block_size", "uint16"),
+            Value::from(v.physical_block_size),
+        ),
+        (qdev("num-queues", "uint16"), Value::from(v.num_queues)),
+        (qdev("config-wce", "bool"), Value::from(v.config_wce)),
+    ]
+}
+
+/// virtio-blk-pci at `path`: the PCI proxy, its `virtio-backend` (the
+/// virtio-blk-device) and the `virtio-bus` between them.
+fn add_virtio_blk(
+    tree: &mut Tree,
+    pci: &mut PciBus,
+    path: &str,
+    id: Option<String>,
+    v: &VirtioBlkDevice,
+) {
+    let (container, name) = path
+        .rsplit_once('/')
+        .unwrap_or(("/machine/peripheral-anon", path));
+    let parent = tree.container(container);
+    let proxy = pci.add(
+        tree,
+        parent,
+        name,
+        id,
+        "virtio-blk-pci",
+        v.slot << 3,
+        true,
+        false,
+        "efi-virtio.rom",
+        virtio_blk_props(v),
+    );
+    let mut backend =
+        common_device_props(PropertyStore::for_device(None, "virtio-blk-device"), false);
+    for (info, value) in virtio_blk_props(v) {
+        backend = backend.with(info, value);
+    }
+    let backend = tree
+        .add_child(
+            proxy,
+            "virtio-backend",
+            "virtio-blk-device",
+            Box::new(backend),
+        )
+        .unwrap_or(ROOT);
+    let bus = tree
+        .add_child(proxy, "virtio-bus", "virtio-pci-bus", Box::new(bus_state()))
+        .unwrap_or(ROOT);
+    tree.add_link(bus, "hotplug-handler", "hotplug-handler", None);
+    tree.add_link(bus, "child[0]", "virtio-blk-device", Some(backend));
+    tree.add_link(backend, "parent_bus", "bus", Some(bus));
 }
 
 pub fn build(d: &MachineDescription) -> Tree {
@@ -231,6 +547,10 @@ pub fn build(d: &MachineDescription) -> Tree {
     tree.container("/objects");
     tree.container("/chardevs");
     let unattached = tree.container("/machine/unattached");
+    let mut pci = d
+        .cpus
+        .is_some()
+        .then(|| PciBus::new(&mut tree, machine, &d.pci));
     if let Some(t) = &d.cpus {
         for i in 0..t.count {
             let _ = tree.add_child(
@@ -240,6 +560,28 @@ pub fn build(d: &MachineDescription) -> Tree {
                 Box::new(cpu_state(i, t)),
             );
         }
+    }
+    // The board's PCI functions, as pc creates them after the CPUs.
+    if let Some(bus) = &mut pci {
+        for f in &d.pci {
+            let Some(type_name) = board_pci_type(f.vendor, f.device) else {
+                continue;
+            };
+            bus.add(
+                &mut tree,
+                unattached,
+                "device[*]",
+                None,
+                type_name,
+                (f.slot << 3) | f.function,
+                false,
+                type_name == "PIIX3",
+                "",
+                Vec::new(),
+            );
+        }
+    }
+    if d.cpus.is_some() {
         // The board's ISA devices, as the pc machine creates them.
         add_device(
             &mut tree,
@@ -269,22 +611,25 @@ pub fn build(d: &MachineDescription) -> Tree {
         }
         add_device(&mut tree, unattached, "device[*]", None, "i8042", &[]);
     }
-    if let Some(x) = &d.debug_exit {
-        let (parent, name) = match &x.id {
-            Some(id) => (tree.container("/machine/peripheral"), id.clone()),
-            None => (
-                tree.container("/machine/peripheral-anon"),
-                "device[*]".to_string(),
-            ),
-        };
-        add_device(
-            &mut tree,
-            parent,
-            &name,
-            x.id.clone(),
-            "isa-debug-exit",
-            &[Value::from(x.iobase), Value::from(x.iosize)],
-        );
+    for p in &d.peripherals {
+        match (&p.kind, &mut pci) {
+            (PeripheralKind::DebugExit { iobase, iosize }, _) => {
+                let (container, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
+                let parent = tree.container(container);
+                add_device(
+                    &mut tree,
+                    parent,
+                    name,
+                    p.id.clone(),
+                    "isa-debug-exit",
+                    &[Value::from(*iobase), Value::from(*iosize)],
+                );
+            }
+            (PeripheralKind::VirtioBlk(v), Some(bus)) => {
+                add_virtio_blk(&mut tree, bus, &p.path, p.id.clone(), v);
+            }
+            (PeripheralKind::VirtioBlk(_), None) => {}
+        }
     }
     tree
 }

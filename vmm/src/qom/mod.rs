@@ -32,11 +32,13 @@ impl Qom {
         config: &crate::cmdline::Config,
         has_machine: bool,
         debug_exit: Option<(u16, u16)>,
+        pci: Vec<machine::PciFunction>,
     ) -> Result<Qom, String> {
         let mut qom = Qom::new(&machine::MachineDescription::from_config(
             config,
             has_machine,
             debug_exit,
+            pci,
         ));
         for o in &config.objects {
             let qom_type = o.get("qom-type").unwrap_or_default();

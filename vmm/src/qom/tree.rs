@@ -166,6 +166,19 @@ impl Tree {
         });
     }
 
+    /// Points `owner`'s link `name` at `target` (nothing when it has no
+    /// such link).
+    pub fn set_link(&mut self, owner: ObjectId, name: &str, target: Option<ObjectId>) {
+        if let Some(l) = self
+            .node_mut(owner)
+            .links
+            .iter_mut()
+            .find(|l| l.name == name)
+        {
+            l.target = target;
+        }
+    }
+
     /// Removes `id` and everything below it; links to them become unset.
     pub fn remove(&mut self, id: ObjectId) {
         if let Some(parent) = self.node(id).parent {
