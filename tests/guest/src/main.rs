@@ -6,6 +6,7 @@
 #![no_main]
 
 mod acpi;
+mod blkbench;
 mod layout;
 mod mem;
 mod rtc;
@@ -13,8 +14,8 @@ mod serial;
 mod smp;
 mod start_info;
 mod tests;
-mod virtio;
 mod time;
+mod virtio;
 mod x86;
 
 use core::sync::atomic::Ordering;

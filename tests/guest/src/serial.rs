@@ -62,7 +62,11 @@ fn write_raw(bytes: &[u8]) {
 /// a break was seen (LSR BI, cleared by this read of LSR).
 pub fn read_byte() -> (Option<u8>, bool) {
     let lsr = inb(LSR);
-    let byte = if lsr & LSR_DR != 0 { Some(inb(RBR)) } else { None };
+    let byte = if lsr & LSR_DR != 0 {
+        Some(inb(RBR))
+    } else {
+        None
+    };
     (byte, lsr & LSR_BI != 0)
 }
 

@@ -2,7 +2,9 @@
 
 use crate::layout::{SCRATCH, STATUS};
 use crate::start_info;
-use crate::x86::{apic_id, halt, inl, inw, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw};
+use crate::x86::{
+    apic_id, halt, inl, inw, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw,
+};
 use crate::{acpi, exit, rtc, say, smp, time, EXIT_FAIL};
 use core::sync::atomic::Ordering;
 
@@ -19,6 +21,7 @@ pub const ALL: &[&str] = &[
     "virtio-hostile",
     "virtio-resize",
     "virtio-blk-rw",
+    "virtio-blk-bench",
     "smp",
     "idle",
     "fault",
@@ -74,6 +77,7 @@ pub fn run(name: &str) {
         "virtio-hostile" => virtio_hostile(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
+        "virtio-blk-bench" => crate::blkbench::run(),
         "smp" => smp(),
         "idle" => idle(),
         "fault" => fault(),
@@ -188,7 +192,10 @@ fn rtc() {
     });
     rtc::write(0x0b, b);
     if !seen {
-        fail("rtc", format_args!("no update interrupt flag in register C (last {:#04x})", c));
+        fail(
+            "rtc",
+            format_args!("no update interrupt flag in register C (last {:#04x})", c),
+        );
     }
     say!("ok rtc {} update-irq", line);
 }
@@ -256,7 +263,10 @@ fn acpi_suspend() -> ! {
         }
     }
     let f = acpi::fadt(&acpi_table(T, b"FACP", "FADT"));
-    let Some(s3) = acpi::table_at(f.dsdt).as_ref().and_then(|d| acpi::sleep_slp_typ(d, b"_S3_")) else {
+    let Some(s3) = acpi::table_at(f.dsdt)
+        .as_ref()
+        .and_then(|d| acpi::sleep_slp_typ(d, b"_S3_"))
+    else {
         fail(T, format_args!("no \\_S3 in the DSDT"))
     };
     if f.pm1a_cnt == 0 || f.hw_reduced {
@@ -289,7 +299,14 @@ fn pci() {
             }
             outl(0xcf8, addr | 0x08);
             let class = inl(0xcfc) >> 16;
-            say!("pci {:02x}.{} {:04x}:{:04x} class {:04x}", slot, func, id & 0xffff, id >> 16, class);
+            say!(
+                "pci {:02x}.{} {:04x}:{:04x} class {:04x}",
+                slot,
+                func,
+                id & 0xffff,
+                id >> 16,
+                class
+            );
             found += 1;
             if func == 0 {
                 outl(0xcf8, addr | 0x0c);
@@ -312,7 +329,8 @@ fn virtio_blk() {
     let mut blk = probe_blk(T);
     let data = crate::virtio::DATA as *mut u8;
     let buf = unsafe { core::slice::from_raw_parts_mut(data, crate::virtio::DATA_MAX) };
-    let run = |blk: &mut crate::virtio::Blk, kind, sector, len| match blk.request(kind, sector, len) {
+    let run = |blk: &mut crate::virtio::Blk, kind, sector, len| match blk.request(kind, sector, len)
+    {
         Ok(s) => s,
         Err(e) => fail(T, format_args!("{}", e)),
     };
@@ -360,9 +378,17 @@ fn virtio_blk() {
     let capacity = blk.capacity;
     let past_end = run(&mut blk, crate::virtio::T_IN, capacity, 512);
     if past_end != 1 {
-        fail(T, format_args!("read past the end gave status {}, not IOERR", past_end));
+        fail(
+            T,
+            format_args!("read past the end gave status {}, not IOERR", past_end),
+        );
     }
-    say!("ok {} serial={} device-status={:#x}", T, serial, blk.device_status());
+    say!(
+        "ok {} serial={} device-status={:#x}",
+        T,
+        serial,
+        blk.device_status()
+    );
 }
 
 /// Writes the `virtio-blk` pattern to sectors 8-15, reads it back and
@@ -386,8 +412,16 @@ fn virtio_blk_rw() {
     say!("{} write status={}", T, st);
     buf[..4096].fill(0);
     let st = run(crate::virtio::T_IN, 8, 4096);
-    let same = buf[..4096].iter().enumerate().all(|(i, b)| *b == pattern(i));
-    say!("{} read status={} data={}", T, st, if same { "match" } else { "differ" });
+    let same = buf[..4096]
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern(i));
+    say!(
+        "{} read status={} data={}",
+        T,
+        st,
+        if same { "match" } else { "differ" }
+    );
     let st = run(crate::virtio::T_FLUSH, 0, 0);
     say!("{} flush status={}", T, st);
     say!("ok {}", T);
@@ -406,9 +440,17 @@ fn virtio_hostile() {
             st = blk.device_status();
             st & 0x40 != 0
         }) {
-            fail(T, format_args!("no NEEDS_RESET after a hostile chain (status {:#x})", st));
+            fail(
+                T,
+                format_args!("no NEEDS_RESET after a hostile chain (status {:#x})", st),
+            );
         }
-        say!("{} {} -> status {:#x}", T, if outside { "outside-ram" } else { "loop" }, st);
+        say!(
+            "{} {} -> status {:#x}",
+            T,
+            if outside { "outside-ram" } else { "loop" },
+            st
+        );
     }
     // A fresh start works.
     let mut blk = probe_blk(T);
@@ -428,11 +470,20 @@ fn virtio_resize() {
     let (cap, gen) = (blk.read_capacity(), blk.config_generation());
     say!("{} capacity={} generation={} waiting", T, cap, gen);
     if !time::wait_until(timeout(), || blk.read_capacity() != cap) {
-        fail(T, format_args!("capacity still {} after {}s", cap, timeout()));
+        fail(
+            T,
+            format_args!("capacity still {} after {}s", cap, timeout()),
+        );
     }
     let (new_cap, new_gen) = (blk.read_capacity(), blk.config_generation());
     if new_gen == gen {
-        fail(T, format_args!("capacity {} but the configuration generation did not change", new_cap));
+        fail(
+            T,
+            format_args!(
+                "capacity {} but the configuration generation did not change",
+                new_cap
+            ),
+        );
     }
     say!("ok {} capacity={} generation={}", T, new_cap, new_gen);
 }

@@ -2,7 +2,9 @@
 //! 0, negotiates VERSION_1, sets up one split queue in low memory and runs
 //! requests to completion by polling the used ring (interrupts stay off).
 
-use crate::x86::{inl, mmio_rd32, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outl, rd16, rd32, rd8};
+use crate::x86::{
+    inl, mmio_rd32, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outl, rd16, rd32, rd8,
+};
 use core::sync::atomic::{fence, Ordering};
 
 /// Where the queue and buffers live (inside the RAM the guest requires).
@@ -38,11 +40,19 @@ fn cfg_write(slot: u32, reg: u32, v: u32) {
 pub struct Blk {
     common: u64,
     device: u64,
-    notify: u64,
+    pub(crate) notify: u64,
     pub capacity: u64,
+    /// Size of queue 0 (16 for `probe`, up to 256 for `probe_sized`).
+    pub(crate) qsize: u16,
     avail_idx: u16,
     used_seen: u16,
 }
+
+/// The split queue's rings (queue 0), for drivers that run their own
+/// requests on it (the `virtio-blk-bench` workload).
+pub const RING_DESC: u64 = DESC;
+pub const RING_AVAIL: u64 = AVAIL;
+pub const RING_USED: u64 = USED;
 
 fn mmio_rd8(pa: u64) -> u8 {
     unsafe { core::ptr::read_volatile(pa as *const u8) }
@@ -55,6 +65,12 @@ fn mmio_rd16(pa: u64) -> u16 {
 impl Blk {
     /// Finds and initialises the first virtio-blk (1af4:1042) on bus 0.
     pub fn probe() -> Result<Blk, &'static str> {
+        Self::probe_sized(QUEUE_SIZE)
+    }
+
+    /// As `probe`, with queue 0 of `want` entries (a power of two up to
+    /// 256), or the device's maximum if that is smaller.
+    pub fn probe_sized(want: u16) -> Result<Blk, &'static str> {
         let slot = (0..32u32)
             .find(|s| cfg_read(*s, 0) == 0x1042_1af4)
             .ok_or("no virtio-blk-pci (1af4:1042) on bus 0")?;
@@ -63,7 +79,11 @@ impl Blk {
         cfg_write(slot, 4, (cmd & 0xffff) | 0x6);
         let bar = |i: u32| -> u64 {
             let lo = cfg_read(slot, 0x10 + 4 * i);
-            let hi = if lo & 0x4 != 0 { cfg_read(slot, 0x14 + 4 * i) } else { 0 };
+            let hi = if lo & 0x4 != 0 {
+                cfg_read(slot, 0x14 + 4 * i)
+            } else {
+                0
+            };
             u64::from(lo & !0xf) | (u64::from(hi) << 32)
         };
         let (mut common, mut device, mut notify, mut mult) = (0, 0, 0, 0);
@@ -109,10 +129,15 @@ impl Blk {
         }
         // Queue 0.
         mmio_wr16(common + 0x16, 0);
-        if mmio_rd16(common + 0x18) < QUEUE_SIZE {
+        let max = mmio_rd16(common + 0x18);
+        if max < QUEUE_SIZE {
             return Err("queue too small");
         }
-        mmio_wr16(common + 0x18, QUEUE_SIZE);
+        let mut qsize = want.clamp(QUEUE_SIZE, 256);
+        while qsize > max {
+            qsize /= 2;
+        }
+        mmio_wr16(common + 0x18, qsize);
         let notify_off = u64::from(mmio_rd16(common + 0x1e));
         unsafe {
             core::ptr::write_bytes(RING_BASE as *mut u8, 0, 0x3000);
@@ -128,6 +153,7 @@ impl Blk {
             device,
             notify: notify + notify_off * u64::from(mult),
             capacity,
+            qsize,
             avail_idx: 0,
             used_seen: 0,
         })
@@ -174,7 +200,7 @@ impl Blk {
         } else {
             Self::desc(1, DATA, 512, NEXT | WRITE, 0);
         }
-        let slot = u64::from(self.avail_idx % QUEUE_SIZE);
+        let slot = u64::from(self.avail_idx % self.qsize);
         unsafe {
             core::ptr::write_volatile(HEADER as *mut u32, T_IN);
             core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
@@ -203,10 +229,16 @@ impl Blk {
         // header -> [data ->] status
         Self::desc(0, HEADER, 16, NEXT, if len > 0 { 1 } else { 2 });
         if len > 0 {
-            Self::desc(1, DATA, len, NEXT | if device_writes { WRITE } else { 0 }, 2);
+            Self::desc(
+                1,
+                DATA,
+                len,
+                NEXT | if device_writes { WRITE } else { 0 },
+                2,
+            );
         }
         Self::desc(2, STATUS, 1, WRITE, 0);
-        let slot = u64::from(self.avail_idx % QUEUE_SIZE);
+        let slot = u64::from(self.avail_idx % self.qsize);
         unsafe {
             core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
         }
