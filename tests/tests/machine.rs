@@ -116,7 +116,7 @@ fn devices_civil(z: i64) -> (i64, u32, u32) {
 
 #[test]
 fn inject_nmi_reaches_the_guest() {
-    let g = Guest::start("nmi", &[]);
+    let g = Guest::start("nmi,idle", &[]);
     let mut c = g.vmm.qmp();
     g.wait_line("nmi waiting");
     c.ok("inject-nmi", json!({}));
