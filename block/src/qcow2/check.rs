@@ -54,6 +54,7 @@ impl State {
     /// Counts the references of one L1 tree.
     fn count_tree(&mut self, ctr: &mut Counter, l1: &[u64], active: bool) -> io::Result<()> {
         let cs = self.g.cluster_size;
+        let mut seen = std::collections::HashSet::new();
         for e in l1 {
             let l2off = e & L1E_OFFSET_MASK;
             if l2off == 0 {
@@ -64,6 +65,13 @@ impl State {
                 continue;
             }
             ctr.add(l2off, cs);
+            // A table used twice by one L1 table, or one past the end of
+            // the file, is broken: counted, not walked (a hostile image
+            // must not make the walk endless).
+            if !seen.insert(l2off) || l2off >> ctr.cluster_bits >= ctr.file_clusters {
+                ctr.result.corruptions += 1;
+                continue;
+            }
             let mut table = vec![0u8; cs as usize];
             self.file.read(l2off, &mut table)?;
             // A dirty cached copy is newer than the file.
