@@ -376,3 +376,56 @@ fn qom_cpus_carry_their_apic_ids() {
     );
     assert_eq!(id, 4);
 }
+
+#[test]
+fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
+    let (code, out) = run_guest("acpi-suspend", &["-global", "PIIX4_PM.disable_s3=1"]);
+    assert!(out.contains("no \\_S3 in the DSDT"), "{out}");
+    assert_ne!(code, Some(1), "{out}");
+    // disable_s3=0 is QEMU's default: S3 stays.
+    let g = Guest::start(
+        "acpi-suspend",
+        &[
+            "-S",
+            "-global",
+            "PIIX4_PM.disable_s3=0",
+            "-global",
+            "PIIX4_PM.disable_s4=1",
+        ],
+    );
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    c.wait_event("SUSPEND");
+    // QEMU's errors for what cannot be applied.
+    let dir = TempDir::new("global");
+    let serial = dir.path().join("com1.log");
+    for (global, text) in [
+        (
+            "PIIX4_PM.foo=1",
+            "can't apply global PIIX4_PM.foo=1: Property '.foo' not found",
+        ),
+        (
+            "PIIX4_PM.disable_s3=yes",
+            "can't apply global PIIX4_PM.disable_s3=yes: Parameter 'disable_s3' expects an integer",
+        ),
+        (
+            "PIIX4_PM.disable_s3=300",
+            "can't apply global PIIX4_PM.disable_s3=300: Parameter 'disable_s3' expects uint8_t",
+        ),
+    ] {
+        let args = guest_args("serial", &serial, &["-global", global]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (st, _, err) = run_vmm(&args);
+        assert!(!st.success(), "{global}");
+        assert!(err.contains(text), "{global}: {err}");
+    }
+    // A global no device uses is a warning, as in QEMU.
+    let args = guest_args("serial", &serial, &["-global", "nosuchdevice.x=1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (st, _, err) = run_vmm(&args);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        err.contains("global nosuchdevice.x has invalid class name"),
+        "{err}"
+    );
+}

@@ -5,6 +5,7 @@ mod blockdev;
 mod chardevs;
 mod cmdline;
 mod commands;
+mod globals;
 mod hmp;
 mod kvm;
 mod machine;
@@ -43,7 +44,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("smbios", "SMBIOS tables"),
     ("mem-path", "file-backed guest memory"),
     ("mem-prealloc", "file-backed guest memory"),
-    ("global", "devices"),
 ];
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -387,6 +387,7 @@ fn build_machine(
     block: &mut block::BlockGraph,
 ) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
+        globals::board_globals(config, false)?;
         return Ok(None);
     }
     let (kernel, default_append) = match &config.kernel {
@@ -425,6 +426,7 @@ fn build_machine(
             .unwrap_or_else(|| default_append.to_string()),
         serials,
         debug_exit: debug_exit(config)?,
+        acpi_s3: globals::board_globals(config, true)?.s3_enabled,
         virtio_blk: {
             let graph = std::cell::RefCell::new(block);
             let lookup = |dev: &cmdline::Opts, id: &str| {

@@ -84,10 +84,16 @@ impl Table {
     }
 }
 
-fn dsdt() -> Vec<u8> {
+fn dsdt(s3: bool) -> Vec<u8> {
     let mut t = Table::new(b"DSDT", 2);
     // Name (_S3_, Package (4) {1, 1, 0, 0}); Name (_S5_, Package (4) {0, 0, 0, 0})
-    for (name, typ) in [(b"_S3_", SLP_TYP_S3), (b"_S5_", SLP_TYP_S5)] {
+    // (no \_S3 with PIIX4_PM.disable_s3, as QEMU's tables).
+    let states: &[(&[u8; 4], u16)] = if s3 {
+        &[(b"_S3_", SLP_TYP_S3), (b"_S5_", SLP_TYP_S5)]
+    } else {
+        &[(b"_S5_", SLP_TYP_S5)]
+    };
+    for &(name, typ) in states {
         let v = |x: u16| if x == 0 { 0x00 } else { 0x01 };
         t.u8(0x08).bytes(name).u8(0x12).u8(0x06).u8(0x04);
         t.u8(v(typ)).u8(v(typ)).u8(0).u8(0);
@@ -154,7 +160,7 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
 
 /// Builds every table for the CPUs with these APIC IDs, laid out from
 /// [`ACPI_ADDR`]; returns the bytes to copy there and the RSDP's address.
-pub fn build(apic_ids: &[u32]) -> (Vec<u8>, u64) {
+pub fn build(apic_ids: &[u32], s3: bool) -> (Vec<u8>, u64) {
     let base = ACPI_ADDR as u32;
     let mut blob = vec![0u8; 64]; // the RSDP goes first, at a 16-byte boundary
     let place = |blob: &mut Vec<u8>, table: Vec<u8>| -> u32 {
@@ -165,7 +171,7 @@ pub fn build(apic_ids: &[u32]) -> (Vec<u8>, u64) {
         blob.extend_from_slice(&table);
         at
     };
-    let dsdt_at = place(&mut blob, dsdt());
+    let dsdt_at = place(&mut blob, dsdt(s3));
     let facs_at = {
         while !blob.len().is_multiple_of(64) {
             blob.push(0);
@@ -201,7 +207,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_lengths() {
-        let (blob, rsdp) = build(&[0, 1, 2, 3]);
+        let (blob, rsdp) = build(&[0, 1, 2, 3], true);
         assert_eq!(rsdp, ACPI_ADDR);
         assert_eq!(&blob[..8], b"RSD PTR ");
         assert_eq!(checksum(&blob[..20]), 0);

@@ -154,6 +154,8 @@ pub struct MachineConfig {
     pub virtio_blk: Vec<VirtioBlkSpec>,
     /// `-device isa-debug-exit,iobase=...,iosize=...`.
     pub debug_exit: Option<(u16, u16)>,
+    /// The DSDT offers S3 (not with `-global PIIX4_PM.disable_s3=1`).
+    pub acpi_s3: bool,
 }
 
 pub struct Machine {
@@ -161,6 +163,8 @@ pub struct Machine {
     ram: GuestRam,
     kernel: Kernel,
     cmdline: String,
+    /// The DSDT offers S3.
+    acpi_s3: bool,
     cpu: cpuid::CpuSpec,
     cpus: u32,
     topology: cpuid::Topology,
@@ -365,6 +369,7 @@ impl Machine {
             ram,
             kernel,
             cmdline: config.cmdline,
+            acpi_s3: config.acpi_s3,
             cpu: config.cpu,
             cpus: config.cpus.max(1),
             topology: config.topology,
@@ -477,7 +482,7 @@ impl Machine {
             GuestAddress(mptable::MPTABLE_ADDR),
         )
         .map_err(err("MP table"))?;
-        let (tables, rsdp) = acpi::build(&self.apic_ids());
+        let (tables, rsdp) = acpi::build(&self.apic_ids(), self.acpi_s3);
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
         match &self.kernel {
