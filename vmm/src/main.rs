@@ -331,6 +331,25 @@ fn virtio_blk_devices(
     {
         let loc = &d.location;
         let prop_err = |e: cmdline::CmdlineError| format!("{loc}: {e}");
+        qom::devices::check_device_props(
+            "virtio-blk-pci",
+            &qom::devices::VIRTIO_BLK_PCI,
+            &d.items,
+        )
+        .map_err(|e| format!("{loc}: {e}"))?;
+        match d.get("disable-legacy") {
+            None | Some("on") | Some("auto") => {}
+            Some("off") => {
+                return Err(format!(
+                    "{loc}: not available yet: vmm's virtio-blk-pci is modern only (no legacy interface)"
+                ))
+            }
+            Some(v) => {
+                return Err(format!(
+                    "{loc}: Parameter 'disable-legacy' does not accept value '{v}'"
+                ))
+            }
+        }
         let Some(drive_id) = d.get("drive") else {
             return Err(format!("{loc}: drive property not set"));
         };

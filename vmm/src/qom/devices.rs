@@ -15,8 +15,158 @@ fn qdev(name: &str, type_name: &str) -> PropInfo {
     PropInfo::new(name, type_name, Access::ReadWrite)
 }
 
+/// What `-device` does with a property vmm lists for a device type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropPolicy {
+    /// vmm applies the value.
+    Applied,
+    /// Any value is taken: it changes nothing a guest can see, in QEMU
+    /// either (PCIe-only bits on a PCI bus, ioeventfd, migration
+    /// compatibility flags), or it has no meaning without firmware
+    /// (bootindex).
+    NoEffect,
+    /// Only QEMU's default value (given in the canonical form below)
+    /// is possible; another value is refused as not available yet.
+    DefaultOnly(&'static str),
+}
+
+/// A property of a device type: name, QAPI type, description, policy.
+pub type DeviceProp = (&'static str, &'static str, Option<&'static str>, PropPolicy);
+
+use PropPolicy::{Applied, DefaultOnly, NoEffect};
+
+const ONOFF: Option<&str> = Some("on/off");
+const ERROR_POLICY: Option<&str> = Some("Error handling policy, report/ignore/enospc/stop/auto");
+const BLOCK_SIZE: Option<&str> = Some("A power of two between 512 and 32768");
+
+/// QEMU 2.11's virtio-blk-pci properties, in the order its
+/// device-list-properties gives them.
+pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
+    ("secs", "uint32", None, DefaultOnly("0")),
+    ("request-merging", "bool", ONOFF, NoEffect),
+    ("min_io_size", "uint16", None, DefaultOnly("0")),
+    ("event_idx", "bool", ONOFF, DefaultOnly("on")),
+    ("serial", "str", None, Applied),
+    ("heads", "uint32", None, DefaultOnly("0")),
+    ("ioeventfd", "bool", ONOFF, NoEffect),
+    ("multifunction", "bool", ONOFF, DefaultOnly("off")),
+    ("rombar", "uint32", None, NoEffect),
+    ("scsi", "bool", ONOFF, DefaultOnly("off")),
+    ("cyls", "uint32", None, DefaultOnly("0")),
+    ("x-disable-pcie", "bool", ONOFF, NoEffect),
+    ("logical_block_size", "uint16", BLOCK_SIZE, Applied),
+    ("indirect_desc", "bool", ONOFF, DefaultOnly("on")),
+    ("iothread", "link<iothread>", None, DefaultOnly("")),
+    ("disable-modern", "bool", None, DefaultOnly("off")),
+    (
+        "drive",
+        "str",
+        Some("Node name or ID of a block device to use as a backend"),
+        Applied,
+    ),
+    ("disable-legacy", "OnOffAuto", Some("on/off/auto"), Applied),
+    ("command_serr_enable", "bool", ONOFF, NoEffect),
+    ("x-pcie-lnkctl-init", "bool", ONOFF, NoEffect),
+    ("werror", "BlockdevOnError", ERROR_POLICY, Applied),
+    ("bootindex", "int32", None, NoEffect),
+    ("discard_granularity", "uint32", None, DefaultOnly("4294967295")),
+    ("rerror", "BlockdevOnError", ERROR_POLICY, Applied),
+    ("page-per-vq", "bool", ONOFF, DefaultOnly("off")),
+    ("x-pcie-deverr-init", "bool", ONOFF, NoEffect),
+    ("x-pcie-pm-init", "bool", ONOFF, NoEffect),
+    ("any_layout", "bool", ONOFF, DefaultOnly("on")),
+    ("x-pcie-lnksta-dllla", "bool", ONOFF, NoEffect),
+    ("share-rw", "bool", None, DefaultOnly("off")),
+    ("physical_block_size", "uint16", BLOCK_SIZE, Applied),
+    ("config-wce", "bool", ONOFF, Applied),
+    ("class", "uint32", None, DefaultOnly("0")),
+    (
+        "addr",
+        "int32",
+        Some("Slot and optional function number, example: 06.0 or 06"),
+        Applied,
+    ),
+    ("migrate-extra", "bool", ONOFF, NoEffect),
+    ("modern-pio-notify", "bool", ONOFF, DefaultOnly("off")),
+    ("vectors", "uint32", None, DefaultOnly("4294967295")),
+    ("iommu_platform", "bool", ONOFF, DefaultOnly("off")),
+    ("x-pcie-extcap-init", "bool", ONOFF, NoEffect),
+    ("virtio-backend", "child<virtio-blk-device>", None, DefaultOnly("")),
+    ("x-ignore-backend-features", "bool", None, DefaultOnly("off")),
+    ("notify_on_empty", "bool", ONOFF, DefaultOnly("on")),
+    ("write-cache", "OnOffAuto", Some("on/off/auto"), DefaultOnly("auto")),
+    ("num-queues", "uint16", None, Applied),
+    ("opt_io_size", "uint32", None, DefaultOnly("0")),
+    ("ats", "bool", ONOFF, DefaultOnly("off")),
+    ("virtio-pci-bus-master-bug-migration", "bool", ONOFF, NoEffect),
+    ("romfile", "str", None, NoEffect),
+];
+
+/// The canonical form of a property value for comparing it with a
+/// default: booleans as on/off, numbers in decimal.
+fn canonical(type_name: &str, v: &str) -> Option<String> {
+    match type_name {
+        "bool" => match v {
+            "on" | "yes" | "true" | "y" => Some("on".into()),
+            "off" | "no" | "false" | "n" => Some("off".into()),
+            _ => None,
+        },
+        t if t.starts_with("uint") || t.starts_with("int") => {
+            let n = if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                i128::from_str_radix(h, 16).ok()
+            } else {
+                v.parse::<i128>().ok()
+            }?;
+            Some(n.to_string())
+        }
+        _ => Some(v.to_string()),
+    }
+}
+
+/// Checks the properties a `-device` gives against its type's list:
+/// unknown ones with QEMU's text, values vmm cannot honour as not
+/// available yet. `driver` and `id` are not properties.
+pub fn check_device_props(
+    driver: &str,
+    table: &[DeviceProp],
+    items: &[(String, String)],
+) -> Result<(), String> {
+    for (k, v) in items {
+        if k == "driver" || k == "id" {
+            continue;
+        }
+        let Some((name, ty, _, policy)) = table.iter().find(|p| p.0 == k) else {
+            return Err(format!("Property '.{k}' not found"));
+        };
+        if let DefaultOnly(default) = policy {
+            let default_c = canonical(ty, default).unwrap_or_default();
+            let is_default = canonical(ty, v).as_deref() == Some(default_c.as_str());
+            if !is_default {
+                return Err(format!(
+                    "not available yet: {driver} property '{name}={v}' is not supported by vmm"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The qdev (static) properties of a concrete device type vmm has.
 pub fn qdev_properties(type_name: &str) -> Option<Vec<PropInfo>> {
+    if type_name == "virtio-blk-pci" {
+        return Some(
+            VIRTIO_BLK_PCI
+                .iter()
+                .map(|(n, t, d, _)| {
+                    let p = qdev(n, t);
+                    match d {
+                        Some(d) => p.described(d),
+                        None => p,
+                    }
+                })
+                .collect(),
+        );
+    }
     Some(match type_name {
         "isa-serial" => vec![
             qdev("index", "uint32"),
