@@ -982,7 +982,11 @@ fn device_properties_are_checked_as_qemu() {
     );
     // What libvirt passes, and values that change nothing, are taken:
     // the guest runs and leaves through isa-debug-exit (status 1).
-    let (st, err) = run(",scsi=off,bootindex=1,disable-legacy=on,ioeventfd=off,event_idx=on");
+    let (_, err) = run(",bus=pci.1");
+    assert!(err.contains("Bus 'pci.1' not found"), "{err}");
+    let (st, err) = run(
+        ",bus=pci.0,addr=0x4,id=virtio-disk0,scsi=off,bootindex=1,disable-legacy=on,ioeventfd=off,event_idx=on",
+    );
     assert_eq!(st.code(), Some(1), "{err}");
 }
 

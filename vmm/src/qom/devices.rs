@@ -69,7 +69,12 @@ pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("x-pcie-lnkctl-init", "bool", ONOFF, NoEffect),
     ("werror", "BlockdevOnError", ERROR_POLICY, Applied),
     ("bootindex", "int32", None, NoEffect),
-    ("discard_granularity", "uint32", None, DefaultOnly("4294967295")),
+    (
+        "discard_granularity",
+        "uint32",
+        None,
+        DefaultOnly("4294967295"),
+    ),
     ("rerror", "BlockdevOnError", ERROR_POLICY, Applied),
     ("page-per-vq", "bool", ONOFF, DefaultOnly("off")),
     ("x-pcie-deverr-init", "bool", ONOFF, NoEffect),
@@ -91,14 +96,34 @@ pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("vectors", "uint32", None, DefaultOnly("4294967295")),
     ("iommu_platform", "bool", ONOFF, DefaultOnly("off")),
     ("x-pcie-extcap-init", "bool", ONOFF, NoEffect),
-    ("virtio-backend", "child<virtio-blk-device>", None, DefaultOnly("")),
-    ("x-ignore-backend-features", "bool", None, DefaultOnly("off")),
+    (
+        "virtio-backend",
+        "child<virtio-blk-device>",
+        None,
+        DefaultOnly(""),
+    ),
+    (
+        "x-ignore-backend-features",
+        "bool",
+        None,
+        DefaultOnly("off"),
+    ),
     ("notify_on_empty", "bool", ONOFF, DefaultOnly("on")),
-    ("write-cache", "OnOffAuto", Some("on/off/auto"), DefaultOnly("auto")),
+    (
+        "write-cache",
+        "OnOffAuto",
+        Some("on/off/auto"),
+        DefaultOnly("auto"),
+    ),
     ("num-queues", "uint16", None, Applied),
     ("opt_io_size", "uint32", None, DefaultOnly("0")),
     ("ats", "bool", ONOFF, DefaultOnly("off")),
-    ("virtio-pci-bus-master-bug-migration", "bool", ONOFF, NoEffect),
+    (
+        "virtio-pci-bus-master-bug-migration",
+        "bool",
+        ONOFF,
+        NoEffect,
+    ),
     ("romfile", "str", None, NoEffect),
 ];
 
@@ -133,6 +158,14 @@ pub fn check_device_props(
 ) -> Result<(), String> {
     for (k, v) in items {
         if k == "driver" || k == "id" {
+            continue;
+        }
+        // `bus` is qdev's own option, not a property: the pc machine has
+        // one PCI bus.
+        if k == "bus" {
+            if v != "pci.0" && v != "/machine/i440fx/pci.0" {
+                return Err(format!("Bus '{v}' not found"));
+            }
             continue;
         }
         let Some((name, ty, _, policy)) = table.iter().find(|p| p.0 == k) else {
