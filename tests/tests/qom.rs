@@ -988,6 +988,20 @@ fn device_properties_are_checked_as_qemu() {
         ",bus=pci.0,addr=0x4,id=virtio-disk0,scsi=off,bootindex=1,disable-legacy=on,ioeventfd=off,event_idx=on",
     );
     assert_eq!(st.code(), Some(1), "{err}");
+    let (st, _, err) = vmm_tests::run_vmm(&[
+        "-nodefaults",
+        "-display",
+        "none",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4,foo=1",
+    ]);
+    assert!(!st.success());
+    assert!(
+        err.contains(
+            "-device isa-debug-exit,iobase=0xf4,iosize=4,foo=1: Property '.foo' not found"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -287,6 +287,8 @@ fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
     let Some(d) = all.next() else {
         return Ok(None);
     };
+    qom::devices::check_device_props("isa-debug-exit", &qom::devices::ISA_DEBUG_EXIT, &d.items)
+        .map_err(|e| format!("{}: {e}", d.location))?;
     if let Some(second) = all.next() {
         return Err(format!(
             "{}: not available yet: vmm supports one isa-debug-exit device",
@@ -331,12 +333,8 @@ fn virtio_blk_devices(
     {
         let loc = &d.location;
         let prop_err = |e: cmdline::CmdlineError| format!("{loc}: {e}");
-        qom::devices::check_device_props(
-            "virtio-blk-pci",
-            &qom::devices::VIRTIO_BLK_PCI,
-            &d.items,
-        )
-        .map_err(|e| format!("{loc}: {e}"))?;
+        qom::devices::check_device_props("virtio-blk-pci", &qom::devices::VIRTIO_BLK_PCI, &d.items)
+            .map_err(|e| format!("{loc}: {e}"))?;
         match d.get("disable-legacy") {
             None | Some("on") | Some("auto") => {}
             Some("off") => {

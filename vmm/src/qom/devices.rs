@@ -127,6 +127,12 @@ pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("romfile", "str", None, NoEffect),
 ];
 
+/// isa-debug-exit's properties (both applied).
+pub const ISA_DEBUG_EXIT: [DeviceProp; 2] = [
+    ("iobase", "uint32", None, Applied),
+    ("iosize", "uint32", None, Applied),
+];
+
 /// The canonical form of a property value for comparing it with a
 /// default: booleans as on/off, numbers in decimal.
 fn canonical(type_name: &str, v: &str) -> Option<String> {
