@@ -394,6 +394,15 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
         ],
     );
     let mut c = g.vmm.qmp();
+    // The PIIX4 PM function's properties say what the board has.
+    let pm = "/machine/i440fx/pci.0/child[3]";
+    let get = |c: &mut QmpClient, p: &str| c.ok("qom-get", json!({"path": pm, "property": p}));
+    assert_eq!(get(&mut c, "disable_s3"), json!(0));
+    assert_eq!(get(&mut c, "disable_s4"), json!(1));
+    assert_eq!(
+        c.ok("qom-get", json!({"path": pm, "property": "type"})),
+        json!("PIIX4_PM")
+    );
     c.ok("cont", json!({}));
     c.wait_event("SUSPEND");
     // QEMU's errors for what cannot be applied.
@@ -407,6 +416,10 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
         (
             "PIIX4_PM.disable_s3=yes",
             "can't apply global PIIX4_PM.disable_s3=yes: Parameter 'disable_s3' expects an integer",
+        ),
+        (
+            "PIIX4_PM.smb_io_base=0xb100",
+            "can't apply global PIIX4_PM.smb_io_base=0xb100: not available yet: PIIX4_PM property 'smb_io_base=0xb100' is not supported by vmm",
         ),
         (
             "PIIX4_PM.disable_s3=300",

@@ -942,15 +942,14 @@ fn device_list_properties_matches_qemu() {
     }
     // virtio-blk-pci: exactly the 48 properties QEMU 2.11.0 answered
     // libvirt's probe with.
-    let (_, reply) = oracle
-        .exchanges("device-list-properties")
-        .find(|(r, _)| r["arguments"]["typename"] == "virtio-blk-pci")
-        .expect("virtio-blk-pci in the oracle");
-    let ours = qmp.ok(
-        "device-list-properties",
-        json!({"typename": "virtio-blk-pci"}),
-    );
-    assert_eq!(as_set(&ours), as_set(&reply["return"]));
+    for device in ["virtio-blk-pci", "PIIX4_PM"] {
+        let (_, reply) = oracle
+            .exchanges("device-list-properties")
+            .find(|(r, _)| r["arguments"]["typename"] == device)
+            .expect("device in the oracle");
+        let ours = qmp.ok("device-list-properties", json!({"typename": device}));
+        assert_eq!(as_set(&ours), as_set(&reply["return"]), "{device}");
+    }
 }
 
 #[test]

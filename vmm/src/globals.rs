@@ -16,23 +16,6 @@ pub struct BoardGlobals {
     pub s3_enabled: bool,
 }
 
-/// The properties of QEMU 2.11's PIIX4_PM (device-list-properties).
-const PIIX4_PM_PROPERTIES: [&str; 13] = [
-    "memory-hotplug-support",
-    "rombar",
-    "x-pcie-lnksta-dllla",
-    "acpi-pci-hotplug-with-bridge-support",
-    "multifunction",
-    "romfile",
-    "disable_s4",
-    "disable_s3",
-    "x-pcie-extcap-init",
-    "command_serr_enable",
-    "s4_val",
-    "smb_io_base",
-    "addr",
-];
-
 fn prefix(g: &GlobalProperty) -> String {
     format!(
         "can't apply global {}.{}={}: ",
@@ -57,6 +40,18 @@ fn parse_u8(g: &GlobalProperty) -> Result<u8, String> {
         Some(n) => u8::try_from(n)
             .map_err(|_| format!("{}Parameter '{}' expects uint8_t", prefix(g), g.property)),
     }
+}
+
+/// `PIIX4_PM.disable_s3` as the command line sets it (checked by
+/// [`board_globals`] when the machine is built).
+pub fn disable_s3(config: &Config) -> u8 {
+    config
+        .globals
+        .iter()
+        .rev()
+        .find(|g| g.driver == "PIIX4_PM" && g.property == "disable_s3")
+        .and_then(|g| parse_u8(g).ok())
+        .unwrap_or(0)
 }
 
 /// Applies the globals to the board `machine` vmm builds (None: no
@@ -96,13 +91,15 @@ pub fn board_globals(config: &Config, has_board: bool) -> Result<BoardGlobals, S
                     ));
                 }
             }
-            p if PIIX4_PM_PROPERTIES.contains(&p) => {
-                return Err(format!(
-                    "{}not available yet: vmm does not apply this PIIX4_PM property",
-                    prefix(g)
-                ))
-            }
-            p => return Err(format!("{}Property '.{p}' not found", prefix(g))),
+            // The rest as -device takes them: QEMU's text for an
+            // unknown one, only QEMU's default where vmm lacks the
+            // feature.
+            _ => crate::qom::devices::check_device_props(
+                "PIIX4_PM",
+                &crate::qom::devices::PIIX4_PM,
+                &[(g.property.clone(), g.value.clone())],
+            )
+            .map_err(|e| format!("{}{e}", prefix(g)))?,
         }
     }
     Ok(out)

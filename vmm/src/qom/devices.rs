@@ -127,6 +127,35 @@ pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("romfile", "str", None, NoEffect),
 ];
 
+/// QEMU 2.11's PIIX4_PM properties (a board device: set only through
+/// `-global`, see globals.rs). disable_s3 and disable_s4 are applied;
+/// vmm has no SMBus, ACPI PCI or memory hotplug, and no S4.
+pub const PIIX4_PM: [DeviceProp; 13] = [
+    ("memory-hotplug-support", "bool", None, DefaultOnly("off")),
+    ("rombar", "uint32", None, NoEffect),
+    ("x-pcie-lnksta-dllla", "bool", ONOFF, NoEffect),
+    (
+        "acpi-pci-hotplug-with-bridge-support",
+        "bool",
+        None,
+        DefaultOnly("off"),
+    ),
+    ("multifunction", "bool", ONOFF, DefaultOnly("off")),
+    ("romfile", "str", None, NoEffect),
+    ("disable_s4", "uint8", None, Applied),
+    ("disable_s3", "uint8", None, Applied),
+    ("x-pcie-extcap-init", "bool", ONOFF, NoEffect),
+    ("command_serr_enable", "bool", ONOFF, NoEffect),
+    ("s4_val", "uint8", None, DefaultOnly("2")),
+    ("smb_io_base", "uint32", None, DefaultOnly("0")),
+    (
+        "addr",
+        "int32",
+        Some("Slot and optional function number, example: 06.0 or 06"),
+        DefaultOnly("1.3"),
+    ),
+];
+
 /// isa-debug-exit's properties (both applied).
 pub const ISA_DEBUG_EXIT: [DeviceProp; 2] = [
     ("iobase", "uint32", None, Applied),
@@ -192,9 +221,14 @@ pub fn check_device_props(
 
 /// The qdev (static) properties of a concrete device type vmm has.
 pub fn qdev_properties(type_name: &str) -> Option<Vec<PropInfo>> {
-    if type_name == "virtio-blk-pci" {
+    let table: &[DeviceProp] = match type_name {
+        "virtio-blk-pci" => &VIRTIO_BLK_PCI,
+        "PIIX4_PM" => &PIIX4_PM,
+        _ => &[],
+    };
+    if !table.is_empty() {
         return Some(
-            VIRTIO_BLK_PCI
+            table
                 .iter()
                 .map(|(n, t, d, _)| {
                     let p = qdev(n, t);

@@ -171,6 +171,8 @@ pub struct MachineDescription {
     /// Every function on PCI bus 0 (none without a machine).
     pub pci: Vec<PciFunction>,
     pub peripherals: Vec<Peripheral>,
+    /// `-global PIIX4_PM.disable_s3`.
+    pub disable_s3: u8,
 }
 
 fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStore {
@@ -343,6 +345,7 @@ impl MachineDescription {
                 Vec::new()
             },
             pci,
+            disable_s3: crate::globals::disable_s3(config),
         }
     }
 }
@@ -567,6 +570,24 @@ pub fn build(d: &MachineDescription) -> Tree {
             let Some(type_name) = board_pci_type(f.vendor, f.device) else {
                 continue;
             };
+            // PIIX4_PM's own properties, as vmm has them: no S4, no
+            // SMBus, no ACPI PCI or memory hotplug.
+            let extra = if type_name == "PIIX4_PM" {
+                let qdev = |n: &str, t: &str| PropInfo::new(n, t, Access::ReadWrite);
+                vec![
+                    (qdev("disable_s3", "uint8"), Value::from(d.disable_s3)),
+                    (qdev("disable_s4", "uint8"), Value::from(1)),
+                    (qdev("s4_val", "uint8"), Value::from(2)),
+                    (qdev("smb_io_base", "uint32"), Value::from(0)),
+                    (
+                        qdev("acpi-pci-hotplug-with-bridge-support", "bool"),
+                        Value::from(false),
+                    ),
+                    (qdev("memory-hotplug-support", "bool"), Value::from(false)),
+                ]
+            } else {
+                Vec::new()
+            };
             bus.add(
                 &mut tree,
                 unattached,
@@ -577,7 +598,7 @@ pub fn build(d: &MachineDescription) -> Tree {
                 false,
                 type_name == "PIIX3",
                 "",
-                Vec::new(),
+                extra,
             );
         }
     }
