@@ -942,7 +942,7 @@ fn device_list_properties_matches_qemu() {
     }
     // virtio-blk-pci: exactly the 48 properties QEMU 2.11.0 answered
     // libvirt's probe with.
-    for device in ["virtio-blk-pci", "PIIX4_PM"] {
+    for device in ["virtio-blk-pci", "PIIX4_PM", "i440FX-pcihost"] {
         let (_, reply) = oracle
             .exchanges("device-list-properties")
             .find(|(r, _)| r["arguments"]["typename"] == device)
@@ -950,6 +950,25 @@ fn device_list_properties_matches_qemu() {
         let ours = qmp.ok("device-list-properties", json!({"typename": device}));
         assert_eq!(as_set(&ours), as_set(&reply["return"]), "{device}");
     }
+}
+
+#[test]
+fn the_pci_host_reports_qemus_pci_holes() {
+    // 4 GiB of RAM: 3 GiB below 4 GiB, 1 GiB above; the 64-bit hole
+    // (2 GiB, x-pci-hole64-fix) starts after it on a 1 GiB boundary.
+    // QEMU 7.2 with -machine pc-i440fx-2.11 answers the same.
+    let (_vmm, mut qmp) = start(&["-m", "4G"]);
+    let host = |qmp: &mut QmpClient, p: &str| get(qmp, "/machine/i440fx", p);
+    assert_eq!(host(&mut qmp, "pci-hole-start"), json!(0xc000_0000u64));
+    assert_eq!(host(&mut qmp, "pci-hole-end"), json!(0xfec0_0000u64));
+    assert_eq!(host(&mut qmp, "pci-hole64-start"), json!(5u64 << 30));
+    assert_eq!(host(&mut qmp, "pci-hole64-end"), json!(7u64 << 30));
+    assert_eq!(host(&mut qmp, "pci-hole64-size"), json!(2u64 << 30));
+    assert_eq!(host(&mut qmp, "x-pci-hole64-fix"), json!(true));
+    assert_eq!(
+        get(&mut qmp, "/machine/i440fx/pci-conf-idx[0]", "addr"),
+        json!(0xcf8)
+    );
 }
 
 #[test]

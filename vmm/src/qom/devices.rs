@@ -254,6 +254,16 @@ pub fn qdev_properties(type_name: &str) -> Option<Vec<PropInfo>> {
             qdev("lost_tick_policy", "LostTickPolicy"),
         ],
         "isa-debug-exit" => vec![qdev("iobase", "uint32"), qdev("iosize", "uint32")],
+        // Its qdev property, then the PCI holes its instance adds.
+        "i440FX-pcihost" => vec![
+            qdev("short_root_bus", "uint32"),
+            qdev("pci-hole64-end", "uint64"),
+            qdev("pci-hole-end", "uint32"),
+            qdev("pci-hole-start", "uint32"),
+            qdev("pci-hole64-start", "uint64"),
+            qdev("pci-hole64-size", "size"),
+            qdev("x-pci-hole64-fix", "bool"),
+        ],
         _ => return None,
     })
 }
@@ -261,6 +271,16 @@ pub fn qdev_properties(type_name: &str) -> Option<Vec<PropInfo>> {
 /// Children and links a device's instance init creates: (name, type).
 pub fn instance_extras(type_name: &str) -> Vec<(&'static str, String)> {
     match type_name {
+        "i440FX-pcihost" => vec![
+            (
+                "pci-conf-idx[0]",
+                format!("child<{}>", types::TYPE_MEMORY_REGION),
+            ),
+            (
+                "pci-conf-data[0]",
+                format!("child<{}>", types::TYPE_MEMORY_REGION),
+            ),
+        ],
         "i8042" => vec![
             (
                 "i8042-data[0]",

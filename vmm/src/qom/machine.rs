@@ -173,6 +173,8 @@ pub struct MachineDescription {
     pub peripherals: Vec<Peripheral>,
     /// `-global PIIX4_PM.disable_s3`.
     pub disable_s3: u8,
+    /// `-m`, in bytes (the PCI holes follow from it).
+    pub ram_size: u64,
 }
 
 fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStore {
@@ -220,9 +222,40 @@ fn add_device(
     dev
 }
 
+/// The i440FX host's PCI holes, as QEMU 2.11's pc-i440fx-2.11 computes
+/// them from the RAM split (x-pci-hole64-fix on, a 2 GiB 64-bit hole
+/// above the RAM, aligned to 1 GiB).
+fn pci_host_props(store: PropertyStore, ram_size: u64) -> PropertyStore {
+    let layout = crate::machine::memory::RamLayout::pc(ram_size);
+    const GIB: u64 = 1 << 30;
+    const HOLE64_SIZE: u64 = 1 << 31;
+    let hole64_start = (crate::machine::memory::FOUR_GIB + layout.above_4g).div_ceil(GIB) * GIB;
+    let hole64_end = (hole64_start + HOLE64_SIZE).div_ceil(GIB) * GIB;
+    let ro = |n: &str, t: &str| PropInfo::new(n, t, Access::ReadOnly);
+    store
+        .with(
+            PropInfo::new("short_root_bus", "uint32", Access::ReadWrite),
+            Value::from(0),
+        )
+        .with(ro("pci-hole-start", "uint32"), Value::from(layout.below_4g))
+        .with(ro("pci-hole-end", "uint32"), Value::from(0xfec0_0000u64))
+        .with(ro("pci-hole64-start", "uint64"), Value::from(hole64_start))
+        .with(ro("pci-hole64-end", "uint64"), Value::from(hole64_end))
+        .with(
+            PropInfo::new("pci-hole64-size", "size", Access::ReadWrite),
+            Value::from(HOLE64_SIZE),
+        )
+        .with(
+            PropInfo::new("x-pci-hole64-fix", "bool", Access::ReadWrite),
+            Value::from(true),
+        )
+}
+
 /// The I/O regions a device's instance init creates: (addr, size).
 fn memory_region(device: &str, name: &str) -> PropertyStore {
     let (addr, size) = match (device, name) {
+        ("i440FX-pcihost", "pci-conf-idx[0]") => (0xcf8u64, 4u64),
+        ("i440FX-pcihost", "pci-conf-data[0]") => (0xcfc, 4),
         ("i8042", "i8042-data[0]") => (0x60u64, 1u64),
         ("i8042", "i8042-cmd[0]") => (0x64, 1),
         _ => (0, 0),
@@ -346,6 +379,7 @@ impl MachineDescription {
             },
             pci,
             disable_s3: crate::globals::disable_s3(config),
+            ram_size: config.memory.size,
         }
     }
 }
@@ -390,19 +424,23 @@ struct PciBus {
 
 impl PciBus {
     /// `/machine/i440fx` (the host bridge) with its bus `pci.0`.
-    fn new(tree: &mut Tree, machine: ObjectId, pci: &[PciFunction]) -> PciBus {
+    fn new(tree: &mut Tree, machine: ObjectId, pci: &[PciFunction], ram_size: u64) -> PciBus {
         let host_type = "i440FX-pcihost";
         let host = tree
             .add_child(
                 machine,
                 "i440fx",
                 host_type,
-                Box::new(common_device_props(
-                    PropertyStore::for_device(None, host_type),
-                    false,
+                Box::new(pci_host_props(
+                    common_device_props(PropertyStore::for_device(None, host_type), false),
+                    ram_size,
                 )),
             )
             .unwrap_or(ROOT);
+        for (extra, _) in devices::instance_extras(host_type) {
+            let region = memory_region(host_type, extra);
+            let _ = tree.add_child(host, extra, types::TYPE_MEMORY_REGION, Box::new(region));
+        }
         let bus = tree
             .add_child(host, "pci.0", "PCI", Box::new(bus_state()))
             .unwrap_or(ROOT);
@@ -553,7 +591,7 @@ pub fn build(d: &MachineDescription) -> Tree {
     let mut pci = d
         .cpus
         .is_some()
-        .then(|| PciBus::new(&mut tree, machine, &d.pci));
+        .then(|| PciBus::new(&mut tree, machine, &d.pci, d.ram_size));
     if let Some(t) = &d.cpus {
         for i in 0..t.count {
             let _ = tree.add_child(
