@@ -422,6 +422,10 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
             "can't apply global PIIX4_PM.smb_io_base=0xb100: not available yet: PIIX4_PM property 'smb_io_base=0xb100' is not supported by vmm",
         ),
         (
+            "kvm-pit.lost_tick_policy=slew",
+            "Lost tick policy not supported.",
+        ),
+        (
             "PIIX4_PM.disable_s3=300",
             "can't apply global PIIX4_PM.disable_s3=300: Parameter 'disable_s3' expects uint8_t",
         ),
@@ -432,6 +436,16 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
         assert!(!st.success(), "{global}");
         assert!(err.contains(text), "{global}: {err}");
     }
+    // What libvirt passes for <timer name='pit' tickpolicy='delay'/>:
+    // KVM's in-kernel PIT does exactly that.
+    let args = guest_args(
+        "serial",
+        &serial,
+        &["-global", "kvm-pit.lost_tick_policy=delay"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (st, _, err) = run_vmm(&args);
+    assert_eq!(st.code(), Some(1), "{err}");
     // A global no device uses is a warning, as in QEMU.
     let args = guest_args("serial", &serial, &["-global", "nosuchdevice.x=1"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

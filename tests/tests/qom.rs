@@ -942,7 +942,7 @@ fn device_list_properties_matches_qemu() {
     }
     // virtio-blk-pci: exactly the 48 properties QEMU 2.11.0 answered
     // libvirt's probe with.
-    for device in ["virtio-blk-pci", "PIIX4_PM", "i440FX-pcihost"] {
+    for device in ["virtio-blk-pci", "PIIX4_PM", "i440FX-pcihost", "kvm-pit"] {
         let (_, reply) = oracle
             .exchanges("device-list-properties")
             .find(|(r, _)| r["arguments"]["typename"] == device)

@@ -54,11 +54,38 @@ pub fn disable_s3(config: &Config) -> u8 {
         .unwrap_or(0)
 }
 
+/// `kvm-pit`: KVM's in-kernel PIT re-injects lost ticks, which is
+/// QEMU's `delay`; QEMU's kvm-pit refuses slew and merge.
+fn kvm_pit_global(g: &GlobalProperty) -> Result<(), String> {
+    match (g.property.as_str(), g.value.as_str()) {
+        ("lost_tick_policy", "delay") => Ok(()),
+        ("lost_tick_policy", "discard") => Err(format!(
+            "{}not available yet: vmm keeps KVM's tick re-injection (delay)",
+            prefix(g)
+        )),
+        ("lost_tick_policy", "slew" | "merge") => {
+            Err("Lost tick policy not supported.".to_string())
+        }
+        ("lost_tick_policy", v) => Err(format!("{}Invalid parameter '{v}'", prefix(g))),
+        ("iobase", _) => crate::qom::devices::check_device_props(
+            "kvm-pit",
+            &crate::qom::devices::KVM_PIT,
+            &[(g.property.clone(), g.value.clone())],
+        )
+        .map_err(|e| format!("{}{e}", prefix(g))),
+        (p, _) => Err(format!("{}Property '.{p}' not found", prefix(g))),
+    }
+}
+
 /// Applies the globals to the board `machine` vmm builds (None: no
 /// board, `-machine none`). Warnings go to stderr as QEMU prints them.
 pub fn board_globals(config: &Config, has_board: bool) -> Result<BoardGlobals, String> {
     let mut out = BoardGlobals { s3_enabled: true };
     for g in &config.globals {
+        if g.driver == "kvm-pit" && has_board {
+            kvm_pit_global(g)?;
+            continue;
+        }
         if g.driver != "PIIX4_PM" {
             if crate::qom::types::find(&g.driver).is_none() {
                 eprintln!(

@@ -156,6 +156,18 @@ pub const PIIX4_PM: [DeviceProp; 13] = [
     ),
 ];
 
+/// kvm-pit's properties: the PIT stays at 0x40; the lost tick policy
+/// is KVM's re-injection (QEMU's `delay`, see globals.rs).
+pub const KVM_PIT: [DeviceProp; 2] = [
+    ("iobase", "uint32", None, DefaultOnly("64")),
+    (
+        "lost_tick_policy",
+        "LostTickPolicy",
+        None,
+        DefaultOnly("delay"),
+    ),
+];
+
 /// isa-debug-exit's properties (both applied).
 pub const ISA_DEBUG_EXIT: [DeviceProp; 2] = [
     ("iobase", "uint32", None, Applied),
@@ -254,6 +266,10 @@ pub fn qdev_properties(type_name: &str) -> Option<Vec<PropInfo>> {
             qdev("lost_tick_policy", "LostTickPolicy"),
         ],
         "isa-debug-exit" => vec![qdev("iobase", "uint32"), qdev("iosize", "uint32")],
+        "kvm-pit" => vec![
+            qdev("iobase", "uint32"),
+            qdev("lost_tick_policy", "LostTickPolicy"),
+        ],
         // Its qdev property, then the PCI holes its instance adds.
         "i440FX-pcihost" => vec![
             qdev("short_root_bus", "uint32"),

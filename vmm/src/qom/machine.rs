@@ -650,6 +650,16 @@ pub fn build(d: &MachineDescription) -> Tree {
             "mc146818rtc",
             &[Value::from(2000), Value::from("discard")],
         );
+        // The in-kernel PIT (KVM's, with its lost ticks re-injected:
+        // QEMU's `delay`).
+        add_device(
+            &mut tree,
+            unattached,
+            "device[*]",
+            None,
+            "kvm-pit",
+            &[Value::from(0x40), Value::from("delay")],
+        );
         // COM1-COM4 at their PC ports and interrupts, one per -serial.
         let com = [(0x3f8, 4), (0x2f8, 3), (0x3e8, 4), (0x2e8, 3)];
         for (index, (chardev, (iobase, irq))) in d.serials.iter().zip(com).enumerate() {

@@ -78,6 +78,8 @@ pub const TYPES: &[TypeDef] = &[
     ty("i8042", "isa-device", false, &[]),
     ty("mc146818rtc", "isa-device", false, &[]),
     ty("isa-debug-exit", "isa-device", false, &[]),
+    ty("pit-common", "isa-device", true, &[]),
+    ty("kvm-pit", "pit-common", false, &[]),
     ty("i440FX", "pci-device", false, &[]),
     ty("pci-piix3", "pci-device", true, &[]),
     ty("PIIX3", "pci-piix3", false, &[]),
