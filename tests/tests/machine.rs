@@ -446,6 +446,31 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (st, _, err) = run_vmm(&args);
     assert_eq!(st.code(), Some(1), "{err}");
+    // discard: KVM's PIT stops re-injecting (KVM_REINJECT_CONTROL); the
+    // QOM device says so.
+    let g = Guest::start(
+        "idle",
+        &["-S", "-global", "kvm-pit.lost_tick_policy=discard"],
+    );
+    let mut c = g.vmm.qmp();
+    let list = c.ok("qom-list", json!({"path": "/machine/unattached"}));
+    let pit = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["type"] == "child<kvm-pit>")
+        .and_then(|p| p["name"].as_str())
+        .map(|n| format!("/machine/unattached/{n}"))
+        .expect("kvm-pit in the tree");
+    assert_eq!(
+        c.ok(
+            "qom-get",
+            json!({"path": pit, "property": "lost_tick_policy"})
+        ),
+        json!("discard")
+    );
+    c.ok("cont", json!({}));
+    drop(g);
     // A global no device uses is a warning, as in QEMU.
     let args = guest_args("serial", &serial, &["-global", "nosuchdevice.x=1"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -14,6 +14,8 @@ use crate::cmdline::{Config, GlobalProperty};
 pub struct BoardGlobals {
     /// `PIIX4_PM.disable_s3`: no \_S3 in the DSDT.
     pub s3_enabled: bool,
+    /// `kvm-pit.lost_tick_policy`: delay re-injects, discard drops.
+    pub pit_reinject: bool,
 }
 
 fn prefix(g: &GlobalProperty) -> String {
@@ -42,6 +44,20 @@ fn parse_u8(g: &GlobalProperty) -> Result<u8, String> {
     }
 }
 
+/// `kvm-pit.lost_tick_policy` as the command line sets it (checked by
+/// [`board_globals`] when the machine is built).
+pub fn pit_policy(config: &Config) -> &'static str {
+    match config
+        .globals
+        .iter()
+        .rev()
+        .find(|g| g.driver == "kvm-pit" && g.property == "lost_tick_policy")
+    {
+        Some(g) if g.value == "discard" => "discard",
+        _ => "delay",
+    }
+}
+
 /// `PIIX4_PM.disable_s3` as the command line sets it (checked by
 /// [`board_globals`] when the machine is built).
 pub fn disable_s3(config: &Config) -> u8 {
@@ -54,15 +70,13 @@ pub fn disable_s3(config: &Config) -> u8 {
         .unwrap_or(0)
 }
 
-/// `kvm-pit`: KVM's in-kernel PIT re-injects lost ticks, which is
-/// QEMU's `delay`; QEMU's kvm-pit refuses slew and merge.
-fn kvm_pit_global(g: &GlobalProperty) -> Result<(), String> {
+/// `kvm-pit`: the in-kernel PIT re-injects lost ticks (`delay`) or
+/// drops them (`discard`); QEMU's kvm-pit refuses slew and merge.
+/// Returns whether ticks are re-injected.
+fn kvm_pit_global(g: &GlobalProperty) -> Result<bool, String> {
     match (g.property.as_str(), g.value.as_str()) {
-        ("lost_tick_policy", "delay") => Ok(()),
-        ("lost_tick_policy", "discard") => Err(format!(
-            "{}not available yet: vmm keeps KVM's tick re-injection (delay)",
-            prefix(g)
-        )),
+        ("lost_tick_policy", "delay") => Ok(true),
+        ("lost_tick_policy", "discard") => Ok(false),
         ("lost_tick_policy", "slew" | "merge") => {
             Err("Lost tick policy not supported.".to_string())
         }
@@ -72,6 +86,7 @@ fn kvm_pit_global(g: &GlobalProperty) -> Result<(), String> {
             &crate::qom::devices::KVM_PIT,
             &[(g.property.clone(), g.value.clone())],
         )
+        .map(|()| true)
         .map_err(|e| format!("{}{e}", prefix(g))),
         (p, _) => Err(format!("{}Property '.{p}' not found", prefix(g))),
     }
@@ -80,10 +95,13 @@ fn kvm_pit_global(g: &GlobalProperty) -> Result<(), String> {
 /// Applies the globals to the board `machine` vmm builds (None: no
 /// board, `-machine none`). Warnings go to stderr as QEMU prints them.
 pub fn board_globals(config: &Config, has_board: bool) -> Result<BoardGlobals, String> {
-    let mut out = BoardGlobals { s3_enabled: true };
+    let mut out = BoardGlobals {
+        s3_enabled: true,
+        pit_reinject: true,
+    };
     for g in &config.globals {
         if g.driver == "kvm-pit" && has_board {
-            kvm_pit_global(g)?;
+            out.pit_reinject = kvm_pit_global(g)?;
             continue;
         }
         if g.driver != "PIIX4_PM" {

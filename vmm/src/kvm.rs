@@ -40,3 +40,21 @@ pub fn probe() -> Result<std::fs::File, KvmError> {
     }
     Ok(kvm)
 }
+
+/// KVM_REINJECT_CONTROL: whether the in-kernel PIT re-injects the
+/// ticks a guest missed (QEMU's kvm-pit lost_tick_policy delay) or
+/// drops them (discard).
+pub fn set_pit_reinject(vm: &kvm_ioctls::VmFd, reinject: bool) -> std::io::Result<()> {
+    const KVM_REINJECT_CONTROL: libc::c_ulong = 0xae71;
+    let ctl = kvm_bindings::kvm_reinject_control {
+        pit_reinject: u8::from(reinject),
+        ..Default::default()
+    };
+    // SAFETY: the ioctl reads one kvm_reinject_control from the pointer,
+    // which stays valid for the call.
+    let r = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_REINJECT_CONTROL, &ctl) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

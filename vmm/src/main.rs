@@ -425,6 +425,7 @@ fn build_machine(
         .transpose()?;
     let cpu = machine::cpuid::CpuSpec::parse(config.cpu_model.as_deref().unwrap_or("qemu64"))
         .map_err(|e| format!("-cpu: {e}"))?;
+    let board = globals::board_globals(config, true)?;
     let sink: machine::vcpu::EventSink = Arc::new(move |e| events.push(e));
     let machine_config = MachineConfig {
         cpu,
@@ -443,7 +444,8 @@ fn build_machine(
             .unwrap_or_else(|| default_append.to_string()),
         serials,
         debug_exit: debug_exit(config)?,
-        acpi_s3: globals::board_globals(config, true)?.s3_enabled,
+        acpi_s3: board.s3_enabled,
+        pit_reinject: board.pit_reinject,
         virtio_blk: {
             let graph = std::cell::RefCell::new(block);
             let lookup = |dev: &cmdline::Opts, id: &str| {

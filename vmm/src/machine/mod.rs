@@ -156,6 +156,9 @@ pub struct MachineConfig {
     pub debug_exit: Option<(u16, u16)>,
     /// The DSDT offers S3 (not with `-global PIIX4_PM.disable_s3=1`).
     pub acpi_s3: bool,
+    /// `-global kvm-pit.lost_tick_policy`: delay (re-inject, KVM's
+    /// default) or discard.
+    pub pit_reinject: bool,
 }
 
 pub struct Machine {
@@ -165,6 +168,8 @@ pub struct Machine {
     cmdline: String,
     /// The DSDT offers S3.
     acpi_s3: bool,
+    /// The PIT re-injects lost ticks (kvm-pit lost_tick_policy=delay).
+    pit_reinject: bool,
     cpu: cpuid::CpuSpec,
     cpus: u32,
     topology: cpuid::Topology,
@@ -370,6 +375,7 @@ impl Machine {
             kernel,
             cmdline: config.cmdline,
             acpi_s3: config.acpi_s3,
+            pit_reinject: config.pit_reinject,
             cpu: config.cpu,
             cpus: config.cpus.max(1),
             topology: config.topology,
@@ -426,6 +432,9 @@ impl Machine {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(err("KVM PIT"))?;
+        if !self.pit_reinject {
+            crate::kvm::set_pit_reinject(&vm, false).map_err(err("KVM PIT reinject"))?;
+        }
         let entry = self.load_boot_data()?;
         let supported = self
             .kvm

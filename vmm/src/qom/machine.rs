@@ -175,6 +175,8 @@ pub struct MachineDescription {
     pub disable_s3: u8,
     /// `-m`, in bytes (the PCI holes follow from it).
     pub ram_size: u64,
+    /// `-global kvm-pit.lost_tick_policy` (delay or discard).
+    pub pit_policy: &'static str,
 }
 
 fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStore {
@@ -380,6 +382,7 @@ impl MachineDescription {
             pci,
             disable_s3: crate::globals::disable_s3(config),
             ram_size: config.memory.size,
+            pit_policy: crate::globals::pit_policy(config),
         }
     }
 }
@@ -658,7 +661,7 @@ pub fn build(d: &MachineDescription) -> Tree {
             "device[*]",
             None,
             "kvm-pit",
-            &[Value::from(0x40), Value::from("delay")],
+            &[Value::from(0x40), Value::from(d.pit_policy)],
         );
         // COM1-COM4 at their PC ports and interrupts, one per -serial.
         let com = [(0x3f8, 4), (0x2f8, 3), (0x3e8, 4), (0x2e8, 3)];
