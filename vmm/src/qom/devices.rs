@@ -157,15 +157,10 @@ pub const PIIX4_PM: [DeviceProp; 13] = [
 ];
 
 /// kvm-pit's properties: the PIT stays at 0x40; the lost tick policy
-/// is KVM's re-injection (QEMU's `delay`, see globals.rs).
+/// (delay or discard) is applied, see globals.rs.
 pub const KVM_PIT: [DeviceProp; 2] = [
     ("iobase", "uint32", None, DefaultOnly("64")),
-    (
-        "lost_tick_policy",
-        "LostTickPolicy",
-        None,
-        DefaultOnly("delay"),
-    ),
+    ("lost_tick_policy", "LostTickPolicy", None, Applied),
 ];
 
 /// isa-debug-exit's properties (both applied).
