@@ -139,8 +139,12 @@ impl Vm {
         self.set_state(RunState::Running)?;
         self.emit(Event::Resume);
         if let Some(m) = self.machine.as_mut() {
-            m.resume_all();
+            // Devices hear of it before any vCPU runs (QEMU notifies its
+            // run-state handlers before resuming vCPUs): otherwise a
+            // request that fails and stops the VM in the gap would be
+            // taken for one from before the stop and retried at once.
             m.vm_running();
+            m.resume_all();
         }
         Ok(())
     }
