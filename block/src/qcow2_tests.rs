@@ -33,6 +33,25 @@ fn qemu_img(args: &[&str]) -> String {
     text
 }
 
+/// `qemu-img check` finds nothing wrong with `img`.
+fn check_clean(img: &str) {
+    let (ok, t) = run("qemu-img", &["check", img]);
+    assert!(
+        ok && t.contains("No errors were found on the image."),
+        "{t}"
+    );
+}
+
+/// A qcow2 image vmm creates in a fresh directory: (dir, image path,
+/// the graph that made it).
+fn vmm_image(tag: &str, file: &str, create: &CreateOptions) -> (PathBuf, String, BlockGraph) {
+    let d = dir(tag);
+    let img = d.join(file).to_str().unwrap().to_string();
+    let mut g = BlockGraph::new();
+    g.create_qcow2(&img, create).unwrap();
+    (d, img, g)
+}
+
 fn opts(v: serde_json::Value) -> BlockdevOptions {
     qmp::visit::from_value(&v).expect("valid options")
 }
@@ -153,12 +172,8 @@ fn images_made_by_qemu_read_back_identically() {
 /// Random writes, zero writes and discards on an image vmm made,
 /// mirrored in memory; then qemu-img checks and compares it.
 fn write_storm(tag: &str, create: CreateOptions, open_extra: serde_json::Value, seed: u64) {
-    let d = dir(tag);
-    let img = d.join("vmm.qcow2");
-    let img = img.to_str().unwrap().to_string();
     let size = create.size;
-    let mut g = BlockGraph::new();
-    g.create_qcow2(&img, &create).unwrap();
+    let (d, img, mut g) = vmm_image(tag, "vmm.qcow2", &create);
     let mut mirror = vec![0u8; size as usize];
     {
         let n = open(&mut g, &img, "q", open_extra);
@@ -194,12 +209,7 @@ fn write_storm(tag: &str, create: CreateOptions, open_extra: serde_json::Value, 
         );
     }
     g.blockdev_del("q").unwrap();
-    let (ok, text) = run("qemu-img", &["check", &img]);
-    assert!(ok, "{tag}: qemu-img check: {text}");
-    assert!(
-        text.contains("No errors were found on the image."),
-        "{tag}: {text}"
-    );
+    check_clean(&img);
     let raw = d.join("mirror.raw");
     std::fs::write(&raw, &mirror).unwrap();
     let (ok, text) = run(
@@ -292,18 +302,15 @@ fn images_written_by_vmm_pass_qemu_img_check() {
 
 #[test]
 fn allocation_seen_by_qemu_img_map() {
-    let d = dir("map");
-    let img = d.join("m.qcow2");
-    let img = img.to_str().unwrap();
-    let mut g = BlockGraph::new();
-    g.create_qcow2(
-        img,
+    let (_d, img, mut g) = vmm_image(
+        "map",
+        "m.qcow2",
         &CreateOptions {
             size: 4 << 20,
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
+    let img = img.as_str();
     {
         let n = open(&mut g, img, "q", json!({"discard": "unmap"}));
         n.write(0, &[0x5a; 65536]).unwrap();
@@ -370,8 +377,7 @@ fn snapshots_shared_with_qemu_img() {
     g.blockdev_del("q").unwrap();
     let l = qemu_img(&["snapshot", "-l", img]);
     assert!(l.contains("before") && l.contains("mine"), "{l}");
-    let (ok, t) = run("qemu-img", &["check", img]);
-    assert!(ok && t.contains("No errors"), "{t}");
+    check_clean(img);
     // Each snapshot holds the data of its moment.
     let raw = d.join("mine.raw");
     qemu_img(&[
@@ -411,8 +417,7 @@ fn snapshots_shared_with_qemu_img() {
         "Snapshot with id '9' and name '(null)' does not exist on device 'q'"
     );
     g.blockdev_del("q").unwrap();
-    let (ok, t) = run("qemu-img", &["check", img]);
-    assert!(ok && t.contains("No errors"), "{t}");
+    check_clean(img);
     let l = qemu_img(&["snapshot", "-l", img]);
     assert!(!l.contains("before") && l.contains("mine"), "{l}");
     let (ok, t) = run(
@@ -471,8 +476,7 @@ fn backing_files_relative_to_the_image() {
         );
     }
     g.blockdev_del("top").unwrap();
-    let (ok, t) = run("qemu-img", &["check", top]);
-    assert!(ok && t.contains("No errors"), "{t}");
+    check_clean(top);
     let raw = d.join("expected.raw");
     std::fs::write(&raw, &expected).unwrap();
     let (ok, t) = run(
@@ -626,19 +630,16 @@ fn mutated_images_fail_cleanly() {
 
 #[test]
 fn lazy_refcounts_repaired_after_a_crash() {
-    let d = dir("lazy");
-    let img = d.join("l.qcow2");
-    let img = img.to_str().unwrap();
-    let mut g = BlockGraph::new();
-    g.create_qcow2(
-        img,
+    let (_d, img, mut g) = vmm_image(
+        "lazy",
+        "l.qcow2",
         &CreateOptions {
             size: 8 << 20,
             lazy_refcounts: true,
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
+    let img = img.as_str();
     let n = open(&mut g, img, "l", json!({}));
     for i in 0..40u64 {
         n.write(i * 150_000, &[i as u8 + 1; 5000]).unwrap();
@@ -656,25 +657,21 @@ fn lazy_refcounts_repaired_after_a_crash() {
     assert!(b.iter().all(|x| *x == 40));
     drop(n);
     g.blockdev_del("l").unwrap();
-    let (ok, t) = run("qemu-img", &["check", img]);
-    assert!(ok && t.contains("No errors"), "{t}");
+    check_clean(img);
 }
 
 #[test]
 fn resize_grows_the_l1_table() {
-    let d = dir("resize");
-    let img = d.join("r.qcow2");
-    let img = img.to_str().unwrap();
-    let mut g = BlockGraph::new();
-    g.create_qcow2(
-        img,
+    let (_d, img, mut g) = vmm_image(
+        "resize",
+        "r.qcow2",
         &CreateOptions {
             size: 1 << 20,
             cluster_size: 512,
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
+    let img = img.as_str();
     let _n = open(&mut g, img, "r", json!({}));
     g.block_resize(None, Some("r"), 64 << 20).unwrap();
     let n = g.find_node("r").unwrap();
@@ -684,6 +681,5 @@ fn resize_grows_the_l1_table() {
     g.blockdev_del("r").unwrap();
     let info = qemu_img(&["info", "--output=json", img]);
     assert!(info.contains("\"virtual-size\": 67108864"), "{info}");
-    let (ok, t) = run("qemu-img", &["check", img]);
-    assert!(ok && t.contains("No errors"), "{t}");
+    check_clean(img);
 }
