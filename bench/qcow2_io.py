@@ -324,48 +324,46 @@ def baseline_lines(n):
     return ['qemu-io d0 "length"'] * n
 
 
-def run_session_random(target, workdir, qemu_img, kind, write_offs, read_offs, args, tag):
+def run_session(target, workdir, qemu_img, kind, args, tag, body, check_key, sizes=False):
+    """One VMM session on a fresh image: warm-up, `body(session, res)`,
+    quit, the qemu-io output and `qemu-img check` verified."""
     img = os.path.join(workdir, "%s.qcow2" % tag)
     create_image(qemu_img, img, kind)
     s = Session(target, workdir, img, tag, args.timeout)
     res = {}
     try:
         s.batch(baseline_lines(args.warmup))
+        body(s, res)
+        text = s.quit()
+    finally:
+        s.close()
+    check_qemu_io_output(s, text, target.name == "qemu")
+    res[check_key] = check_image(qemu_img, img)
+    if sizes:
+        res["image_bytes"] = os.path.getsize(img)
+        res["image_allocated_bytes"] = os.stat(img).st_blocks * 512
+    os.unlink(img)
+    return res
+
+
+def run_session_random(target, workdir, qemu_img, kind, write_offs, read_offs, args, tag):
+    def body(s, res):
         res["baseline_ns"], _ = s.batch(baseline_lines(args.ops))
         res["randwrite4k_ns"], _ = s.batch(io_lines("write", write_offs, "4k"))
         res["randwrite4k_flush_ns"], _ = s.hmp('qemu-io d0 "flush"')
         res["randread4k_ns"], _ = s.batch(io_lines("read", read_offs, "4k"))
         res["baseline_after_ns"], _ = s.batch(baseline_lines(args.ops))
-        text = s.quit()
-    finally:
-        s.close()
-    check_qemu_io_output(s, text, target.name == "qemu")
-    res["check"] = check_image(qemu_img, img)
-    res["image_bytes"] = os.path.getsize(img)
-    res["image_allocated_bytes"] = os.stat(img).st_blocks * 512
-    os.unlink(img)
-    return res
+    return run_session(target, workdir, qemu_img, kind, args, tag, body, "check", sizes=True)
 
 
 def run_session_seq(target, workdir, qemu_img, kind, args, tag):
-    img = os.path.join(workdir, "%s.qcow2" % tag)
-    create_image(qemu_img, img, kind)
-    s = Session(target, workdir, img, tag, args.timeout)
-    res = {}
-    try:
-        s.batch(baseline_lines(args.warmup))
+    def body(s, res):
         res["baseline_seq_ns"], _ = s.batch(baseline_lines(args.ops))
         offs = [i * 65536 for i in range(args.ops)]
         res["seqwrite64k_ns"], _ = s.batch(io_lines("write", offs, "64k"))
         res["seqwrite64k_flush_ns"], _ = s.hmp('qemu-io d0 "flush"')
         res["baseline_seq_after_ns"], _ = s.batch(baseline_lines(args.ops))
-        text = s.quit()
-    finally:
-        s.close()
-    check_qemu_io_output(s, text, target.name == "qemu")
-    res["check_seq"] = check_image(qemu_img, img)
-    os.unlink(img)
-    return res
+    return run_session(target, workdir, qemu_img, kind, args, tag, body, "check_seq")
 
 
 BENCH_RE = re.compile(r"Run completed in ([0-9.]+) seconds")
