@@ -5,16 +5,23 @@
 use super::header::{put_be32, put_be64, OFF_REFTABLE};
 use super::*;
 
+/// Where a refcount narrower than a byte sits: its byte, its shift
+/// within the byte and its mask there.
+fn sub_byte(i: usize, order: u32) -> (usize, usize, u8) {
+    let bits = 1usize << order;
+    let per_byte = 8 / bits;
+    let shift = (i % per_byte) * bits;
+    (i / per_byte, shift, ((((1u16 << bits) - 1) as u8) << shift))
+}
+
 /// Entry `i` of a refcount block of width `1 << order` bits (QEMU's
 /// bit order below a byte: least significant first).
 pub(super) fn get_rc(block: &[u8], i: u64, order: u32) -> u64 {
     let i = i as usize;
     match order {
         0..=2 => {
-            let bits = 1usize << order;
-            let per_byte = 8 / bits;
-            let shift = (i % per_byte) * bits;
-            ((block[i / per_byte] >> shift) as u64) & ((1 << bits) - 1)
+            let (byte, shift, mask) = sub_byte(i, order);
+            u64::from((block[byte] & mask) >> shift)
         }
         3 => block[i] as u64,
         4 => be16(block, i * 2) as u64,
@@ -27,11 +34,8 @@ pub(super) fn set_rc(block: &mut [u8], i: u64, order: u32, v: u64) {
     let i = i as usize;
     match order {
         0..=2 => {
-            let bits = 1usize << order;
-            let per_byte = 8 / bits;
-            let shift = (i % per_byte) * bits;
-            let mask = (((1u16 << bits) - 1) as u8) << shift;
-            let b = &mut block[i / per_byte];
+            let (byte, shift, mask) = sub_byte(i, order);
+            let b = &mut block[byte];
             *b = (*b & !mask) | (((v as u8) << shift) & mask);
         }
         3 => block[i] = v as u8,
