@@ -1,9 +1,18 @@
 //! Guest RAM: one memfd holds all of it, mapped once per region so that
-//! vCPUs, devices, dump and migration share the same pages.
+//! vCPUs, devices, dump and migration share the same pages; transparent
+//! huge pages where the host gives them (QEMU asks for them too).
+//!
+//! Huge pages matter for I/O as much as for the TLB: a device's direct
+//! I/O into 4 KiB guest pages reaches the host disk in requests of at
+//! most the disk's segment count times 4 KiB, where 2 MiB pages let the
+//! kernel build 4 MiB requests (measured: 1 MiB sequential reads at 1.2
+//! GB/s against 3.8 GB/s, bench/run-blk.sh). So where the host gives
+//! shared memory no huge pages (`shmem_enabled` is `never`, Debian's
+//! default), RAM is anonymous memory, as in QEMU, instead of a memfd.
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The PC machine's RAM layout (QEMU's i440FX with gigabyte alignment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,14 +67,60 @@ impl std::fmt::Display for MemoryError {
 
 pub struct GuestRam {
     pub layout: RamLayout,
-    /// The descriptor behind every region, for dump and migration.
+    /// The descriptor behind every region, for dump and migration (None
+    /// where RAM is anonymous memory).
     #[allow(dead_code)]
-    pub memfd: File,
+    pub memfd: Option<File>,
     pub mem: GuestMemoryMmap,
+}
+
+/// The mode the kernel selected in a `transparent_hugepage` setting
+/// file (the word in brackets).
+fn selected_mode(setting: &str) -> Option<&str> {
+    let start = setting.find('[')? + 1;
+    let end = start + setting[start..].find(']')?;
+    Some(&setting[start..end])
+}
+
+/// Whether memfd memory can get transparent huge pages on this host.
+fn shmem_gets_huge_pages() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").is_ok_and(|s| {
+        matches!(
+            selected_mode(&s),
+            Some("always" | "within_size" | "advise" | "force")
+        )
+    })
 }
 
 impl GuestRam {
     pub fn new(layout: RamLayout) -> Result<GuestRam, MemoryError> {
+        let ram = if shmem_gets_huge_pages() {
+            Self::memfd_backed(layout)?
+        } else {
+            let regions: Vec<(GuestAddress, usize)> = layout
+                .regions()
+                .into_iter()
+                .map(|(gpa, size, _)| (GuestAddress(gpa), size as usize))
+                .collect();
+            let mem = GuestMemoryMmap::from_ranges(&regions)
+                .map_err(|e| MemoryError::Map(e.to_string()))?;
+            GuestRam {
+                layout,
+                memfd: None,
+                mem,
+            }
+        };
+        for region in ram.mem.iter() {
+            if let Ok(host) = ram.mem.get_host_address(region.start_addr()) {
+                // SAFETY: advice on a mapping this process owns; it
+                // changes no contents. Refused advice costs only speed.
+                unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
+            }
+        }
+        Ok(ram)
+    }
+
+    fn memfd_backed(layout: RamLayout) -> Result<GuestRam, MemoryError> {
         // SAFETY: memfd_create with a valid NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"vmm-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -88,6 +143,23 @@ impl GuestRam {
             .collect::<Result<_, _>>()?;
         let mem = GuestMemoryMmap::from_ranges_with_files(ranges)
             .map_err(|e| MemoryError::Map(e.to_string()))?;
-        Ok(GuestRam { layout, memfd, mem })
+        Ok(GuestRam {
+            layout,
+            memfd: Some(memfd),
+            mem,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected_mode;
+
+    #[test]
+    fn the_bracketed_word_is_the_selected_mode() {
+        let s = "always within_size advise [never] deny force\n";
+        assert_eq!(selected_mode(s), Some("never"));
+        assert_eq!(selected_mode("[always] madvise never"), Some("always"));
+        assert_eq!(selected_mode("no brackets"), None);
     }
 }
