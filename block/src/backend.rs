@@ -30,6 +30,9 @@ pub(crate) struct Stats {
     pub invalid_rd: AtomicU64,
     pub invalid_wr: AtomicU64,
     pub invalid_flush: AtomicU64,
+    /// Requests merged into others (QEMU's block_acct_merge_done).
+    pub rd_merged: AtomicU64,
+    pub wr_merged: AtomicU64,
     /// Nanoseconds since the backend was created, at the last request
     /// (0: none yet).
     pub last_access_ns: AtomicU64,
@@ -44,13 +47,9 @@ enum Kind {
 }
 
 /// The handle a device holds: synchronous I/O on the backend's root
-/// node, safe to call from any thread (vCPU threads included).
-///
-/// Every call is synchronous today. When the I/O path becomes
-/// asynchronous (io_uring, completions in the main loop or an iothread),
-/// submission methods taking a completion token will sit beside these;
-/// the synchronous ones stay for callers that want to wait (qemu-io,
-/// image probing).
+/// node, safe to call from any thread, and the host extent that lets a
+/// device's I/O thread send reads and writes to the file itself
+/// (`host_extent`, counted back through `host_io_done`).
 pub struct BlockBackend {
     pub(crate) name: String,
     pub(crate) use_id: u64,
@@ -261,6 +260,53 @@ impl BlockBackend {
         {
             f();
         }
+    }
+
+    /// Where the device's bytes lie in one host file, for reads and
+    /// writes that go there directly (asynchronous, zero-copy): a medium
+    /// whose graph is a file or raw's window of one, without
+    /// detect-zeroes, and a write-back cache (write-through needs a
+    /// flush after each write, which the synchronous path does).
+    pub fn host_extent(&self) -> Option<crate::node::HostExtent> {
+        if !self.write_cache() {
+            return None;
+        }
+        self.root()?.host_extent()
+    }
+
+    /// Counts `requests` reads or writes that went to `extent` directly
+    /// as one transfer of `len` bytes, as QEMU counts merged requests:
+    /// each one an operation, all but one merged. A failed transfer is
+    /// not counted here: the device runs its requests again through the
+    /// synchronous path.
+    pub fn host_io_done(
+        &self,
+        extent: &crate::node::HostExtent,
+        write: bool,
+        offset: u64,
+        len: u64,
+        requests: u32,
+        started: Instant,
+    ) {
+        if write {
+            extent.note_write(offset, len);
+        }
+        let s = &self.stats;
+        let (ops, bytes, time, merged) = if write {
+            (&s.wr_ops, &s.wr_bytes, &s.wr_time_ns, &s.wr_merged)
+        } else {
+            (&s.rd_ops, &s.rd_bytes, &s.rd_time_ns, &s.rd_merged)
+        };
+        let requests = u64::from(requests.max(1));
+        ops.fetch_add(requests, Ordering::Relaxed);
+        bytes.fetch_add(len, Ordering::Relaxed);
+        // Each request waited for the whole transfer.
+        time.fetch_add(
+            started.elapsed().as_nanos() as u64 * requests,
+            Ordering::Relaxed,
+        );
+        merged.fetch_add(requests - 1, Ordering::Relaxed);
+        self.touch();
     }
 
     /// Reads `buf.len()` bytes at `offset`.

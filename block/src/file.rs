@@ -4,9 +4,11 @@
 //! locks (OFD byte locks) so that two processes cannot both write one
 //! image.
 //!
-//! `aio=native` is accepted and checked as QEMU checks it; requests still
-//! run as positional I/O on the calling thread. io_uring is where native
-//! AIO goes when the I/O path becomes asynchronous.
+//! `aio=native` is accepted and checked as QEMU checks it. Devices reach
+//! the file asynchronously through its `HostExtent` (virtio-blk's I/O
+//! thread submits to io_uring, whatever `aio=` says); the positional I/O
+//! here serves the synchronous path (qemu-io, flushes, discards, image
+//! probing, requests the asynchronous path gave back).
 
 use crate::error::{strerror, BlockError, Result};
 use crate::node::Driver;
@@ -17,7 +19,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// QEMU's lock bytes: one byte per permission at 100 + bit ("I use
 /// it") and at 200 + bit ("I do not let others use it").
@@ -37,7 +39,8 @@ pub struct FileOptions {
 }
 
 pub(crate) struct FileDriver {
-    file: File,
+    /// Shared with asynchronous requests in flight (HostExtent).
+    file: Arc<File>,
     filename: String,
     host_device: bool,
     regular: bool,
@@ -82,7 +85,7 @@ impl FileDriver {
             1
         };
         Ok(FileDriver {
-            file,
+            file: Arc::new(file),
             filename: o.filename.clone(),
             host_device: o.host_device,
             regular: ft.is_file(),
@@ -277,6 +280,15 @@ impl Driver for FileDriver {
 
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn host_extent(&self) -> Option<crate::node::HostExtent> {
+        Some(crate::node::HostExtent {
+            file: self.file.clone(),
+            base: 0,
+            align: self.align.max(1),
+            nodes: Vec::new(),
+        })
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {

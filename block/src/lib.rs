@@ -28,7 +28,7 @@ pub use backend::BlockBackend;
 pub use error::{strerror, BlockError, Result};
 pub use graph::{id_wellformed, BlockGraph};
 pub use image::CreateOptions;
-pub use node::Node;
+pub use node::{HostExtent, Node};
 pub use qcow2::{CheckResult, EventSink};
 
 #[cfg(test)]

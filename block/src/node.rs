@@ -54,6 +54,54 @@ pub(crate) trait Driver: Send + Sync {
     /// A point of interest in the I/O path was reached on this node
     /// (QEMU's bdrv_debug_event); only `blkdebug` acts on it.
     fn debug_event(&self, _event: BlkdebugEvent) {}
+    /// Where the node's bytes lie in one host file, when reads and
+    /// writes may go straight there without the driver seeing them (a
+    /// file, raw's window of one). None for drivers that must see each
+    /// request.
+    fn host_extent(&self) -> Option<HostExtent> {
+        None
+    }
+}
+
+/// A node's bytes as a range of one host file: the asynchronous I/O
+/// path reads and writes there directly, zero-copy from guest memory.
+#[derive(Clone)]
+pub struct HostExtent {
+    /// Kept open while a request uses it.
+    pub(crate) file: Arc<std::fs::File>,
+    /// The file offset of the node's byte 0.
+    pub base: u64,
+    /// O_DIRECT alignment of offsets, lengths and buffer addresses (1
+    /// without O_DIRECT).
+    pub align: u64,
+    /// The nodes on the way down with the offset of the top node's byte 0
+    /// in each, so that a write done in the file still counts in each
+    /// (`wr_highest_offset`).
+    pub(crate) nodes: Vec<(Arc<Node>, u64)>,
+}
+
+impl HostExtent {
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self.file)
+    }
+
+    /// A write of `len` bytes at the top node's `offset` was done in
+    /// the file.
+    pub(crate) fn note_write(&self, offset: u64, len: u64) {
+        for (node, delta) in &self.nodes {
+            node.note_write(offset + delta, len);
+        }
+    }
+
+    /// The same extent seen from a parent whose byte 0 is this node's
+    /// byte `offset` (raw's window).
+    pub(crate) fn shifted(mut self, offset: u64) -> HostExtent {
+        self.base += offset;
+        for (_, delta) in &mut self.nodes {
+            *delta += offset;
+        }
+        self
+    }
 }
 
 /// Who uses a node, and how.
@@ -219,6 +267,17 @@ impl Node {
             return Ok(());
         }
         self.driver.discard(offset, len)
+    }
+
+    /// Where the node's bytes lie in a host file, when requests may
+    /// bypass every driver on the way (no detect-zeroes either).
+    pub(crate) fn host_extent(self: &Arc<Self>) -> Option<HostExtent> {
+        if self.flags.detect_zeroes != BlockdevDetectZeroesOptions::Off {
+            return None;
+        }
+        let mut extent = self.driver.host_extent()?;
+        extent.nodes.insert(0, (self.clone(), 0));
+        Some(extent)
     }
 
     fn note_write(&self, offset: u64, len: u64) {

@@ -99,6 +99,10 @@ impl Driver for RawDriver {
         self.file.write_zeroes(self.offset + offset, len, may_unmap)
     }
 
+    fn host_extent(&self) -> Option<crate::node::HostExtent> {
+        Some(self.file.host_extent()?.shifted(self.offset))
+    }
+
     fn truncate(&self, size: u64) -> Result<()> {
         if self.fixed {
             return Err(BlockError::generic("Cannot resize fixed-size raw disks"));

@@ -18,6 +18,19 @@ pub trait MsiSink: Send + Sync {
     fn send_msi(&self, address: u64, data: u32);
 }
 
+/// Guest writes the hypervisor turns into eventfd signals without an
+/// exit to the VMM (KVM's ioeventfd): a virtio queue's notify register.
+pub trait IoEventRegistry: Send + Sync {
+    /// Any write to guest-physical `addr` (any length, any value)
+    /// signals `fd`.
+    fn register_mmio(&self, addr: u64, fd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()>;
+    fn unregister_mmio(
+        &self,
+        addr: u64,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()>;
+}
+
 /// Requests a device makes of the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlatformRequest {

@@ -3,6 +3,7 @@
 //! installed), and hostile virtqueues that must leave vmm answering QMP.
 
 use serde_json::json;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,6 +19,15 @@ fn start(test: &str, image: &Path, serial_log: &Path, extra_device: &str) -> Vmm
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     VmmProcess::start(&args)
+}
+
+/// The whole file holds the benchmark workload's write pattern,
+/// `(i % 256) * 7 + 3` at byte i.
+fn assert_holds_the_write_pattern(img: &Path) {
+    let data = std::fs::read(img).expect("image");
+    for (i, b) in data.iter().enumerate() {
+        assert_eq!(*b, (i as u8).wrapping_mul(7).wrapping_add(3), "byte {i}");
+    }
 }
 
 fn make_image(dir: &Path, size: usize) -> PathBuf {
@@ -201,9 +211,154 @@ fn the_guest_benchmark_workload_runs_with_requests_in_flight() {
             .unwrap_or(0);
         assert!(ns > 0, "{line}");
     }
-    let data = std::fs::read(&img).expect("image");
-    for (i, b) in data.iter().enumerate() {
-        assert_eq!(*b, (i as u8).wrapping_mul(7).wrapping_add(3), "byte {i}");
+    assert_holds_the_write_pattern(&img);
+    assert_eq!(c.ok("query-status", json!({}))["status"], "running");
+}
+
+/// Runs the benchmark workload's sequential jobs (QD 8: the guest hands
+/// the device 8 adjacent requests at once) on `drive_opts` and returns
+/// query-blockstats' counters for the disk.
+fn sequential_jobs_stats(drive_opts: &str, device_opts: &str) -> serde_json::Value {
+    let dir = TempDir::new("vblk-merge");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let drive = format!(
+        "file={},if=none,id=d0,format=raw{drive_opts}",
+        img.display()
+    );
+    let device = format!("virtio-blk-pci,drive=d0{device_opts}");
+    let args = guest_args(
+        "virtio-blk-bench,idle blk-bench=write:64k:8:16,read:64k:8:32",
+        &serial,
+        &["-drive", &drive, "-device", &device],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-blk-bench") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-blk-bench jobs=2"), "{out}");
+    // Every write reached the file: the pattern over the whole disk.
+    assert_holds_the_write_pattern(&img);
+    let stats = c.ok("query-blockstats", json!({}));
+    let disk = stats
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["device"] == "d0"))
+        .unwrap_or_else(|| panic!("no d0 in {stats}"));
+    disk["stats"].clone()
+}
+
+/// Adjacent requests of one batch go to the host file as one transfer,
+/// and query-blockstats counts them as QEMU does: every request an
+/// operation, all but the first of a transfer merged.
+#[test]
+fn adjacent_requests_are_merged_and_counted_as_qemu_counts_them() {
+    let s = sequential_jobs_stats("", "");
+    assert_eq!(s["wr_operations"], 16, "{s}");
+    assert_eq!(s["wr_bytes"], 16 * 65536, "{s}");
+    assert_eq!(s["rd_operations"], 32, "{s}");
+    assert_eq!(s["rd_bytes"], 32 * 65536, "{s}");
+    assert_eq!(s["wr_highest_offset"], 1 << 20, "{s}");
+    // The first batch of 8 is one transfer at least.
+    assert!(s["wr_merged"].as_i64().unwrap_or(0) >= 7, "{s}");
+    assert!(s["rd_merged"].as_i64().unwrap_or(0) >= 7, "{s}");
+}
+
+#[test]
+fn request_merging_off_sends_each_request_alone() {
+    let s = sequential_jobs_stats("", ",request-merging=off");
+    assert_eq!(s["wr_operations"], 16, "{s}");
+    assert_eq!(s["rd_operations"], 32, "{s}");
+    assert_eq!(s["wr_merged"], 0, "{s}");
+    assert_eq!(s["rd_merged"], 0, "{s}");
+}
+
+/// With O_DIRECT (`cache.direct=on,aio=native`, the benchmark's
+/// configuration) the same requests go straight from guest memory to the
+/// file; where the temporary directory's file system refuses O_DIRECT
+/// (tmpfs before Linux 6.6) the test says so and checks nothing.
+#[test]
+fn requests_reach_an_o_direct_file_from_guest_memory() {
+    let probe = TempDir::new("odirect-probe");
+    let f = probe.path().join("p");
+    std::fs::write(&f, [0u8; 4096]).expect("probe file");
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&f)
+        .is_ok();
+    if !direct {
+        eprintln!("skipped: the temporary directory does not support O_DIRECT");
+        return;
     }
+    let s = sequential_jobs_stats(",cache.direct=on,aio=native", "");
+    assert_eq!(s["wr_operations"], 16, "{s}");
+    assert_eq!(s["rd_operations"], 32, "{s}");
+    assert!(s["rd_merged"].as_i64().unwrap_or(0) >= 7, "{s}");
+    assert_eq!(s["failed_rd_operations"], 0, "{s}");
+    assert_eq!(s["failed_wr_operations"], 0, "{s}");
+}
+
+/// `stop` waits for the requests in flight and starts no new one until
+/// `cont`; a reset in the middle of I/O ends the device's I/O cleanly and
+/// the rebooted guest drives the disk again.
+#[test]
+fn stop_cont_and_reset_in_the_middle_of_io_lose_nothing() {
+    let dir = TempDir::new("vblk-stopcont");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let drive = format!("file={},if=none,id=d0,format=raw", img.display());
+    let args = guest_args(
+        "virtio-blk-bench,idle blk-bench=randwrite:4k:32:20000,randread:4k:32:20000,write:64k:8:16",
+        &serial,
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("virtio-blk-bench clock=")
+    });
+    for _ in 0..5 {
+        c.ok("stop", json!({}));
+        let before = c.ok("query-blockstats", json!({}));
+        std::thread::sleep(Duration::from_millis(50));
+        let after = c.ok("query-blockstats", json!({}));
+        // Nothing ran while the VM was stopped.
+        assert_eq!(
+            before[0]["stats"]["wr_operations"],
+            after[0]["stats"]["wr_operations"]
+        );
+        assert_eq!(
+            before[0]["stats"]["rd_operations"],
+            after[0]["stats"]["rd_operations"]
+        );
+        c.ok("cont", json!({}));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-blk-bench") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-blk-bench jobs=3"), "{out}");
+    // Reboot; reset again once the guest's I/O runs: the third boot
+    // runs to the end.
+    let wait_count = |what: &str, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&serial).unwrap_or_default();
+            if text.matches(what).count() >= n {
+                return;
+            }
+            assert!(!text.contains("fail"), "{text}");
+            assert!(std::time::Instant::now() < deadline, "timed out: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    c.ok("system_reset", json!({}));
+    wait_count("virtio-blk-bench clock=", 2);
+    c.ok("system_reset", json!({}));
+    wait_count("ok virtio-blk-bench jobs=3", 2);
+    assert_holds_the_write_pattern(&img);
     assert_eq!(c.ok("query-status", json!({}))["status"], "running");
 }

@@ -91,6 +91,33 @@ impl devices::virtio::block::BlockBackend for DiskBackend {
             stop: action == BlockErrorAction::Stop,
         });
     }
+
+    fn host_file(&self) -> Option<devices::virtio::block::HostFile> {
+        let extent = self.blk.host_extent()?;
+        Some(devices::virtio::block::HostFile {
+            fd: extent.fd(),
+            base: extent.base,
+            align: extent.align,
+            done: Arc::new(HostIo {
+                blk: self.blk.clone(),
+                extent,
+            }),
+        })
+    }
+}
+
+/// Accounting for requests virtio-blk sent to the host file directly;
+/// holds the file open while they are in flight.
+struct HostIo {
+    blk: Arc<block::BlockBackend>,
+    extent: block::HostExtent,
+}
+
+impl devices::virtio::block::HostIoDone for HostIo {
+    fn done(&self, write: bool, offset: u64, len: u64, requests: u32, started: std::time::Instant) {
+        self.blk
+            .host_io_done(&self.extent, write, offset, len, requests, started);
+    }
 }
 
 /// An error of the block layer as the command line prints it: the

@@ -388,6 +388,10 @@ fn virtio_blk_devices(
                 physical_block_size: block_size("physical_block_size")?,
                 serial: d.get("serial").unwrap_or_default().to_string(),
                 config_wce: d.get_bool("config-wce").map_err(prop_err)?.unwrap_or(true),
+                request_merging: d
+                    .get_bool("request-merging")
+                    .map_err(prop_err)?
+                    .unwrap_or(true),
             },
             slot,
             id: d.id.clone().unwrap_or_default(),

@@ -124,6 +124,7 @@ impl Vm {
         if self.runstate.is_running() {
             if let Some(m) = self.machine.as_mut() {
                 m.pause_all();
+                m.vm_stopped();
             }
             self.set_state(state)?;
             self.emit(Event::Stop);

@@ -141,6 +141,11 @@ impl PciRoot {
                 }
             }
         }
+        let bases = slot.mapped.map(|m| m.map(|m| m.base));
+        slot.function
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bars_mapped(&bases);
     }
 
     fn config_read(&self, devfn: DevFn, offset: usize, data: &mut [u8]) {

@@ -42,6 +42,9 @@ pub trait PciFunction: Send + crate::state::DeviceState {
     /// been applied (for registers with side effects, such as MSI-X
     /// control).
     fn config_written(&mut self, _offset: usize, _len: usize) {}
+    /// Where each BAR is mapped now (None: not decoded), after the
+    /// command register or a BAR changed.
+    fn bars_mapped(&mut self, _mapped: &[Option<u64>; 6]) {}
 
     /// A machine reset: back to the power-on state.
     fn reset(&mut self) {}

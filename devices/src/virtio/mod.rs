@@ -1,11 +1,13 @@
 //! virtio 1.0 devices and their PCI transport.
 
 pub mod block;
+mod block_io;
 pub mod pci;
 
 use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bits every modern device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -25,13 +27,10 @@ pub const STATUS_FAILED: u8 = 0x80;
 pub trait VirtioInterrupt: Send + Sync {
     fn notify_queue(&self, queue: u16);
     fn notify_config(&self);
+    /// The driver broke the rules (a device thread found it): the
+    /// transport sets NEEDS_RESET and raises the configuration interrupt.
+    fn device_broken(&self, why: &str);
 }
-
-/// Why a device stopped processing: the driver broke the rules (bad
-/// descriptors, addresses outside RAM, loops). The transport marks the
-/// device NEEDS_RESET; the VMM carries on.
-#[derive(Debug)]
-pub struct DeviceBroken(pub String);
 
 /// A virtio device behind any transport.
 pub trait VirtioDevice: Send {
@@ -45,19 +44,22 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, offset: u64, data: &[u8]);
     /// The driver set DRIVER_OK: the device starts with these queues.
+    /// `kicks[i]` is signalled whenever the driver notifies queue `i`
+    /// (by KVM itself where ioeventfd is set up, else by the transport).
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
         queues: Vec<Queue>,
         interrupt: Arc<dyn VirtioInterrupt>,
+        kicks: Vec<Arc<EventFd>>,
     );
-    /// The driver notified queue `index`.
-    fn queue_notify(&mut self, index: u16) -> Result<(), DeviceBroken>;
     /// The VM runs again (`cont`): a device that an error policy
     /// stopped runs the requests it kept.
-    fn vm_running(&mut self) -> Result<(), DeviceBroken> {
-        Ok(())
-    }
+    fn vm_running(&mut self) {}
+    /// The VM stopped: requests in flight finish before this returns
+    /// and no new one starts until `vm_running` (QEMU drains the block
+    /// layer on a stop).
+    fn vm_stopped(&mut self) {}
     /// Back to the state before activation; the queues are dropped.
     fn reset(&mut self);
 }

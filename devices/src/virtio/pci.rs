@@ -7,10 +7,11 @@ use super::{
 };
 use crate::pci::config::{self, Bar, BarKind, ConfigSpace};
 use crate::pci::PciFunction;
-use crate::platform::{InterruptLine, MsiSink};
+use crate::platform::{InterruptLine, IoEventRegistry, MsiSink};
 use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// BAR 4 regions.
 const COMMON_OFFSET: u64 = 0x0000;
@@ -50,6 +51,9 @@ struct Interrupts {
     /// Bumped whenever the device configuration changes under the driver.
     config_generation: u8,
     queue_vectors: Vec<u16>,
+    /// The driver broke the rules (a hostile queue): NEEDS_RESET until
+    /// the driver resets the device.
+    broken: bool,
     msi: Arc<dyn MsiSink>,
     intx: Arc<dyn InterruptLine>,
 }
@@ -106,6 +110,16 @@ impl VirtioInterrupt for InterruptHandle {
         let vector = i.config_vector;
         i.signal(vector, 2);
     }
+
+    fn device_broken(&self, why: &str) {
+        let mut i = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !std::mem::replace(&mut i.broken, true) {
+            // As QEMU's virtio_error reports it.
+            eprintln!("vmm: virtio: {why}");
+            let vector = i.config_vector;
+            i.signal(vector, 2);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -131,8 +145,14 @@ pub struct VirtioPci {
     status: u8,
     queue_select: u16,
     queues: Vec<QueueRegs>,
-    /// The device broke (a hostile queue); it ignores notifies until reset.
-    broken: bool,
+    /// One eventfd per queue, signalled when the driver notifies it.
+    kicks: Vec<Arc<EventFd>>,
+    /// Where KVM signals the kicks itself (ioeventfd), if it can.
+    ioevents: Option<Arc<dyn IoEventRegistry>>,
+    /// BAR 4's address while it is mapped.
+    bar4: Option<u64>,
+    /// The notify region's address the kicks are registered at.
+    ioevents_at: Option<u64>,
     qdev_id: String,
 }
 
@@ -149,6 +169,7 @@ fn vendor_cap(cfg: &mut ConfigSpace, at: usize, next: u8, kind: u8, offset: u64,
 impl VirtioPci {
     /// A transport for `device` with BAR 4 at `bar4` and BAR 1 at `bar1`
     /// (the VMM places them, as firmware would).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
@@ -157,7 +178,8 @@ impl VirtioPci {
         intx_line: u8,
         bars: (u64, u64),
         qdev_id: String,
-    ) -> VirtioPci {
+        ioevents: Option<Arc<dyn IoEventRegistry>>,
+    ) -> std::io::Result<VirtioPci> {
         let device_type = device.device_type();
         // virtio-blk is mass storage (SCSI class, as QEMU reports it).
         let (class, subclass) = match device_type {
@@ -219,10 +241,15 @@ impl VirtioPci {
             config_vector: NO_VECTOR,
             config_generation: 0,
             queue_vectors: vec![NO_VECTOR; queue_sizes.len()],
+            broken: false,
             msi,
             intx,
         };
-        VirtioPci {
+        let kicks = queue_sizes
+            .iter()
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(VirtioPci {
             initial_config: cfg.clone(),
             config: cfg,
             device,
@@ -241,9 +268,12 @@ impl VirtioPci {
                     ..Default::default()
                 })
                 .collect(),
-            broken: false,
+            kicks,
+            ioevents,
+            bar4: None,
+            ioevents_at: None,
             qdev_id,
-        }
+        })
     }
 
     /// What to call when the device's configuration changed behind the
@@ -263,12 +293,58 @@ impl VirtioPci {
     /// The VM runs again: the device resumes what an error policy
     /// stopped (virtio-blk retries its requests).
     pub fn vm_running(&mut self) {
-        if self.broken || self.status & STATUS_DRIVER_OK == 0 {
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.device.vm_running();
+        }
+    }
+
+    /// The VM stopped: the device finishes what is in flight and starts
+    /// nothing new until it runs again.
+    pub fn vm_stopped(&mut self) {
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.device.vm_stopped();
+        }
+    }
+
+    fn broken(&self) -> bool {
+        self.interrupts().broken
+    }
+
+    /// Has KVM signal the kicks on writes to the notify region while the
+    /// device runs and BAR 4 is mapped; else the transport signals them
+    /// from its notify handler.
+    fn sync_ioevents(&mut self) {
+        let want = match self.bar4 {
+            Some(bar) if self.status & STATUS_DRIVER_OK != 0 && !self.broken() => {
+                Some(bar + NOTIFY_OFFSET)
+            }
+            _ => None,
+        };
+        if want == self.ioevents_at {
             return;
         }
-        if self.device.vm_running().is_err() {
-            self.mark_broken();
+        let Some(reg) = self.ioevents.clone() else {
+            return;
+        };
+        let step = u64::from(NOTIFY_MULTIPLIER);
+        if let Some(old) = self.ioevents_at.take() {
+            for (i, k) in self.kicks.iter().enumerate() {
+                // The VM the kicks were registered with may be gone.
+                let _ = reg.unregister_mmio(old + i as u64 * step, k);
+            }
         }
+        let Some(base) = want else {
+            return;
+        };
+        for (i, k) in self.kicks.iter().enumerate() {
+            if reg.register_mmio(base + i as u64 * step, k).is_err() {
+                for (j, k) in self.kicks.iter().enumerate().take(i) {
+                    let _ = reg.unregister_mmio(base + j as u64 * step, k);
+                }
+                return;
+            }
+        }
+        self.ioevents_at = Some(base);
     }
 
     fn interrupts(&self) -> std::sync::MutexGuard<'_, Interrupts> {
@@ -278,7 +354,11 @@ impl VirtioPci {
     fn reset(&mut self) {
         self.device.reset();
         self.status = 0;
-        self.broken = false;
+        self.sync_ioevents();
+        for k in &self.kicks {
+            // A kick left from before the reset means nothing now.
+            let _ = k.read();
+        }
         self.driver_features = 0;
         self.device_feature_select = 0;
         self.driver_feature_select = 0;
@@ -294,6 +374,7 @@ impl VirtioPci {
         i.config_vector = NO_VECTOR;
         i.queue_vectors.iter_mut().for_each(|v| *v = NO_VECTOR);
         i.isr = 0;
+        i.broken = false;
         i.intx.set_level(false);
     }
 
@@ -304,7 +385,7 @@ impl VirtioPci {
             // A queue the driver left alone still needs a place.
             let mut q = match Queue::new(regs.max_size) {
                 Ok(q) => q,
-                Err(_) => return self.mark_broken(),
+                Err(_) => return self.mark_broken("a queue size the device cannot take"),
             };
             q.set_size(regs.size);
             q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
@@ -313,19 +394,19 @@ impl VirtioPci {
             q.set_event_idx(event_idx);
             q.set_ready(regs.enable);
             if regs.enable && !q.is_valid(&self.mem) {
-                return self.mark_broken();
+                return self.mark_broken("a queue outside guest memory");
             }
             queues.push(q);
         }
         let handle = Arc::new(InterruptHandle(self.interrupts.clone()));
-        self.device.activate(self.mem.clone(), queues, handle);
+        self.device
+            .activate(self.mem.clone(), queues, handle, self.kicks.clone());
+        self.sync_ioevents();
     }
 
-    fn mark_broken(&mut self) {
-        self.broken = true;
-        self.status |= STATUS_NEEDS_RESET;
-        let handle = InterruptHandle(self.interrupts.clone());
-        handle.notify_config();
+    fn mark_broken(&mut self, why: &str) {
+        InterruptHandle(self.interrupts.clone()).device_broken(why);
+        self.sync_ioevents();
     }
 
     fn common_read(&mut self, offset: u64) -> u32 {
@@ -333,6 +414,7 @@ impl VirtioPci {
         let i = self.interrupts();
         let qv = i.queue_vectors.get(usize::from(self.queue_select)).copied();
         let config_vector = i.config_vector;
+        let i_broken = i.broken;
         drop(i);
         let features = self.device.features();
         match offset {
@@ -350,7 +432,10 @@ impl VirtioPci {
             },
             0x10 => u32::from(config_vector),
             0x12 => self.queues.len() as u32,
-            0x14 => u32::from(self.status),
+            0x14 => {
+                let needs_reset = if i_broken { STATUS_NEEDS_RESET } else { 0 };
+                u32::from(self.status | needs_reset)
+            }
             0x15 => u32::from(self.interrupts().config_generation),
             0x16 => u32::from(self.queue_select),
             0x18 => q.map_or(0, |q| u32::from(q.size)),
@@ -456,8 +541,8 @@ impl VirtioPci {
                 self.device.ack_features(self.driver_features);
             }
         }
-        self.status = status | (was & STATUS_NEEDS_RESET);
-        if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken {
+        self.status = status & !STATUS_NEEDS_RESET;
+        if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken() {
             self.activate();
         }
     }
@@ -541,6 +626,11 @@ impl PciFunction for VirtioPci {
         }
     }
 
+    fn bars_mapped(&mut self, mapped: &[Option<u64>; 6]) {
+        self.bar4 = mapped[4];
+        self.sync_ioevents();
+    }
+
     fn class_description(&self) -> Option<&'static str> {
         match self.device.device_type() {
             2 => Some("SCSI controller"),
@@ -601,12 +691,18 @@ impl PciFunction for VirtioPci {
                 self.device.write_config(o - DEVICE_OFFSET, data);
             }
             (4, o) if o >= NOTIFY_OFFSET => {
-                let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as u16;
-                if self.broken || self.status & STATUS_DRIVER_OK == 0 {
+                // Reached only where KVM does not signal the kick itself.
+                let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as usize;
+                if self.broken() || self.status & STATUS_DRIVER_OK == 0 {
                     return;
                 }
-                if self.device.queue_notify(index).is_err() {
-                    self.mark_broken();
+                match self.kicks.get(index) {
+                    Some(k) => {
+                        let _ = k.write(1);
+                    }
+                    None => {
+                        self.mark_broken(&format!("notify for queue {index}, which does not exist"))
+                    }
                 }
             }
             _ => {}

@@ -110,6 +110,42 @@ impl devices::platform::MsiSink for KvmMsi {
     }
 }
 
+/// KVM's ioeventfds: guest writes to a virtio notify register signal
+/// the queue's eventfd in the kernel, without an exit to the VMM.
+struct KvmIoEvents {
+    vm: CurrentVm,
+}
+
+impl KvmIoEvents {
+    /// Runs `ioctl` on the current VM (ENODEV while none exists).
+    fn on_vm(
+        &self,
+        ioctl: impl FnOnce(&VmFd) -> Result<(), kvm_ioctls::Error>,
+    ) -> std::io::Result<()> {
+        let vm = self.vm.read().unwrap_or_else(|e| e.into_inner());
+        let vm = vm
+            .as_ref()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        ioctl(vm).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+impl devices::platform::IoEventRegistry for KvmIoEvents {
+    fn register_mmio(&self, addr: u64, fd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()> {
+        let at = kvm_ioctls::IoEventAddress::Mmio(addr);
+        self.on_vm(|vm| vm.register_ioevent(fd, &at, kvm_ioctls::NoDatamatch))
+    }
+
+    fn unregister_mmio(
+        &self,
+        addr: u64,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()> {
+        let at = kvm_ioctls::IoEventAddress::Mmio(addr);
+        self.on_vm(|vm| vm.unregister_ioevent(fd, &at, kvm_ioctls::NoDatamatch))
+    }
+}
+
 struct PlatformSink(EventSink);
 
 impl RequestSink for PlatformSink {
@@ -318,6 +354,8 @@ impl Machine {
         )
         .map_err(MachineError)?;
         let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
+        let ioevents: Arc<dyn devices::platform::IoEventRegistry> =
+            Arc::new(KvmIoEvents { vm: vm.clone() });
         let mut next_mmio = PCI_MMIO_START;
         let mut virtio = Vec::new();
         for spec in config.virtio_blk {
@@ -343,7 +381,9 @@ impl Machine {
                 line,
                 (bar4, bar1),
                 spec.id,
-            );
+                Some(ioevents.clone()),
+            )
+            .map_err(err("virtio-blk-pci"))?;
             // A resized disk tells the driver through a config change.
             backend.on_resize(pci_dev.config_change_notifier());
             let pci_dev = Arc::new(Mutex::new(pci_dev));
@@ -665,6 +705,15 @@ impl Machine {
         self.running = false;
         for v in &self.vcpus {
             v.pause();
+        }
+    }
+
+    /// The run state left `running` (QEMU's VM state change handlers and
+    /// its drain of the block layer): the devices' I/O threads finish
+    /// what is in flight and start nothing new until `vm_running`.
+    pub fn vm_stopped(&self) {
+        for d in &self.virtio {
+            d.lock().unwrap_or_else(|e| e.into_inner()).vm_stopped();
         }
     }
 

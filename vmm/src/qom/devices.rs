@@ -43,7 +43,7 @@ const BLOCK_SIZE: Option<&str> = Some("A power of two between 512 and 32768");
 /// device-list-properties gives them.
 pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("secs", "uint32", None, DefaultOnly("0")),
-    ("request-merging", "bool", ONOFF, NoEffect),
+    ("request-merging", "bool", ONOFF, Applied),
     ("min_io_size", "uint16", None, DefaultOnly("0")),
     ("event_idx", "bool", ONOFF, DefaultOnly("on")),
     ("serial", "str", None, Applied),
