@@ -988,3 +988,246 @@ fn info_qom_tree_follows_qom_list() {
         "Path '/nosuch' could not be resolved.\r\n"
     );
 }
+
+/// The lines of a monitor answer, without their `\r\n`.
+fn lines(text: &str) -> Vec<&str> {
+    text.split("\r\n").collect()
+}
+
+/// The lines of `info mtree` under `address-space: NAME` (or
+/// `memory-region: NAME`), up to the blank line that ends them.
+fn mtree_section<'a>(mtree: &'a str, header: &str) -> Vec<&'a str> {
+    lines(mtree)
+        .into_iter()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect()
+}
+
+/// query-pci's function at `slot`.0.
+fn pci_function(c: &mut QmpClient, slot: i64) -> Value {
+    let pci = c.ok("query-pci", json!({}));
+    pci[0]["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["slot"] == slot && d["function"] == 0)
+        .unwrap_or_else(|| panic!("no function at slot {slot}: {pci}"))
+        .clone()
+}
+
+/// The `bar N: ...` lines `info qtree` prints for a query-pci function.
+fn qtree_bar_lines(dev: &Value) -> Vec<String> {
+    dev["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| {
+            let addr = r["address"].as_i64().expect("address") as u64;
+            let last = addr.wrapping_add(r["size"].as_u64().expect("size") - 1);
+            let kind = if r["type"] == "io" { "i/o" } else { "mem" };
+            format!("        bar {}: {kind} at {addr:#x} [{last:#x}]", r["bar"])
+        })
+        .collect()
+}
+
+#[test]
+fn info_qtree_and_mtree_show_the_machine_vmm_built() {
+    let dir = TempDir::new("hmp-trees");
+    let img = dir.path().join("disk.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).expect("image");
+    let drive = format!("file={},if=virtio,id=d0,format=raw", img.display());
+    // 4.5 GiB: 3 GiB below the PCI hole, the rest above 4 GiB.
+    let vmm = VmmProcess::start(&["-S", "-m", "4608", "-drive", &drive]);
+    let mut c = vmm.qmp();
+    let blk = pci_function(&mut c, 2);
+    assert_eq!(blk["id"]["device"], 0x1042, "{blk}");
+
+    let qtree = hmp(&mut c, "info qtree");
+    let l = lines(&qtree);
+    assert_eq!(l[..2], ["bus: main-system-bus", "  type System"]);
+    for want in [
+        "  dev: i440FX-pcihost, id \"\"",
+        "    pci-hole64-size = 2147483648 (2 GiB)",
+        "    bus: pci.0",
+        "      type PCI",
+        "      dev: virtio-blk-pci, id \"\"",
+        "        addr = 02.0",
+        "        vectors = 2 (0x2)",
+        "          type virtio-pci-bus",
+        "          dev: virtio-blk-device, id \"\"",
+        "            drive = \"d0\"",
+        "            logical_block_size = 512 (0x200)",
+        "        class ISA bridge, addr 00:01.0, pci id 8086:7000 (sub 1af4:1100)",
+        "          dev: isa-serial, id \"\"",
+        "            iobase = 1016 (0x3f8)",
+        "            isa irq 4",
+        "      dev: i440FX, id \"\"",
+    ] {
+        assert!(l.contains(&want), "{want:?} missing:\n{qtree}");
+    }
+    // The class line and BARs match query-pci (not mapped before the
+    // guest runs: QEMU shows them at all-ones).
+    let class = format!(
+        "        class {}, addr 00:02.0, pci id 1af4:{:04x} (sub ",
+        blk["class_info"]["desc"].as_str().expect("desc"),
+        blk["id"]["device"].as_i64().expect("device")
+    );
+    let at = l
+        .iter()
+        .position(|x| x.starts_with(&class))
+        .unwrap_or_else(|| panic!("{class:?} missing:\n{qtree}"));
+    let bars = qtree_bar_lines(&blk);
+    assert_eq!(bars.len(), 2, "{blk}");
+    assert_eq!(l[at + 1..at + 1 + bars.len()], bars[..]);
+    assert_eq!(bars[1], "        bar 4: mem at 0xffffffffffffffff [0x3ffe]");
+
+    let mtree = hmp(&mut c, "info mtree");
+    let memory = mtree_section(&mtree, "address-space: memory");
+    assert_eq!(
+        memory,
+        [
+            "  0000000000000000-ffffffffffffffff (prio 0, i/o): system",
+            "    0000000000000000-00000000bfffffff (prio 0, i/o): alias ram-below-4g @pc.ram 0000000000000000-00000000bfffffff",
+            "    0000000000000000-ffffffffffffffff (prio -1, i/o): pci",
+            "    00000000fec00000-00000000fec00fff (prio 0, i/o): kvm-ioapic",
+            "    00000000fee00000-00000000feefffff (prio 4096, i/o): kvm-apic-msi",
+            "    0000000100000000-000000015fffffff (prio 0, i/o): alias ram-above-4g @pc.ram 00000000c0000000-000000011fffffff",
+        ],
+        "{mtree}"
+    );
+    assert_eq!(mtree_section(&mtree, "address-space: cpu-memory-0"), memory);
+    assert_eq!(
+        mtree_section(&mtree, "memory-region: pc.ram"),
+        ["  0000000000000000-000000011fffffff (prio 0, ram): pc.ram"]
+    );
+    let io = mtree_section(&mtree, "address-space: I/O");
+    for want in [
+        "  0000000000000000-000000000000ffff (prio 0, i/o): io",
+        "    00000000000003f8-00000000000003ff (prio 0, i/o): serial",
+        "    0000000000000cf9-0000000000000cf9 (prio 1, i/o): piix3-reset-control",
+    ] {
+        assert!(io.contains(&want), "{want:?} missing:\n{mtree}");
+    }
+    // Bus masters stay off until the guest turns them on.
+    assert_eq!(
+        mtree_section(&mtree, "address-space: virtio-blk-pci"),
+        [
+            "  0000000000000000-ffffffffffffffff (prio 0, i/o): bus master container",
+            "    0000000000000000-ffffffffffffffff (prio 0, i/o): alias bus master @system 0000000000000000-ffffffffffffffff [disabled]",
+        ]
+    );
+    assert!(mtree.ends_with("\r\n\r\n"), "{mtree}");
+}
+
+#[test]
+fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
+    let dir = TempDir::new("hmp-trees-guest");
+    let img = dir.path().join("disk.raw");
+    std::fs::write(&img, vec![0u8; 1 << 20]).expect("image");
+    let serial = dir.path().join("com1.log");
+    let drive = format!("file={},if=none,id=d0,format=raw", img.display());
+    let args = vmm_tests::guest_args(
+        "virtio-blk,idle",
+        &serial,
+        &[
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=d0,id=vb0",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    let out = wait_for_text(&serial, GUEST_TIMEOUT, |l| {
+        l.contains("ok virtio-blk") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-blk"), "{out}");
+    let blk = pci_function(&mut c, 2);
+
+    let qtree = hmp(&mut c, "info qtree");
+    let l = lines(&qtree);
+    assert!(
+        l.contains(&"      dev: virtio-blk-pci, id \"vb0\""),
+        "{qtree}"
+    );
+    assert!(
+        l.contains(&"          dev: isa-debug-exit, id \"\""),
+        "{qtree}"
+    );
+    assert!(l.contains(&"            iobase = 244 (0xf4)"), "{qtree}");
+    let bars = qtree_bar_lines(&blk);
+    for b in &bars {
+        assert!(!b.contains("0xffffffffffffffff"), "not mapped: {blk}");
+        assert!(l.contains(&b.as_str()), "{b:?} missing:\n{qtree}");
+    }
+
+    // The BARs where query-pci has them, in the PCI space, with the
+    // virtio structures and the MSI-X table inside.
+    let mtree = hmp(&mut c, "info mtree");
+    let memory = mtree_section(&mtree, "address-space: memory");
+    for r in blk["regions"].as_array().expect("regions") {
+        let addr = r["address"].as_u64().expect("address");
+        let last = addr + r["size"].as_u64().expect("size") - 1;
+        let name = if r["bar"] == 4 {
+            "virtio-pci"
+        } else {
+            "virtio-blk-pci-msix"
+        };
+        let want = format!("      {addr:016x}-{last:016x} (prio 1, i/o): {name}");
+        assert!(
+            memory.contains(&want.as_str()),
+            "{want:?} missing:\n{mtree}"
+        );
+        let first_child = if r["bar"] == 4 {
+            format!(
+                "        {addr:016x}-{:016x} (prio 0, i/o): virtio-pci-common",
+                addr + 0xfff
+            )
+        } else {
+            format!(
+                "        {addr:016x}-{:016x} (prio 0, i/o): msix-table",
+                addr + 0x1f
+            )
+        };
+        assert!(
+            memory.contains(&first_child.as_str()),
+            "{first_child:?} missing:\n{mtree}"
+        );
+    }
+    assert!(
+        memory.contains(&"    0000000000000000-000000000fffffff (prio 0, i/o): alias ram-below-4g @pc.ram 0000000000000000-000000000fffffff"),
+        "{mtree}"
+    );
+    assert!(
+        mtree_section(&mtree, "address-space: I/O")
+            .contains(&"    00000000000000f4-00000000000000f7 (prio 0, i/o): isa-debug-exit"),
+        "{mtree}"
+    );
+    // The driver turned bus mastering on.
+    assert_eq!(
+        mtree_section(&mtree, "address-space: virtio-blk-pci")[1],
+        "    0000000000000000-ffffffffffffffff (prio 0, i/o): alias bus master @system 0000000000000000-ffffffffffffffff"
+    );
+}
+
+#[test]
+fn info_qtree_and_mtree_without_a_machine() {
+    let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
+    let mut c = vmm.qmp();
+    assert_eq!(
+        hmp(&mut c, "info qtree"),
+        "bus: main-system-bus\r\n  type System\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "info mtree"),
+        "address-space: memory\r\n\
+         \x20 0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n\
+         \r\n\
+         address-space: I/O\r\n\
+         \x20 0000000000000000-000000000000ffff (prio 0, i/o): io\r\n\
+         \r\n"
+    );
+}

@@ -196,6 +196,15 @@ impl PciRoot {
         (from..32).find(|s| !slots.contains_key(&(*s, 0)))
     }
 
+    /// A copy of the configuration space of the function at `devfn`, for
+    /// the monitor's views of the machine (`info qtree`, `info mtree`).
+    pub fn config_bytes(&self, devfn: DevFn) -> Option<[u8; 256]> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get(&devfn)?;
+        let f = slot.function.lock().unwrap_or_else(|e| e.into_inner());
+        Some(*f.config().raw())
+    }
+
     /// Every function, for `query-pci`.
     pub fn functions(&self) -> Vec<FunctionInfo> {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());

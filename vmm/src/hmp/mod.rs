@@ -9,8 +9,10 @@
 //! counterpart is not implemented prints that command's error.
 
 mod info;
+mod mtree;
 mod parse;
 mod qemu_io;
+mod qtree;
 mod readline;
 mod registers;
 
@@ -638,6 +640,20 @@ const INFO_COMMANDS: &[Cmd] = &[
         "[path]",
         "the QOM composition tree (under path)",
         Run::Fn(info::info_qom_tree),
+    ),
+    cmd(
+        "mtree",
+        "",
+        "",
+        "the memory regions of every address space",
+        Run::Fn(mtree::info_mtree),
+    ),
+    cmd(
+        "qtree",
+        "",
+        "",
+        "the buses and devices of the machine",
+        Run::Fn(qtree::info_qtree),
     ),
     cmd(
         "dump",

@@ -574,6 +574,16 @@ impl Machine {
         self.pci.functions()
     }
 
+    /// The configuration space of the PCI function at (slot, function).
+    pub fn pci_config(&self, devfn: devices::pci::host::DevFn) -> Option<[u8; 256]> {
+        self.pci.config_bytes(devfn)
+    }
+
+    /// How guest RAM is split around the PCI hole.
+    pub fn ram_layout(&self) -> RamLayout {
+        self.ram.layout
+    }
+
     /// The APIC ID of every vCPU, by index.
     fn apic_ids(&self) -> Vec<u32> {
         (0..self.cpus).map(|i| self.topology.apic_id(i)).collect()

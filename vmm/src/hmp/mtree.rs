@@ -1,0 +1,436 @@
+//! `info mtree`: the machine's memory regions as QEMU 2.11's mtree_info
+//! prints them: every address space's tree (`memory`, `I/O`, one per
+//! vCPU, one bus-master space per PCI function), then every region an
+//! alias points at. Regions are built from the machine as it is now:
+//! the RAM split, the ports and MMIO of the devices vmm builds, and the
+//! PCI BARs where the guest has them mapped (with the virtio and MSI-X
+//! structures the function's capabilities place in them).
+
+use super::qtree::{isa_objects, pci_devices, PciDev};
+use super::Ctx;
+use crate::commands::Vmm;
+use crate::hmp::parse::Args;
+use crate::qom::tree::Tree;
+use devices::pci::config;
+use qmp::Error;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+/// The in-kernel IOAPIC's MMIO window.
+pub(super) const IOAPIC_BASE: u64 = 0xfec0_0000;
+pub(super) const IOAPIC_SIZE: u64 = 0x1000;
+/// The local APICs' window, where MSI writes land.
+const APIC_BASE: u64 = 0xfee0_0000;
+const APIC_SIZE: u64 = 0x10_0000;
+/// QEMU maps the APIC window over everything else.
+const APIC_PRIORITY: i32 = 0x1000;
+/// All 2^64 bytes, the size of QEMU's `system` and `pci` regions.
+const WHOLE: u128 = 1 << 64;
+/// Configuration space: the bus-master enable bit, the capability list.
+const COMMAND_MASTER: u16 = 0x4;
+const CAPABILITY_LIST: usize = 0x34;
+const CAP_ID_MSIX: u8 = 0x11;
+const CAP_ID_VENDOR: u8 = 0x09;
+
+#[derive(Clone)]
+struct Region {
+    name: String,
+    addr: u64,
+    size: u128,
+    priority: i32,
+    ram: bool,
+    enabled: bool,
+    /// The region this one is a window on, and where in it.
+    alias: Option<(Rc<Region>, u64)>,
+    children: Vec<Region>,
+}
+
+impl Region {
+    fn io(name: &str, addr: u64, size: u64) -> Region {
+        Region {
+            name: name.to_string(),
+            addr,
+            size: u128::from(size),
+            priority: 0,
+            ram: false,
+            enabled: true,
+            alias: None,
+            children: Vec::new(),
+        }
+    }
+
+    fn alias(name: &str, addr: u64, size: u128, target: &Rc<Region>, offset: u64) -> Region {
+        Region {
+            alias: Some((target.clone(), offset)),
+            size,
+            ..Region::io(name, addr, 0)
+        }
+    }
+
+    fn priority(mut self, p: i32) -> Region {
+        self.priority = p;
+        self
+    }
+
+    fn with(mut self, children: Vec<Region>) -> Region {
+        self.children = children;
+        self
+    }
+}
+
+/// The last byte of a region `size` bytes long at `start` (QEMU's
+/// MR_SIZE: an empty region ends where it starts).
+fn last(start: u64, size: u128) -> u64 {
+    start.wrapping_add(size.saturating_sub(1) as u64)
+}
+
+/// One region and, two columns further in, its subregions by address
+/// (higher priority first at the same address), as QEMU's
+/// mtree_print_mr. Alias targets join `aliases` to be printed later.
+fn print_region(
+    out: &mut String,
+    r: &Region,
+    level: usize,
+    base: u64,
+    aliases: &mut Vec<Rc<Region>>,
+) {
+    out.push_str(&"  ".repeat(level));
+    let start = base.wrapping_add(r.addr);
+    let end = last(start, r.size);
+    if start < base || end < start {
+        out.push_str("[DETECTED OVERFLOW!] ");
+    }
+    let kind = if r.ram { "ram" } else { "i/o" };
+    let disabled = if r.enabled { "" } else { " [disabled]" };
+    let _ = write!(
+        out,
+        "{start:016x}-{end:016x} (prio {}, {kind}): ",
+        r.priority
+    );
+    match &r.alias {
+        Some((target, offset)) => {
+            if !aliases.iter().any(|a| Rc::ptr_eq(a, target)) {
+                aliases.push(target.clone());
+            }
+            let _ = writeln!(
+                out,
+                "alias {} @{} {offset:016x}-{:016x}{disabled}",
+                r.name,
+                target.name,
+                last(*offset, r.size)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{}{disabled}", r.name);
+        }
+    }
+    let mut children: Vec<&Region> = r.children.iter().collect();
+    children.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.priority.cmp(&a.priority)));
+    for c in children {
+        print_region(out, c, level + 1, start, aliases);
+    }
+}
+
+/// The capabilities in a configuration space: (offset, id).
+fn capabilities(cfg: &[u8; 256]) -> Vec<(usize, u8)> {
+    let mut out = Vec::new();
+    let mut at = usize::from(cfg[CAPABILITY_LIST] & 0xfc);
+    // A list longer than the space has room for is a loop.
+    while at >= 0x40 && out.len() < 48 {
+        out.push((at, cfg[at]));
+        at = usize::from(cfg[at + 1] & 0xfc);
+    }
+    out
+}
+
+fn cfg_u32(cfg: &[u8; 256], at: usize) -> u32 {
+    u32::from_le_bytes([cfg[at], cfg[at + 1], cfg[at + 2], cfg[at + 3]])
+}
+
+/// The virtio structures a function's vendor capabilities place in BAR
+/// `bar`: (name, offset, length), as QEMU names them.
+fn virtio_structures(cfg: &[u8; 256], bar: usize) -> Vec<Region> {
+    capabilities(cfg)
+        .into_iter()
+        .filter(|&(at, id)| id == CAP_ID_VENDOR && usize::from(cfg[at + 4]) == bar)
+        .filter_map(|(at, _)| {
+            let name = match cfg[at + 3] {
+                1 => "virtio-pci-common",
+                2 => "virtio-pci-notify",
+                3 => "virtio-pci-isr",
+                4 => "virtio-pci-device",
+                _ => return None,
+            };
+            let (offset, len) = (cfg_u32(cfg, at + 8), cfg_u32(cfg, at + 12));
+            Some(Region::io(name, u64::from(offset), u64::from(len)))
+        })
+        .collect()
+}
+
+/// The MSI-X table and pending bits a function places in BAR `bar`.
+fn msix_structures(cfg: &[u8; 256], bar: usize) -> Vec<Region> {
+    let mut out = Vec::new();
+    for (at, id) in capabilities(cfg) {
+        if id != CAP_ID_MSIX {
+            continue;
+        }
+        let entries = u64::from(u16::from_le_bytes([cfg[at + 2], cfg[at + 3]]) & 0x7ff) + 1;
+        let (table, pba) = (cfg_u32(cfg, at + 4), cfg_u32(cfg, at + 8));
+        if (table & 7) as usize == bar {
+            out.push(Region::io(
+                "msix-table",
+                u64::from(table & !7),
+                entries * 16,
+            ));
+        }
+        if (pba & 7) as usize == bar {
+            let bits = entries.div_ceil(64) * 64;
+            out.push(Region::io("msix-pba", u64::from(pba & !7), bits / 8));
+        }
+    }
+    out
+}
+
+/// The region of one mapped BAR, named as QEMU names it.
+fn bar_region(d: &PciDev, bar: usize, addr: u64, size: u64) -> Region {
+    let virtio = virtio_structures(&d.config, bar);
+    let msix = msix_structures(&d.config, bar);
+    let name = if !virtio.is_empty() {
+        "virtio-pci".to_string()
+    } else if !msix.is_empty() {
+        format!("{}-msix", d.type_name)
+    } else if d.type_name == "piix3-ide" {
+        "piix-bmdma-container".to_string()
+    } else {
+        format!("{}-bar{bar}", d.type_name)
+    };
+    let children = virtio.into_iter().chain(msix).collect();
+    // BARs sit over whatever else is in the PCI space.
+    Region::io(&name, addr, size).priority(1).with(children)
+}
+
+/// The mapped BARs of every function: (memory ones, I/O ones).
+fn bar_regions(pci: &[PciDev]) -> (Vec<Region>, Vec<Region>) {
+    let (mut mem, mut io) = (Vec::new(), Vec::new());
+    for d in pci {
+        for &(bar, is_io, addr, size, _, _) in &d.info.regions {
+            if addr == u64::MAX {
+                continue;
+            }
+            let r = bar_region(d, bar, addr, size);
+            if is_io {
+                io.push(r);
+            } else {
+                mem.push(r);
+            }
+        }
+    }
+    (mem, io)
+}
+
+/// The `system` region: RAM below 4 GiB, the PCI space under it all, the
+/// IOAPIC and APIC windows, and RAM above 4 GiB.
+fn system_region(vmm: &Vmm, pci_bars: Vec<Region>) -> Region {
+    let root = Region::io("system", 0, 0);
+    let Some(m) = vmm.vm.machine.as_ref() else {
+        return Region {
+            size: WHOLE,
+            ..root
+        };
+    };
+    let layout = m.ram_layout();
+    let ram = Rc::new(Region {
+        ram: true,
+        ..Region::io("pc.ram", 0, layout.total())
+    });
+    let mut children = vec![
+        Region::alias("ram-below-4g", 0, layout.below_4g.into(), &ram, 0),
+        Region {
+            size: WHOLE,
+            ..Region::io("pci", 0, 0)
+        }
+        .priority(-1)
+        .with(pci_bars),
+        Region::io("kvm-ioapic", IOAPIC_BASE, IOAPIC_SIZE),
+        Region::io("kvm-apic-msi", APIC_BASE, APIC_SIZE).priority(APIC_PRIORITY),
+    ];
+    if layout.above_4g > 0 {
+        children.push(Region::alias(
+            "ram-above-4g",
+            crate::machine::memory::FOUR_GIB,
+            layout.above_4g.into(),
+            &ram,
+            layout.below_4g,
+        ));
+    }
+    Region {
+        size: WHOLE,
+        ..root.with(children)
+    }
+}
+
+/// A u64 property of an object of the tree.
+fn prop_u64(tree: &Tree, obj: crate::qom::tree::ObjectId, name: &str) -> Option<u64> {
+    tree.get(obj, name).ok().and_then(|v| v.as_u64())
+}
+
+/// The ports of the ISA devices in the object tree.
+fn isa_ports(tree: &Tree) -> Vec<Region> {
+    let mut out = Vec::new();
+    for obj in isa_objects(tree) {
+        let iobase = prop_u64(tree, obj, "iobase").unwrap_or(0);
+        match tree.type_name(obj) {
+            "mc146818rtc" => out.push(Region::io("rtc", 0x70, 2)),
+            "kvm-pit" => out.push(Region::io("kvm-pit", iobase, 4)),
+            "isa-serial" => out.push(Region::io("serial", iobase, 8)),
+            "i8042" => {
+                out.push(Region::io("i8042-data", 0x60, 1));
+                out.push(Region::io("i8042-cmd", 0x64, 1));
+            }
+            "isa-debug-exit" => {
+                let size = prop_u64(tree, obj, "iosize").unwrap_or(2);
+                out.push(Region::io("isa-debug-exit", iobase, size));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `io` region: KVM's PICs, the ISA devices, the ACPI PM block, PCI
+/// configuration and reset, and the mapped I/O BARs.
+fn io_region(vmm: &Vmm, pci: &[PciDev], pci_bars: Vec<Region>) -> Region {
+    let root = Region::io("io", 0, 0x1_0000);
+    if vmm.vm.machine.is_none() {
+        return root;
+    }
+    use devices::acpi_pm::{PM1_CNT_OFFSET, PM1_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET};
+    let mut children = vec![
+        Region::io("kvm-pic", 0x20, 2),
+        Region::io("kvm-pic", 0xa0, 2),
+        Region::io("kvm-elcr", 0x4d0, 1),
+        Region::io("kvm-elcr", 0x4d1, 1),
+        Region::io("pci-conf-idx", 0xcf8, 4),
+        // The reset register shares 0xcf9 with the address register.
+        Region::io("piix3-reset-control", 0xcf9, 1).priority(1),
+        Region::io("pci-conf-data", 0xcfc, 4),
+    ];
+    children.extend(isa_ports(&vmm.qom.tree));
+    if pci.iter().any(|d| d.type_name == "PIIX4_PM") {
+        children.push(Region::io("piix4-pm", PM_BASE, PM_LEN).with(vec![
+            Region::io("acpi-evt", PM1_EVT_OFFSET, 4),
+            Region::io("acpi-cnt", PM1_CNT_OFFSET, 2),
+            Region::io("acpi-tmr", PM_TMR_OFFSET, 4),
+        ]));
+    }
+    children.extend(pci_bars);
+    root.with(children)
+}
+
+/// A function's bus-master space: a window on system memory, open only
+/// while the function's bus-master bit is set.
+fn bus_master_region(d: &PciDev, system: &Rc<Region>) -> Region {
+    let mut window = Region::alias("bus master", 0, WHOLE, system, 0);
+    window.enabled = d.config_u16(config::COMMAND) & COMMAND_MASTER != 0;
+    Region {
+        size: WHOLE,
+        ..Region::io("bus master container", 0, 0)
+    }
+    .with(vec![window])
+}
+
+/// Every address space as (name, root), in the order QEMU creates them.
+fn address_spaces(vmm: &Vmm) -> Vec<(String, Rc<Region>)> {
+    let pci = pci_devices(vmm);
+    let (mem_bars, io_bars) = bar_regions(&pci);
+    let system = Rc::new(system_region(vmm, mem_bars));
+    let io = Rc::new(io_region(vmm, &pci, io_bars));
+    let mut spaces = vec![
+        ("memory".to_string(), system.clone()),
+        ("I/O".to_string(), io),
+    ];
+    let cpus = vmm.vm.machine.as_ref().map_or(0, |m| m.cpu_count());
+    for i in 0..cpus {
+        spaces.push((format!("cpu-memory-{i}"), system.clone()));
+    }
+    for d in &pci {
+        spaces.push((d.type_name.clone(), Rc::new(bus_master_region(d, &system))));
+    }
+    spaces
+}
+
+/// `info mtree`.
+pub(super) fn info_mtree(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let out = &mut ctx.out;
+    let mut aliases = Vec::new();
+    for (name, root) in address_spaces(ctx.vmm) {
+        let _ = writeln!(out, "address-space: {name}");
+        print_region(out, &root, 1, 0, &mut aliases);
+        out.push('\n');
+    }
+    // Printing a target may find further aliases: they join the queue.
+    let mut i = 0;
+    while let Some(target) = aliases.get(i).cloned() {
+        let _ = writeln!(out, "memory-region: {}", target.name);
+        print_region(out, &target, 1, 0, &mut aliases);
+        out.push('\n');
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_print_as_mtree_prints_them() {
+        let ram = Rc::new(Region {
+            ram: true,
+            ..Region::io("pc.ram", 0, 0x2000_0000)
+        });
+        let root = Region {
+            size: WHOLE,
+            ..Region::io("system", 0, 0)
+        }
+        .with(vec![
+            Region::io("late", 0x1000, 0x10),
+            Region::io("low", 0, 0x10).priority(-1),
+            Region::alias("ram-below-4g", 0, 0x2000_0000, &ram, 0),
+        ]);
+        let mut aliases = Vec::new();
+        let mut out = String::new();
+        print_region(&mut out, &root, 1, 0, &mut aliases);
+        assert_eq!(
+            out,
+            "  0000000000000000-ffffffffffffffff (prio 0, i/o): system\n\
+             \x20   0000000000000000-000000001fffffff (prio 0, i/o): alias ram-below-4g @pc.ram 0000000000000000-000000001fffffff\n\
+             \x20   0000000000000000-000000000000000f (prio -1, i/o): low\n\
+             \x20   0000000000001000-000000000000100f (prio 0, i/o): late\n"
+        );
+        assert_eq!(aliases.len(), 1);
+        assert_eq!(aliases[0].name, "pc.ram");
+    }
+
+    #[test]
+    fn capability_structures_of_a_virtio_function() {
+        let mut cfg = [0u8; 256];
+        cfg[CAPABILITY_LIST] = 0x40;
+        // MSI-X: 2 vectors, table in BAR 1 at 0, pending bits at 0x800.
+        cfg[0x40..0x4c].copy_from_slice(&[0x11, 0x50, 1, 0, 1, 0, 0, 0, 0x01, 0x08, 0, 0]);
+        // virtio common configuration: BAR 4, 0x1000 bytes at 0.
+        cfg[0x50..0x60].copy_from_slice(&[9, 0, 16, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]);
+        let v = virtio_structures(&cfg, 4);
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].name.as_str(), v[0].size),
+            ("virtio-pci-common", 0x1000)
+        );
+        let m = msix_structures(&cfg, 1);
+        let got: Vec<(&str, u64, u128)> = m
+            .iter()
+            .map(|r| (r.name.as_str(), r.addr, r.size))
+            .collect();
+        assert_eq!(got, [("msix-table", 0, 32), ("msix-pba", 0x800, 8)]);
+    }
+}
