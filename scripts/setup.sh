@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+# The firmware the -bios tests boot (Debian's SeaBIOS build).
+[ -e /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
 
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

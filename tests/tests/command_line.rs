@@ -65,7 +65,6 @@ fn options_whose_subsystem_has_not_landed_fail_naming_the_option() {
         &["-device", "e1000,netdev=n0"][..],
         // IDE has not landed (if=none and if=virtio have).
         &["-drive", "file=/dev/null,format=raw,if=ide,id=d0"],
-        &["-bios", "/usr/share/seabios/bios.bin"],
         &["-netdev", "user,id=n0"],
     ] {
         let (st, _, err) = run_vmm(args);

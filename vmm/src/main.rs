@@ -36,7 +36,6 @@ pub const PACKAGE: &str = concat!(" (vmm ", env!("CARGO_PKG_VERSION"), ")");
 /// part of vmm that will bring them.
 const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("netdev", "network backends"),
-    ("bios", "firmware loading"),
     ("vnc", "the VNC server"),
     ("incoming", "migration"),
     ("watchdog", "watchdog devices"),
@@ -411,6 +410,22 @@ fn build_machine(
         globals::board_globals(config, false)?;
         return Ok(None);
     }
+    let firmware = match &config.bios {
+        Some(path) => {
+            if config.kernel.is_some() {
+                // QEMU loads the kernel through fw_cfg and an option ROM
+                // of its own, which vmm does not have.
+                return Err(
+                    "-bios with -kernel: not available yet (vmm boots a kernel without firmware; drop -bios)"
+                        .into(),
+                );
+            }
+            let image = std::fs::read(path)
+                .map_err(|_| format!("qemu: could not load PC BIOS '{path}'"))?;
+            Some((path.clone(), image))
+        }
+        None => None,
+    };
     let (kernel, default_append) = match &config.kernel {
         Some(path) => (
             std::fs::read(path).map_err(|e| format!("could not load kernel '{path}': {e}"))?,
@@ -450,6 +465,8 @@ fn build_machine(
         debug_exit: debug_exit(config)?,
         acpi_s3: board.s3_enabled,
         pit_reinject: board.pit_reinject,
+        firmware,
+        nographic: config.nographic,
         virtio_blk: {
             let graph = std::cell::RefCell::new(block);
             let lookup = |dev: &cmdline::Opts, id: &str| {

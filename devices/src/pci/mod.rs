@@ -8,6 +8,7 @@ pub mod host;
 
 pub use config::{Bar, BarKind, ConfigSpace};
 pub use host::{PciConfigIo, PciRoot};
+use std::sync::Arc;
 
 /// Saves and restores a function whose whole state is its configuration
 /// space (the host bridge and ISA bridge).
@@ -67,9 +68,17 @@ pub trait PciFunction: Send + crate::state::DeviceState {
     fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
 
+/// What the machine does when the PAM registers change (maps the BIOS
+/// shadow RAM); gets the registers at 0x59-0x5f.
+pub type PamListener = Box<dyn Fn(&[u8; 7]) + Send + Sync>;
+
+/// The PAM registers of the i440FX.
+pub const I440FX_PAM: usize = 0x59;
+
 /// The i440FX host bridge at 00.0.
 pub struct I440fx {
     config: ConfigSpace,
+    pam_listener: Option<PamListener>,
 }
 
 impl I440fx {
@@ -77,13 +86,37 @@ impl I440fx {
         let mut config = ConfigSpace::new(0x8086, 0x1237, 0x06, 0x00, 0x00, 0x02);
         config.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
         config.set_u16(config::SUBSYSTEM_ID, 0x1100);
-        // PAM and SMRAM registers: writable, not acted upon (no firmware
-        // shadowing without -bios).
-        for off in 0x59..=0x5f {
+        // PAM and SMRAM registers: writable; the PAM ones act where a
+        // listener (the -bios machine) is set.
+        for off in I440FX_PAM..I440FX_PAM + 7 {
             config.allow_write(off, 0xff);
         }
         config.allow_write(0x72, 0xff);
-        I440fx { config }
+        I440fx {
+            config,
+            pam_listener: None,
+        }
+    }
+
+    /// Tells `listener` about every PAM change (and the power-on values
+    /// at each reset).
+    pub fn with_pam_listener(mut self, listener: PamListener) -> I440fx {
+        self.pam_listener = Some(listener);
+        self
+    }
+
+    fn pam(&self) -> [u8; 7] {
+        let mut pam = [0u8; 7];
+        for (i, p) in pam.iter_mut().enumerate() {
+            *p = self.config.u8(I440FX_PAM + i);
+        }
+        pam
+    }
+
+    fn tell_pam(&self) {
+        if let Some(l) = &self.pam_listener {
+            l(&self.pam());
+        }
     }
 }
 
@@ -100,6 +133,17 @@ impl PciFunction for I440fx {
 
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.config
+    }
+
+    fn config_written(&mut self, offset: usize, len: usize) {
+        if offset < I440FX_PAM + 7 && offset + len > I440FX_PAM {
+            self.tell_pam();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.config = I440fx::new().config;
+        self.tell_pam();
     }
 
     fn class_description(&self) -> Option<&'static str> {
@@ -202,14 +246,25 @@ impl PciFunction for Piix3Ide {
 
 /// The PIIX4 power management function at 01.3, as QEMU's `pc` machine
 /// has it. Its PM I/O base register names where the ACPI PM block is
-/// (0x600, where the FADT puts it), enabled; the block does not move.
+/// (0x600 at power-on, where vmm's FADT puts it); firmware may move the
+/// block (SeaBIOS puts it at 0xb000 when it builds its own ACPI tables)
+/// or turn it off (PMREGMISC bit 0), as on the real chip.
 pub struct Piix4Pm {
     config: ConfigSpace,
+    /// The port bus and the PM block, to move it; where it is now.
+    block: Option<(Arc<crate::bus::Bus>, crate::bus::SharedDevice, u64)>,
+    mapped_at: Option<u64>,
+    power_on_base: u16,
 }
+
+/// The PM block's I/O space (QEMU's PIIX4 decodes 64 bytes).
+const PIIX4_PM_IO_LEN: u64 = 64;
 
 /// PMBA: the PM I/O base, and PMREGMISC bit 0: the PM I/O space enable.
 pub const PIIX4_PMBA: usize = 0x40;
 pub const PIIX4_PMREGMISC: usize = 0x80;
+/// DEVACTB's byte with the APMC enable (bit 25 of the dword at 0x58).
+const PIIX4_DEVACTB_APMC: usize = 0x5b;
 
 impl Piix4Pm {
     pub fn new(pm_base: u16) -> Piix4Pm {
@@ -219,7 +274,60 @@ impl Piix4Pm {
         config.set_u8(config::INTERRUPT_PIN, 1);
         config.set_u32(PIIX4_PMBA, u32::from(pm_base) | 1);
         config.set_u8(PIIX4_PMREGMISC, 1);
-        Piix4Pm { config }
+        // vmm has no SMM: mark the APM SMI as already set up, as QEMU
+        // does without SMM, so that firmware does not wait for an SMI.
+        config.set_u8(PIIX4_DEVACTB_APMC, 0x02);
+        // PMBA bits 6-15 and the enable bit are the firmware's to set.
+        config.allow_write(PIIX4_PMBA, 0xc0);
+        config.allow_write(PIIX4_PMBA + 1, 0xff);
+        config.allow_write(PIIX4_PMREGMISC, 0x01);
+        Piix4Pm {
+            config,
+            block: None,
+            mapped_at: None,
+            power_on_base: pm_base,
+        }
+    }
+
+    /// Lets the function move `pm` (`len` bytes, on `pio` at the power-on
+    /// base now) when the firmware writes PMBA or PMREGMISC.
+    pub fn with_block(
+        mut self,
+        pio: Arc<crate::bus::Bus>,
+        pm: crate::bus::SharedDevice,
+        len: u64,
+    ) -> Piix4Pm {
+        self.mapped_at = Some(self.base());
+        self.block = Some((pio, pm, len));
+        self
+    }
+
+    fn base(&self) -> u64 {
+        u64::from(self.config.u32(PIIX4_PMBA) & 0xffc0)
+    }
+
+    /// Puts the PM block where PMBA says, if PMREGMISC enables it.
+    fn remap_block(&mut self) {
+        let want =
+            (self.config.u8(PIIX4_PMREGMISC) & 1 != 0 && self.base() != 0).then(|| self.base());
+        if want == self.mapped_at {
+            return;
+        }
+        let Some((pio, pm, len)) = &self.block else {
+            return;
+        };
+        if let Some(old) = self.mapped_at.take() {
+            pio.remove(old);
+        }
+        if let Some(base) = want {
+            // A base over another device leaves the block unmapped.
+            if pio
+                .insert(base, (*len).min(PIIX4_PM_IO_LEN), pm.clone())
+                .is_ok()
+            {
+                self.mapped_at = Some(base);
+            }
+        }
     }
 }
 
@@ -230,6 +338,19 @@ impl PciFunction for Piix4Pm {
 
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.config
+    }
+
+    fn config_written(&mut self, offset: usize, len: usize) {
+        let touches = |lo: usize, hi: usize| offset < hi && offset + len > lo;
+        if touches(PIIX4_PMBA, PIIX4_PMBA + 4) || touches(PIIX4_PMREGMISC, PIIX4_PMREGMISC + 1) {
+            self.remap_block();
+        }
+    }
+
+    fn reset(&mut self) {
+        let power_on = Piix4Pm::new(self.power_on_base);
+        self.config = power_on.config;
+        self.remap_block();
     }
 
     fn class_description(&self) -> Option<&'static str> {
@@ -290,5 +411,63 @@ impl crate::state::DeviceState for Piix3 {
 
     fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
         config_state_load("PIIX3", &mut self.config, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Bus, BusDevice};
+    use std::sync::Mutex;
+
+    struct Answer;
+
+    impl BusDevice for Answer {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8 + 1);
+        }
+        fn write(&mut self, _offset: u64, _data: &[u8]) {}
+    }
+
+    fn write_config(f: &mut dyn PciFunction, offset: usize, data: &[u8]) {
+        f.config_mut().write(offset, data);
+        f.config_written(offset, data.len());
+    }
+
+    #[test]
+    fn the_pm_block_follows_pmba_and_pmregmisc_and_comes_back_at_reset() {
+        let pio = Arc::new(Bus::new());
+        let block: crate::bus::SharedDevice = Arc::new(Mutex::new(Answer));
+        pio.insert(0x600, 64, block.clone()).expect("insert");
+        let mut pm = Piix4Pm::new(0x600).with_block(pio.clone(), block, 64);
+        let read = |port: u64| {
+            let mut b = [0u8];
+            pio.read(port, &mut b).then_some(b[0])
+        };
+        assert_eq!(read(0x608), Some(9));
+        // SeaBIOS's choice when it builds its own ACPI tables.
+        write_config(&mut pm, PIIX4_PMBA, &0xb001u32.to_le_bytes());
+        assert_eq!(read(0x608), None);
+        assert_eq!(read(0xb008), Some(9));
+        write_config(&mut pm, PIIX4_PMREGMISC, &[0]);
+        assert_eq!(read(0xb008), None);
+        pm.reset();
+        assert_eq!(read(0x608), Some(9));
+    }
+
+    #[test]
+    fn pam_writes_and_resets_reach_the_listener() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut host = I440fx::new().with_pam_listener(Box::new(move |pam| {
+            s.lock().unwrap().push(*pam);
+        }));
+        write_config(&mut host, I440FX_PAM, &[0x30]);
+        write_config(&mut host, 0x04, &[0x06]);
+        host.reset();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0][0], 0x30);
+        assert_eq!(seen[1], [0; 7]);
     }
 }

@@ -6,6 +6,7 @@ pub mod acpi;
 pub mod boot;
 pub mod bzimage;
 pub mod cpuid;
+pub mod firmware;
 pub mod memory;
 pub mod mptable;
 pub mod vcpu;
@@ -195,6 +196,11 @@ pub struct MachineConfig {
     /// `-global kvm-pit.lost_tick_policy`: delay (re-inject, KVM's
     /// default) or discard.
     pub pit_reinject: bool,
+    /// `-bios FILE`: its name and contents; the machine then starts at
+    /// the reset vector in that firmware instead of in `kernel`.
+    pub firmware: Option<(String, Vec<u8>)>,
+    /// `-nographic` (fw_cfg tells the firmware to use the serial port).
+    pub nographic: bool,
 }
 
 pub struct Machine {
@@ -225,6 +231,8 @@ pub struct Machine {
     rtc_timer: Option<JoinHandle<()>>,
     /// The vCPUs are to run (the run state is `running`).
     running: bool,
+    /// With -bios: the KVM slots of the BIOS shadow area.
+    shadow: Option<Arc<Mutex<firmware::ShadowRam>>>,
 }
 
 /// Drives the CMOS RTC's update, alarm and periodic interrupts: wakes at
@@ -278,7 +286,9 @@ impl Machine {
         let kvm = Kvm::new().map_err(err("Could not access KVM kernel module"))?;
         let layout = RamLayout::pc(config.ram_size);
         let ram = GuestRam::new(layout).map_err(err("guest memory"))?;
-        let kernel = if BzImage::is_bzimage(&config.kernel) {
+        let kernel = if let Some((path, image)) = &config.firmware {
+            Kernel::Firmware(firmware::Firmware::load(path, image)?)
+        } else if BzImage::is_bzimage(&config.kernel) {
             Kernel::BzImage(BzImage::parse(&config.kernel, config.initrd).map_err(err("-kernel"))?)
         } else {
             if config.initrd.is_some() {
@@ -342,15 +352,56 @@ impl Machine {
         // The PCI root bus: the i440FX host bridge and the PIIX3 ISA bridge;
         // configuration mechanism #1 shares 0xcf9 with the reset register.
         let pci = PciRoot::new(pio.clone(), mmio.clone());
-        pci.add((0, 0), Arc::new(Mutex::new(I440fx::new())))
+        let mut host_bridge = I440fx::new();
+        let shadow = match &kernel {
+            Kernel::Firmware(fw) => {
+                let ram_host = ram
+                    .mem
+                    .get_host_address(GuestAddress(0))
+                    .map_err(err("guest memory"))? as u64;
+                let shadow = Arc::new(Mutex::new(firmware::ShadowRam::new(
+                    vm.clone(),
+                    ram_host,
+                    fw,
+                )?));
+                let s = shadow.clone();
+                let events = events.clone();
+                host_bridge = host_bridge.with_pam_listener(Box::new(move |pam| {
+                    let r = s.lock().unwrap_or_else(|e| e.into_inner()).apply(pam);
+                    if let Err(e) = r {
+                        (events)(MachineEvent::InternalError(e.to_string()));
+                    }
+                }));
+                insert(
+                    &pio,
+                    devices::legacy::fw_cfg::FW_CFG_IO_BASE,
+                    devices::legacy::fw_cfg::FW_CFG_IO_LEN,
+                    Arc::new(Mutex::new(fw_cfg(
+                        config.cpus.max(1),
+                        &layout,
+                        config.nographic,
+                    ))),
+                )?;
+                Some(shadow)
+            }
+            _ => None,
+        };
+        pci.add((0, 0), Arc::new(Mutex::new(host_bridge)))
             .map_err(MachineError)?;
         pci.add((1, 0), Arc::new(Mutex::new(Piix3::new())))
             .map_err(MachineError)?;
         pci.add((1, 1), Arc::new(Mutex::new(Piix3Ide::new())))
             .map_err(MachineError)?;
+        let pm_block: devices::SharedDevice = pm.clone();
         pci.add(
             (1, 3),
-            Arc::new(Mutex::new(Piix4Pm::new(devices::acpi_pm::PM_BASE as u16))),
+            Arc::new(Mutex::new(
+                Piix4Pm::new(devices::acpi_pm::PM_BASE as u16).with_block(
+                    pio.clone(),
+                    pm_block,
+                    devices::acpi_pm::PM_LEN,
+                ),
+            )),
         )
         .map_err(MachineError)?;
         let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
@@ -432,6 +483,7 @@ impl Machine {
             rtc_stop,
             rtc_timer: Some(rtc_timer),
             running: false,
+            shadow,
         };
         m.build_vm()?;
         Ok(m)
@@ -449,22 +501,31 @@ impl Machine {
         vm.set_tss_address(TSS_ADDR).map_err(err("KVM TSS"))?;
         // Memory first: once the irqchip exists, KVM makes every memory
         // slot change wait for an SRCU grace period (milliseconds here).
-        for (slot, region) in self.ram.mem.iter().enumerate() {
+        for (slot, (gpa, len)) in self.ram_slots().into_iter().enumerate() {
             let host = self
                 .ram
                 .mem
-                .get_host_address(region.start_addr())
+                .get_host_address(GuestAddress(gpa))
                 .map_err(err("guest memory"))?;
             let r = kvm_bindings::kvm_userspace_memory_region {
                 slot: slot as u32,
                 flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
+                guest_phys_addr: gpa,
+                memory_size: len,
                 userspace_addr: host as u64,
             };
             // SAFETY: the mapping stays alive as long as `self.ram`, which
             // outlives every VM this machine creates.
             unsafe { vm.set_user_memory_region(r) }.map_err(err("KVM memory"))?;
+        }
+        if let Kernel::Firmware(fw) = &self.kernel {
+            fw.map_rom(&vm)?;
+        }
+        if let Some(shadow) = &self.shadow {
+            // Power-on PAM values (all zero): the BIOS shows below 1 MiB.
+            let mut s = shadow.lock().unwrap_or_else(|e| e.into_inner());
+            s.forget_slots();
+            s.apply_on(&vm, &[0; 7])?;
         }
         vm.create_irq_chip().map_err(err("KVM irqchip"))?;
         let pit = kvm_pit_config {
@@ -476,12 +537,12 @@ impl Machine {
             crate::kvm::set_pit_reinject(&vm, false).map_err(err("KVM PIT reinject"))?;
         }
         let entry = self.load_boot_data()?;
+        let vm = Arc::new(vm);
         let supported = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(err("KVM CPUID"))?;
         let mut cpuid = cpuid::apply(&self.cpu, &supported);
-        let vm = Arc::new(vm);
         let mut vcpus = Vec::new();
         for index in 0..self.cpus {
             // KVM takes the vCPU id as its APIC ID.
@@ -498,7 +559,9 @@ impl Machine {
                 ..Default::default()
             };
             fd.set_fpu(&fpu).map_err(err("KVM FPU"))?;
-            if index == 0 {
+            // With firmware the boot vCPU starts at the reset vector, in
+            // the state KVM creates it in.
+            if let (0, Some(entry)) = (index, entry) {
                 set_protected_mode_entry(&fd, entry)?;
             }
             vcpus.push(VcpuShared::new(index as usize, fd, !self.running));
@@ -520,9 +583,31 @@ impl Machine {
         Ok(())
     }
 
+    /// Guest RAM as KVM slots: (guest address, length). With firmware
+    /// the BIOS shadow area is left out; its PAM segments map it.
+    fn ram_slots(&self) -> Vec<(u64, u64)> {
+        let mut slots = Vec::new();
+        for region in self.ram.mem.iter() {
+            let (start, len) = (region.start_addr().0, region.len());
+            let end = start + len;
+            if self.shadow.is_some() && start < firmware::SHADOW_START && end > firmware::SHADOW_END
+            {
+                slots.push((start, firmware::SHADOW_START - start));
+                slots.push((firmware::SHADOW_END, end - firmware::SHADOW_END));
+            } else {
+                slots.push((start, len));
+            }
+        }
+        slots
+    }
+
     /// Writes kernel, boot data, GDT and ACPI tables; returns the entry
-    /// registers for the boot vCPU.
-    fn load_boot_data(&self) -> Result<EntryPoint, MachineError> {
+    /// registers for the boot vCPU (None: firmware starts at the reset
+    /// vector and does all of it).
+    fn load_boot_data(&self) -> Result<Option<EntryPoint>, MachineError> {
+        if let Kernel::Firmware(_) = &self.kernel {
+            return Ok(None);
+        }
         let mem = &self.ram.mem;
         mem.write_slice(&boot_gdt(), GuestAddress(GDT_ADDR))
             .map_err(err("GDT"))?;
@@ -539,22 +624,23 @@ impl Machine {
                 k.load(mem, &self.ram.layout).map_err(err("-kernel"))?;
                 let si = boot::write_start_info(mem, &self.ram.layout, &self.cmdline, rsdp)
                     .map_err(err("PVH start info"))?;
-                Ok(EntryPoint {
+                Ok(Some(EntryPoint {
                     rip: k.entry,
                     rbx: si,
                     rsi: 0,
-                })
+                }))
             }
             Kernel::BzImage(k) => {
                 let (rip, zero_page) = k
                     .load(mem, &self.ram.layout, &self.cmdline)
                     .map_err(err("-kernel"))?;
-                Ok(EntryPoint {
+                Ok(Some(EntryPoint {
                     rip,
                     rbx: 0,
                     rsi: zero_page,
-                })
+                }))
             }
+            Kernel::Firmware(_) => Ok(None),
         }
     }
 
@@ -780,6 +866,38 @@ enum Kernel {
     Pvh(ElfKernel),
     /// A Linux bzImage.
     BzImage(BzImage),
+    /// `-bios`: firmware from the reset vector; it boots what it finds.
+    Firmware(firmware::Firmware),
+}
+
+/// The firmware configuration a BIOS reads: QEMU's signature, RAM size,
+/// CPU counts, `-nographic` (SeaBIOS then uses COM1 as its console),
+/// and the e820 map of RAM.
+fn fw_cfg(cpus: u32, layout: &RamLayout, nographic: bool) -> devices::legacy::FwCfg {
+    use devices::legacy::fw_cfg as k;
+    let mut f = devices::legacy::FwCfg::new();
+    f.add_item(k::KEY_RAM_SIZE, layout.total().to_le_bytes().to_vec());
+    f.add_item(
+        k::KEY_NOGRAPHIC,
+        u16::from(nographic).to_le_bytes().to_vec(),
+    );
+    f.add_item(k::KEY_NB_CPUS, (cpus as u16).to_le_bytes().to_vec());
+    f.add_item(k::KEY_MAX_CPUS, (cpus as u16).to_le_bytes().to_vec());
+    f.add_item(k::KEY_BOOT_MENU, 0u16.to_le_bytes().to_vec());
+    // No NUMA nodes: the count, then a zero per CPU.
+    f.add_item(k::KEY_NUMA, vec![0; 8 * (1 + cpus as usize)]);
+    let mut e820 = Vec::new();
+    let mut add = |addr: u64, len: u64| {
+        e820.extend_from_slice(&addr.to_le_bytes());
+        e820.extend_from_slice(&len.to_le_bytes());
+        e820.extend_from_slice(&1u32.to_le_bytes()); // E820_RAM
+    };
+    add(0, layout.below_4g);
+    if layout.above_4g > 0 {
+        add(memory::FOUR_GIB, layout.above_4g);
+    }
+    f.add_file("etc/e820", e820);
+    f
 }
 
 /// Registers the boot vCPU starts with.
