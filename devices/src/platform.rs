@@ -29,6 +29,20 @@ pub trait IoEventRegistry: Send + Sync {
         addr: u64,
         fd: &vmm_sys_util::eventfd::EventFd,
     ) -> std::io::Result<()>;
+    /// A 16-bit write of `value` to I/O port `port` signals `fd` (the
+    /// legacy virtio notify register, where the value names the queue).
+    fn register_pio(
+        &self,
+        port: u16,
+        value: u16,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()>;
+    fn unregister_pio(
+        &self,
+        port: u16,
+        value: u16,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()>;
 }
 
 /// Requests a device makes of the machine.

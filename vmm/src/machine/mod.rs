@@ -111,8 +111,9 @@ impl devices::platform::MsiSink for KvmMsi {
     }
 }
 
-/// KVM's ioeventfds: guest writes to a virtio notify register signal
-/// the queue's eventfd in the kernel, without an exit to the VMM.
+/// KVM's ioeventfds: guest writes to a virtio notify register (MMIO, or
+/// the legacy I/O port) signal the queue's eventfd in the kernel, without
+/// an exit to the VMM.
 struct KvmIoEvents {
     vm: CurrentVm,
 }
@@ -144,6 +145,27 @@ impl devices::platform::IoEventRegistry for KvmIoEvents {
     ) -> std::io::Result<()> {
         let at = kvm_ioctls::IoEventAddress::Mmio(addr);
         self.on_vm(|vm| vm.unregister_ioevent(fd, &at, kvm_ioctls::NoDatamatch))
+    }
+
+    fn register_pio(
+        &self,
+        port: u16,
+        value: u16,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()> {
+        // A u16 datamatch: only 2-byte writes of exactly `value` match.
+        let at = kvm_ioctls::IoEventAddress::Pio(u64::from(port));
+        self.on_vm(|vm| vm.register_ioevent(fd, &at, value))
+    }
+
+    fn unregister_pio(
+        &self,
+        port: u16,
+        value: u16,
+        fd: &vmm_sys_util::eventfd::EventFd,
+    ) -> std::io::Result<()> {
+        let at = kvm_ioctls::IoEventAddress::Pio(u64::from(port));
+        self.on_vm(|vm| vm.unregister_ioevent(fd, &at, value))
     }
 }
 
