@@ -1042,7 +1042,8 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
     let vmm = VmmProcess::start(&["-S", "-m", "4608", "-drive", &drive]);
     let mut c = vmm.qmp();
     let blk = pci_function(&mut c, 2);
-    assert_eq!(blk["id"]["device"], 0x1042, "{blk}");
+    // QEMU's default on pc: a transitional device.
+    assert_eq!(blk["id"]["device"], 0x1001, "{blk}");
 
     let qtree = hmp(&mut c, "info qtree");
     let l = lines(&qtree);
@@ -1078,10 +1079,16 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
         .iter()
         .position(|x| x.starts_with(&class))
         .unwrap_or_else(|| panic!("{class:?} missing:\n{qtree}"));
+    assert!(
+        l[at].ends_with("pci id 1af4:1001 (sub 1af4:0002)"),
+        "{}",
+        l[at]
+    );
     let bars = qtree_bar_lines(&blk);
-    assert_eq!(bars.len(), 2, "{blk}");
+    assert_eq!(bars.len(), 3, "{blk}");
     assert_eq!(l[at + 1..at + 1 + bars.len()], bars[..]);
-    assert_eq!(bars[1], "        bar 4: mem at 0xffffffffffffffff [0x3ffe]");
+    assert_eq!(bars[0], "        bar 0: i/o at 0xffffffffffffffff [0x7e]");
+    assert_eq!(bars[2], "        bar 4: mem at 0xffffffffffffffff [0x3ffe]");
 
     let mtree = hmp(&mut c, "info mtree");
     let memory = mtree_section(&mtree, "address-space: memory");
@@ -1165,11 +1172,19 @@ fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
     }
 
     // The BARs where query-pci has them, in the PCI space, with the
-    // virtio structures and the MSI-X table inside.
+    // virtio structures and the MSI-X table inside; the legacy register
+    // block in the I/O space.
     let mtree = hmp(&mut c, "info mtree");
     let memory = mtree_section(&mtree, "address-space: memory");
+    let io = mtree_section(&mtree, "address-space: I/O");
     for r in blk["regions"].as_array().expect("regions") {
         let addr = r["address"].as_u64().expect("address");
+        if r["type"] == "io" {
+            let last = addr + r["size"].as_u64().expect("size") - 1;
+            let want = format!("    {addr:016x}-{last:016x} (prio 1, i/o): virtio-pci");
+            assert!(io.contains(&want.as_str()), "{want:?} missing:\n{mtree}");
+            continue;
+        }
         let last = addr + r["size"].as_u64().expect("size") - 1;
         let name = if r["bar"] == 4 {
             "virtio-pci"

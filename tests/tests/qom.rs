@@ -700,6 +700,9 @@ fn pci_bus_and_devices() {
     assert_eq!(get(&mut qmp, p, "logical_block_size"), json!(4096));
     assert_eq!(get(&mut qmp, p, "addr"), json!(2 * 8));
     assert_eq!(get(&mut qmp, p, "romfile"), "efi-virtio.rom");
+    // `auto` resolved by realize: transitional on the conventional bus.
+    assert_eq!(dev["disable-legacy"], "OnOffAuto");
+    assert_eq!(get(&mut qmp, p, "disable-legacy"), "off");
     assert_eq!(get(&mut qmp, p, "realized"), json!(true));
     // query-block's qdev path resolves to the backend.
     let blocks = qmp.ok("query-block", json!({}));

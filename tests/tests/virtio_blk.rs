@@ -63,18 +63,138 @@ fn the_guest_reads_and_writes_a_raw_image() {
             "byte {i}"
         );
     }
-    // query-pci shows the device the guest drove.
-    let pci = c.ok("query-pci", json!({}));
-    let devs = pci[0]["devices"].as_array().expect("devices");
-    let blk = devs
-        .iter()
-        .find(|d| d["id"] == json!({"device": 0x1042, "vendor": 0x1af4}))
-        .expect("virtio-blk in query-pci");
+    // query-pci shows the device the guest drove: QEMU's default on pc,
+    // a transitional device with the legacy registers in I/O BAR 0 (the
+    // guest's modern driver leaves I/O decoding on, as firmware does).
+    let blk = virtio_blk_function(&mut c, 0x1001);
     assert_eq!(blk["slot"], 2);
-    assert!(
-        blk["regions"].as_array().is_some_and(|r| r.len() == 2),
-        "{blk}"
+    assert_eq!(blk["class_info"]["class"], 0x0100, "{blk}");
+    let regions = blk["regions"].as_array().expect("regions");
+    assert_eq!(regions.len(), 3, "{blk}");
+    assert_eq!(
+        regions[0],
+        json!({"bar": 0, "type": "io", "address": 0xc000, "size": 128})
     );
+    assert_eq!(regions[1]["bar"], 1, "{blk}");
+    assert_eq!(regions[2]["bar"], 4, "{blk}");
+    assert!(
+        qtree_text(&mut c).contains("pci id 1af4:1001 (sub 1af4:0002)"),
+        "subsystem"
+    );
+    assert_eq!(disable_legacy(&mut c), "off");
+}
+
+/// query-pci's virtio-blk function with device ID `device`.
+fn virtio_blk_function(c: &mut vmm_tests::QmpClient, device: u16) -> serde_json::Value {
+    let pci = c.ok("query-pci", json!({}));
+    pci[0]["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["id"] == json!({"device": device, "vendor": 0x1af4}))
+        .unwrap_or_else(|| panic!("no 1af4:{device:04x} in {pci}"))
+        .clone()
+}
+
+fn qtree_text(c: &mut vmm_tests::QmpClient) -> String {
+    let out = c.ok(
+        "human-monitor-command",
+        json!({"command-line": "info qtree"}),
+    );
+    out.as_str().expect("text").to_string()
+}
+
+/// qom-get of `start`'s virtio-blk-pci's `disable-legacy`, as realize
+/// left it.
+fn disable_legacy(c: &mut vmm_tests::QmpClient) -> serde_json::Value {
+    // After the guest's isa-debug-exit.
+    let path = "/machine/peripheral-anon/device[1]";
+    assert_eq!(
+        c.ok("qom-get", json!({"path": path, "property": "type"})),
+        "virtio-blk-pci"
+    );
+    c.ok(
+        "qom-get",
+        json!({"path": path, "property": "disable-legacy"}),
+    )
+}
+
+#[test]
+fn disable_legacy_on_gives_the_modern_only_device() {
+    let dir = TempDir::new("vblk-modern");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let vmm = start("virtio-blk", &img, &serial, ",disable-legacy=on");
+    let mut c = vmm.qmp();
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-blk") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-blk serial=vmm-disk-1"), "{out}");
+    let blk = virtio_blk_function(&mut c, 0x1042);
+    let bars: Vec<_> = blk["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| r["bar"].clone())
+        .collect();
+    assert_eq!(bars, [json!(1), json!(4)], "{blk}");
+    // QEMU's PCI default subsystem: the virtio device ID is only for
+    // legacy and transitional devices.
+    assert!(
+        qtree_text(&mut c).contains("pci id 1af4:1042 (sub 1af4:1100)"),
+        "subsystem"
+    );
+    assert_eq!(disable_legacy(&mut c), "on");
+}
+
+/// The guest's `virtio-blk-legacy` test against the device `extra`
+/// makes: a legacy driver through I/O BAR 0, whose writes reach the file.
+fn legacy_driver_reads_and_writes(extra: &str) {
+    let dir = TempDir::new("vblk-legacy");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let vmm = start("virtio-blk-legacy", &img, &serial, extra);
+    let mut c = vmm.qmp();
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-blk-legacy") || l.contains("fail")
+    });
+    assert!(
+        out.contains("ok virtio-blk-legacy device-status=0x7"),
+        "{out}"
+    );
+    // BAR 0 where query-pci has it; the device's size fixes the queue's.
+    // Offered: the device's low 32 bits (seg_max, blk_size, flush,
+    // topology, config_wce, discard, write_zeroes, event_idx) and what
+    // QEMU's transport adds (notify_on_empty, any_layout, bad_feature);
+    // the guest kept flush and any_layout.
+    let blk = virtio_blk_function(&mut c, 0x1001);
+    let io = blk["regions"][0]["address"].as_u64().expect("BAR 0");
+    assert!(
+        out.contains(&format!(
+            "io={io:#x} features=0x69006e44 guest-features=0x8000200 queue=256 \
+             capacity=2048 sector0=766d6d2d746573742d6469736b212121 status=0"
+        )),
+        "{out}"
+    );
+    // What the guest wrote is in the host file (it flushed).
+    let data = std::fs::read(&img).expect("image");
+    for i in 0..4096 {
+        assert_eq!(
+            data[16 * 512 + i],
+            (i as u8).wrapping_mul(13).wrapping_add(5),
+            "byte {i}"
+        );
+    }
+}
+
+#[test]
+fn a_legacy_driver_drives_the_default_device_through_io_bar_0() {
+    legacy_driver_reads_and_writes("");
+}
+
+#[test]
+fn disable_legacy_off_is_the_transitional_device() {
+    legacy_driver_reads_and_writes(",disable-legacy=off");
 }
 
 #[test]

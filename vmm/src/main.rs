@@ -334,19 +334,17 @@ fn virtio_blk_devices(
         let prop_err = |e: cmdline::CmdlineError| format!("{loc}: {e}");
         qom::devices::check_device_props("virtio-blk-pci", &qom::devices::VIRTIO_BLK_PCI, &d.items)
             .map_err(|e| format!("{loc}: {e}"))?;
-        match d.get("disable-legacy") {
-            None | Some("on") | Some("auto") => {}
-            Some("off") => {
-                return Err(format!(
-                    "{loc}: not available yet: vmm's virtio-blk-pci is modern only (no legacy interface)"
-                ))
-            }
+        // `auto` is a transitional device on the pc machine's conventional
+        // PCI bus, as in QEMU; `on` a modern-only one.
+        let legacy = match d.get("disable-legacy") {
+            None | Some("auto") | Some("off") => true,
+            Some("on") => false,
             Some(v) => {
                 return Err(format!(
                     "{loc}: Parameter 'disable-legacy' does not accept value '{v}'"
                 ))
             }
-        }
+        };
         let Some(drive_id) = d.get("drive") else {
             return Err(format!("{loc}: drive property not set"));
         };
@@ -394,6 +392,7 @@ fn virtio_blk_devices(
             },
             slot,
             id: d.id.clone().unwrap_or_default(),
+            legacy,
         });
     }
     Ok(out)

@@ -19,6 +19,7 @@ pub const INTERRUPT_PIN: usize = 0x3d;
 
 pub const COMMAND_IO: u16 = 0x1;
 pub const COMMAND_MEMORY: u16 = 0x2;
+pub const COMMAND_MASTER: u16 = 0x4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarKind {

@@ -76,6 +76,8 @@ const F_DISCARD: u64 = 1 << 13;
 const F_WRITE_ZEROES: u64 = 1 << 14;
 
 const SEG_MAX: u32 = 126;
+/// struct virtio_blk_config up to write_zeroes_may_unmap and its padding.
+const CONFIG_SIZE: usize = 60;
 const QUEUE_SIZE: u16 = 256;
 
 /// Options of `-device virtio-blk-pci`.
@@ -127,7 +129,7 @@ impl VirtioBlk {
     }
 
     fn config_bytes(&self) -> Vec<u8> {
-        let mut c = vec![0u8; 60];
+        let mut c = vec![0u8; CONFIG_SIZE];
         let capacity = self.backend.size() / SECTOR;
         c[0..8].copy_from_slice(&capacity.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes()); // seg_max
@@ -181,6 +183,10 @@ impl VirtioDevice for VirtioBlk {
 
     fn ack_features(&mut self, features: u64) {
         self.acked = features & self.features();
+    }
+
+    fn config_size(&self) -> u64 {
+        CONFIG_SIZE as u64
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

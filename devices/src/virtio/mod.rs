@@ -1,4 +1,5 @@
-//! virtio 1.0 devices and their PCI transport.
+//! virtio devices and their PCI transport (virtio 1.0, and the legacy
+//! interface of transitional devices).
 
 pub mod block;
 mod block_io;
@@ -11,6 +12,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bits every modern device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Transport feature bits QEMU offers every device, seen by legacy
+/// drivers (modern ones take them as implied).
+pub const VIRTIO_F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
+pub const VIRTIO_F_ANY_LAYOUT: u64 = 1 << 27;
+/// Offered so that a legacy driver that acks everything is caught: one
+/// that acks it gets no features at all.
+pub const VIRTIO_F_BAD_FEATURE: u64 = 1 << 30;
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
@@ -41,6 +49,8 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// The features the driver accepted.
     fn ack_features(&mut self, features: u64);
+    /// Bytes of device configuration (the legacy I/O BAR must hold them).
+    fn config_size(&self) -> u64;
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, offset: u64, data: &[u8]);
     /// The driver set DRIVER_OK: the device starts with these queues.

@@ -1,6 +1,10 @@
-//! The virtio 1.0 PCI transport ("modern" only): vendor capabilities that
-//! point into BAR 4 (common, ISR, device and notify regions, laid out as
-//! QEMU lays them out) and MSI-X in BAR 1, with INTx when MSI-X is off.
+//! The virtio PCI transport as QEMU 2.11 builds it: vendor capabilities
+//! that point into BAR 4 (common, ISR, device and notify regions, laid out
+//! as QEMU lays them out), MSI-X in BAR 1, with INTx when MSI-X is off,
+//! and for a transitional device (QEMU's default on a conventional PCI
+//! bus) the legacy register block in I/O BAR 0 (see `legacy`).
+
+mod legacy;
 
 use super::{
     VirtioDevice, VirtioInterrupt, STATUS_DRIVER_OK, STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
@@ -25,6 +29,9 @@ const NOTIFY_MULTIPLIER: u32 = 4;
 const MSIX_PBA_OFFSET: u64 = 0x800;
 const BAR1_SIZE: u64 = 0x1000;
 const NO_VECTOR: u16 = 0xffff;
+
+/// QEMU's subsystem ID for PCI devices that set none of their own.
+const SUBSYSTEM_ID_QEMU: u16 = 0x1100;
 
 const CAP_MSIX: u8 = 0x11;
 const CAP_VENDOR: u8 = 0x09;
@@ -132,6 +139,18 @@ struct QueueRegs {
     device: u64,
 }
 
+/// Where the VMM placed a transport's BARs, as firmware would.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtioBars {
+    /// BAR 4: the virtio 1.0 regions.
+    pub modern: u64,
+    /// BAR 1: the MSI-X table.
+    pub msix: u64,
+    /// BAR 0, the legacy register block's I/O ports: a transitional
+    /// device; None: modern only (`disable-legacy=on`).
+    pub legacy: Option<u64>,
+}
+
 pub struct VirtioPci {
     config: ConfigSpace,
     /// The configuration space at power-on, for resets.
@@ -153,6 +172,12 @@ pub struct VirtioPci {
     bar4: Option<u64>,
     /// The notify region's address the kicks are registered at.
     ioevents_at: Option<u64>,
+    /// The device has the legacy interface (I/O BAR 0).
+    legacy: bool,
+    /// BAR 0's port while it is mapped.
+    bar0: Option<u64>,
+    /// The legacy notify port the kicks are registered at.
+    legacy_ioevents_at: Option<u16>,
     qdev_id: String,
 }
 
@@ -167,8 +192,14 @@ fn vendor_cap(cfg: &mut ConfigSpace, at: usize, next: u8, kind: u8, offset: u64,
 }
 
 impl VirtioPci {
-    /// A transport for `device` with BAR 4 at `bar4` and BAR 1 at `bar1`
-    /// (the VMM places them, as firmware would).
+    /// The size of the legacy I/O BAR for `device`, as QEMU sizes it:
+    /// the registers with MSI-X present and the device configuration,
+    /// rounded up to a power of two.
+    pub fn legacy_bar_size(device: &dyn VirtioDevice) -> u64 {
+        (legacy::CONFIG_OFFSET_MSIX + device.config_size()).next_power_of_two()
+    }
+
+    /// A transport for `device` with its BARs at `bars`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: Box<dyn VirtioDevice>,
@@ -176,7 +207,7 @@ impl VirtioPci {
         msi: Arc<dyn MsiSink>,
         intx: Arc<dyn InterruptLine>,
         intx_line: u8,
-        bars: (u64, u64),
+        bars: VirtioBars,
         qdev_id: String,
         ioevents: Option<Arc<dyn IoEventRegistry>>,
     ) -> std::io::Result<VirtioPci> {
@@ -187,9 +218,32 @@ impl VirtioPci {
             1 => (0x02, 0x00),
             _ => (0xff, 0x00),
         };
-        let mut cfg = ConfigSpace::new(0x1af4, 0x1040 + device_type, class, subclass, 0, 1);
+        let mut cfg = match bars.legacy {
+            // Transitional: the legacy device ID and revision 0, the
+            // virtio device ID as subsystem (what legacy drivers match).
+            Some(port) => {
+                let mut cfg =
+                    ConfigSpace::new(0x1af4, 0x1000 + device_type - 1, class, subclass, 0, 0);
+                cfg.set_u16(config::SUBSYSTEM_ID, device_type);
+                cfg.add_bar(
+                    0,
+                    Bar {
+                        kind: BarKind::Io,
+                        size: Self::legacy_bar_size(device.as_ref()),
+                        prefetchable: false,
+                    },
+                    port,
+                );
+                cfg
+            }
+            // Modern only: the subsystem stays QEMU's PCI default.
+            None => {
+                let mut cfg = ConfigSpace::new(0x1af4, 0x1040 + device_type, class, subclass, 0, 1);
+                cfg.set_u16(config::SUBSYSTEM_ID, SUBSYSTEM_ID_QEMU);
+                cfg
+            }
+        };
         cfg.set_u16(config::SUBSYSTEM_VENDOR_ID, 0x1af4);
-        cfg.set_u16(config::SUBSYSTEM_ID, 0x1100 + device_type);
         cfg.set_u8(config::INTERRUPT_PIN, 1);
         cfg.set_u8(config::INTERRUPT_LINE, intx_line);
         cfg.set_u16(config::STATUS, 0x10); // capabilities list
@@ -201,7 +255,7 @@ impl VirtioPci {
                 size: BAR4_SIZE,
                 prefetchable: true,
             },
-            bars.0,
+            bars.modern,
         );
         cfg.add_bar(
             1,
@@ -210,7 +264,7 @@ impl VirtioPci {
                 size: BAR1_SIZE,
                 prefetchable: false,
             },
-            bars.1,
+            bars.msix,
         );
         let queue_sizes = device.queue_max_sizes();
         let vectors = queue_sizes.len() + 1;
@@ -272,6 +326,9 @@ impl VirtioPci {
             ioevents,
             bar4: None,
             ioevents_at: None,
+            legacy: bars.legacy.is_some(),
+            bar0: None,
+            legacy_ioevents_at: None,
             qdev_id,
         })
     }
@@ -310,14 +367,22 @@ impl VirtioPci {
         self.interrupts().broken
     }
 
-    /// Has KVM signal the kicks on writes to the notify region while the
-    /// device runs and BAR 4 is mapped; else the transport signals them
-    /// from its notify handler.
+    /// The driver runs the device (DRIVER_OK, not broken).
+    fn running(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && !self.broken()
+    }
+
+    /// Has KVM signal the kicks on writes to the notify registers while
+    /// the device runs and their BAR is mapped; else the transport
+    /// signals them from its notify handlers.
     fn sync_ioevents(&mut self) {
+        self.sync_modern_ioevents();
+        self.sync_legacy_ioevents();
+    }
+
+    fn sync_modern_ioevents(&mut self) {
         let want = match self.bar4 {
-            Some(bar) if self.status & STATUS_DRIVER_OK != 0 && !self.broken() => {
-                Some(bar + NOTIFY_OFFSET)
-            }
+            Some(bar) if self.running() => Some(bar + NOTIFY_OFFSET),
             _ => None,
         };
         if want == self.ioevents_at {
@@ -414,7 +479,6 @@ impl VirtioPci {
         let i = self.interrupts();
         let qv = i.queue_vectors.get(usize::from(self.queue_select)).copied();
         let config_vector = i.config_vector;
-        let i_broken = i.broken;
         drop(i);
         let features = self.device.features();
         match offset {
@@ -432,10 +496,7 @@ impl VirtioPci {
             },
             0x10 => u32::from(config_vector),
             0x12 => self.queues.len() as u32,
-            0x14 => {
-                let needs_reset = if i_broken { STATUS_NEEDS_RESET } else { 0 };
-                u32::from(self.status | needs_reset)
-            }
+            0x14 => u32::from(self.device_status()),
             0x15 => u32::from(self.interrupts().config_generation),
             0x16 => u32::from(self.queue_select),
             0x18 => q.map_or(0, |q| u32::from(q.size)),
@@ -476,11 +537,7 @@ impl VirtioPci {
                 }
                 _ => {}
             },
-            0x10 => {
-                let mut i = self.interrupts();
-                let n = i.table.len() as u32;
-                i.config_vector = if value < n { value as u16 } else { NO_VECTOR };
-            }
+            0x10 => self.set_config_vector(value),
             0x14 => self.write_status(value as u8),
             0x16 => self.queue_select = value as u16,
             0x18 if !live => {
@@ -492,13 +549,7 @@ impl VirtioPci {
                     }
                 }
             }
-            0x1a => {
-                let mut i = self.interrupts();
-                let n = i.table.len() as u32;
-                if let Some(v) = i.queue_vectors.get_mut(sel) {
-                    *v = if value < n { value as u16 } else { NO_VECTOR };
-                }
-            }
+            0x1a => self.set_queue_vector(value),
             0x1c if !live => {
                 if let Some(q) = self.queues.get_mut(sel) {
                     q.enable = value == 1;
@@ -523,6 +574,45 @@ impl VirtioPci {
         }
     }
 
+    /// The configuration interrupt's MSI-X vector; one the table does
+    /// not have reads back as NO_VECTOR, so the driver sees the failure.
+    fn set_config_vector(&mut self, value: u32) {
+        let mut i = self.interrupts();
+        let n = i.table.len() as u32;
+        i.config_vector = if value < n { value as u16 } else { NO_VECTOR };
+    }
+
+    /// The selected queue's MSI-X vector, as `set_config_vector`.
+    fn set_queue_vector(&mut self, value: u32) {
+        let sel = usize::from(self.queue_select);
+        let mut i = self.interrupts();
+        let n = i.table.len() as u32;
+        if let Some(v) = i.queue_vectors.get_mut(sel) {
+            *v = if value < n { value as u16 } else { NO_VECTOR };
+        }
+    }
+
+    /// The status as the driver reads it: NEEDS_RESET while broken.
+    fn device_status(&self) -> u8 {
+        let needs_reset = if self.broken() { STATUS_NEEDS_RESET } else { 0 };
+        self.status | needs_reset
+    }
+
+    /// Reading the ISR acknowledges it and lowers INTx.
+    fn take_isr(&self) -> u8 {
+        let mut i = self.interrupts();
+        i.intx.set_level(false);
+        std::mem::take(&mut i.isr)
+    }
+
+    /// A legacy driver runs the device: one that never negotiated
+    /// VERSION_1 (and so never set FEATURES_OK) on a transitional device.
+    fn legacy_driver(&self) -> bool {
+        self.legacy
+            && self.driver_features & super::VIRTIO_F_VERSION_1 == 0
+            && self.status & STATUS_FEATURES_OK == 0
+    }
+
     fn write_status(&mut self, value: u8) {
         if value == 0 {
             self.reset();
@@ -543,8 +633,15 @@ impl VirtioPci {
         }
         self.status = status & !STATUS_NEEDS_RESET;
         if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken() {
+            if self.legacy_driver() {
+                // Legacy drivers have no FEATURES_OK step: what they
+                // wrote last is what they use.
+                self.device.ack_features(self.driver_features);
+            }
             self.activate();
         }
+        // A driver that took DRIVER_OK back gets no more kicks through KVM.
+        self.sync_ioevents();
     }
 
     fn msix_read(&self, offset: u64, data: &mut [u8]) {
@@ -627,6 +724,7 @@ impl PciFunction for VirtioPci {
     }
 
     fn bars_mapped(&mut self, mapped: &[Option<u64>; 6]) {
+        self.bar0 = if self.legacy { mapped[0] } else { None };
         self.bar4 = mapped[4];
         self.sync_ioevents();
     }
@@ -660,6 +758,7 @@ impl PciFunction for VirtioPci {
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         data.fill(0);
         match (bar, offset) {
+            (0, o) if self.legacy => self.legacy_read(o, data),
             (1, o) => self.msix_read(o, data),
             (4, o) if o < ISR_OFFSET => {
                 let v = self.common_read(o);
@@ -668,10 +767,10 @@ impl PciFunction for VirtioPci {
                 }
             }
             (4, o) if o < DEVICE_OFFSET => {
-                // Reading the ISR acknowledges it and lowers INTx.
-                let mut i = self.interrupts();
-                data[0] = std::mem::take(&mut i.isr);
-                i.intx.set_level(false);
+                let isr = self.take_isr();
+                if let Some(b) = data.first_mut() {
+                    *b = isr;
+                }
             }
             (4, o) if o < NOTIFY_OFFSET => self.device.read_config(o - DEVICE_OFFSET, data),
             _ => {}
@@ -680,6 +779,7 @@ impl PciFunction for VirtioPci {
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
         match (bar, offset) {
+            (0, o) if self.legacy => self.legacy_write(o, data),
             (1, o) => self.msix_write(o, data),
             (4, o) if o < ISR_OFFSET => {
                 let mut v = [0u8; 4];

@@ -14,7 +14,7 @@
 
 use crate::tests::timeout;
 use crate::virtio::{Blk, RING_AVAIL, RING_DESC, RING_USED, T_IN, T_OUT};
-use crate::x86::{mmio_wr16, rd16, rd32, rd8, rdtsc};
+use crate::x86::{rd16, rd32, rd8, rdtsc};
 use crate::{exit, say, start_info, time, EXIT_FAIL};
 use core::ptr::write_volatile;
 use core::sync::atomic::{fence, Ordering};
@@ -261,7 +261,7 @@ fn run_job(blk: &mut Blk, job: &Job, region: u64, hz: u64, seed: u64) {
         unsafe { write_volatile((RING_AVAIL + 2) as *mut u16, avail_idx) };
         fence(Ordering::SeqCst);
         if rd16(RING_USED) & 1 == 0 {
-            mmio_wr16(blk.notify, 0);
+            blk.kick();
         }
     };
     let (max_ops, end_cycles) = match job.limit {

@@ -1,9 +1,12 @@
-//! A polled virtio 1.0 PCI driver for virtio-blk: finds the device on bus
-//! 0, negotiates VERSION_1, sets up one split queue in low memory and runs
-//! requests to completion by polling the used ring (interrupts stay off).
+//! A polled virtio PCI driver for virtio-blk: finds the device on bus 0,
+//! sets up one split queue in low memory and runs requests to completion
+//! by polling the used ring (interrupts stay off). `probe` drives it
+//! through the virtio 1.0 capabilities (VERSION_1), `probe_legacy`
+//! through a transitional device's legacy registers in I/O BAR 0.
 
 use crate::x86::{
-    inl, mmio_rd32, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outl, rd16, rd32, rd8,
+    inb, inl, inw, mmio_rd32, mmio_wr16, mmio_wr32, mmio_wr64, mmio_wr8, outb, outl, outw, rd16,
+    rd32, rd8,
 };
 use core::sync::atomic::{fence, Ordering};
 
@@ -37,13 +40,42 @@ fn cfg_write(slot: u32, reg: u32, v: u32) {
     outl(0xcfc, v);
 }
 
+/// Device IDs: modern-only, and transitional (legacy ID 0x1000 + 2 - 1).
+const ID_MODERN: u32 = 0x1042_1af4;
+const ID_TRANSITIONAL: u32 = 0x1001_1af4;
+
+/// Legacy register block (I/O BAR 0), MSI-X off.
+const L_HOST_FEATURES: u16 = 0;
+const L_GUEST_FEATURES: u16 = 4;
+const L_QUEUE_PFN: u16 = 8;
+const L_QUEUE_NUM: u16 = 12;
+const L_QUEUE_SEL: u16 = 14;
+const L_QUEUE_NOTIFY: u16 = 16;
+const L_STATUS: u16 = 18;
+const L_CONFIG: u16 = 20;
+
+/// How the driver reaches the device.
+enum Iface {
+    /// Common and device configuration, and queue 0's notify address
+    /// (MMIO in BAR 4).
+    Modern {
+        common: u64,
+        device: u64,
+        notify: u64,
+    },
+    /// The legacy registers' first I/O port.
+    Legacy { io: u16 },
+}
+
 pub struct Blk {
-    common: u64,
-    device: u64,
-    pub(crate) notify: u64,
+    iface: Iface,
     pub capacity: u64,
-    /// Size of queue 0 (16 for `probe`, up to 256 for `probe_sized`).
+    /// Size of queue 0 (16 for `probe`, up to 256 for `probe_sized`, the
+    /// device's own for `probe_legacy`).
     pub(crate) qsize: u16,
+    /// Queue 0's available and used rings (the descriptors are at DESC).
+    avail: u64,
+    used: u64,
     avail_idx: u16,
     used_seen: u16,
 }
@@ -62,8 +94,21 @@ fn mmio_rd16(pa: u64) -> u16 {
     unsafe { core::ptr::read_volatile(pa as *const u16) }
 }
 
+/// The slot of the first virtio-blk-pci on bus 0, modern-only or
+/// transitional, with I/O and memory decoding and bus mastering on (as
+/// firmware leaves them).
+fn find_blk() -> Result<u32, &'static str> {
+    let slot = (0..32u32)
+        .find(|s| matches!(cfg_read(*s, 0), ID_MODERN | ID_TRANSITIONAL))
+        .ok_or("no virtio-blk-pci (1af4:1042 or 1af4:1001) on bus 0")?;
+    let cmd = cfg_read(slot, 4);
+    cfg_write(slot, 4, (cmd & 0xffff) | 0x7);
+    Ok(slot)
+}
+
 impl Blk {
-    /// Finds and initialises the first virtio-blk (1af4:1042) on bus 0.
+    /// Finds and initialises the first virtio-blk on bus 0 through its
+    /// virtio 1.0 capabilities.
     pub fn probe() -> Result<Blk, &'static str> {
         Self::probe_sized(QUEUE_SIZE)
     }
@@ -71,12 +116,7 @@ impl Blk {
     /// As `probe`, with queue 0 of `want` entries (a power of two up to
     /// 256), or the device's maximum if that is smaller.
     pub fn probe_sized(want: u16) -> Result<Blk, &'static str> {
-        let slot = (0..32u32)
-            .find(|s| cfg_read(*s, 0) == 0x1042_1af4)
-            .ok_or("no virtio-blk-pci (1af4:1042) on bus 0")?;
-        // Memory decoding and bus mastering on.
-        let cmd = cfg_read(slot, 4);
-        cfg_write(slot, 4, (cmd & 0xffff) | 0x6);
+        let slot = find_blk()?;
         let bar = |i: u32| -> u64 {
             let lo = cfg_read(slot, 0x10 + 4 * i);
             let hi = if lo & 0x4 != 0 {
@@ -149,32 +189,136 @@ impl Blk {
         mmio_wr8(common + 0x14, 1 | 2 | 8 | 4);
         let capacity = u64::from(mmio_rd32(device)) | (u64::from(mmio_rd32(device + 4)) << 32);
         Ok(Blk {
-            common,
-            device,
-            notify: notify + notify_off * u64::from(mult),
+            iface: Iface::Modern {
+                common,
+                device,
+                notify: notify + notify_off * u64::from(mult),
+            },
             capacity,
             qsize,
+            avail: AVAIL,
+            used: USED,
             avail_idx: 0,
             used_seen: 0,
         })
     }
 
+    /// Finds the first transitional virtio-blk (1af4:1001, subsystem
+    /// 0002) on bus 0 and initialises it as a legacy driver would: no
+    /// VERSION_1 (features: `accept` & what the device offers), queue 0
+    /// at the device's size in the legacy layout at DESC, MSI-X off.
+    /// Returns the driver and the features the device offered.
+    pub fn probe_legacy(accept: u32) -> Result<(Blk, u32), &'static str> {
+        let slot = find_blk()?;
+        if cfg_read(slot, 0) != ID_TRANSITIONAL || cfg_read(slot, 0x2c) >> 16 != 2 {
+            return Err("virtio-blk-pci has no legacy interface");
+        }
+        let bar0 = cfg_read(slot, 0x10);
+        if bar0 & 1 == 0 || bar0 & !3 == 0 || bar0 > 0xffff {
+            return Err("BAR 0 is not an I/O BAR in use");
+        }
+        let io = (bar0 & !3) as u16;
+        // Reset, acknowledge, driver.
+        outb(io + L_STATUS, 0);
+        outb(io + L_STATUS, 1);
+        outb(io + L_STATUS, 1 | 2);
+        let offered = inl(io + L_HOST_FEATURES);
+        outl(io + L_GUEST_FEATURES, offered & accept);
+        // Queue 0: its size is the device's; the rings must fit below
+        // HEADER.
+        outw(io + L_QUEUE_SEL, 0);
+        let qsize = inw(io + L_QUEUE_NUM);
+        if qsize == 0 || qsize > 256 || !qsize.is_power_of_two() {
+            return Err("legacy queue 0 size is not a power of two up to 256");
+        }
+        unsafe {
+            core::ptr::write_bytes(RING_BASE as *mut u8, 0, 0x3000);
+        }
+        outl(io + L_QUEUE_PFN, (DESC >> 12) as u32);
+        let avail = DESC + 16 * u64::from(qsize);
+        let used = (avail + 4 + 2 * u64::from(qsize)).next_multiple_of(4096);
+        outb(io + L_STATUS, 1 | 2 | 4);
+        let mut blk = Blk {
+            iface: Iface::Legacy { io },
+            capacity: 0,
+            qsize,
+            avail,
+            used,
+            avail_idx: 0,
+            used_seen: 0,
+        };
+        blk.capacity = blk.read_capacity();
+        Ok((blk, offered))
+    }
+
+    /// The legacy registers' I/O port, for a device probed as legacy.
+    pub fn legacy_port(&self) -> Option<u16> {
+        match self.iface {
+            Iface::Legacy { io } => Some(io),
+            Iface::Modern { .. } => None,
+        }
+    }
+
+    /// The features the driver wrote (legacy: what the device kept).
+    pub fn legacy_guest_features(&self) -> u32 {
+        match self.iface {
+            Iface::Legacy { io } => inl(io + L_GUEST_FEATURES),
+            Iface::Modern { .. } => 0,
+        }
+    }
+
+    /// Queue 0's page frame number as the device reads it back (legacy).
+    pub fn legacy_queue_pfn(&self) -> u32 {
+        match self.iface {
+            Iface::Legacy { io } => {
+                outw(io + L_QUEUE_SEL, 0);
+                inl(io + L_QUEUE_PFN)
+            }
+            Iface::Modern { .. } => 0,
+        }
+    }
+
+    /// Writes the device status (0 resets the device).
+    pub fn set_device_status(&self, v: u8) {
+        match self.iface {
+            Iface::Modern { common, .. } => mmio_wr8(common + 0x14, v),
+            Iface::Legacy { io } => outb(io + L_STATUS, v),
+        }
+    }
+
+    /// The configuration generation (legacy devices have none: 0).
     pub fn config_generation(&self) -> u8 {
-        mmio_rd8(self.common + 0x15)
+        match self.iface {
+            Iface::Modern { common, .. } => mmio_rd8(common + 0x15),
+            Iface::Legacy { .. } => 0,
+        }
     }
 
     /// The capacity (sectors) as the device configuration says now.
     pub fn read_capacity(&self) -> u64 {
-        u64::from(mmio_rd32(self.device)) | (u64::from(mmio_rd32(self.device + 4)) << 32)
+        u64::from(self.config_u32(0)) | (u64::from(self.config_u32(4)) << 32)
     }
 
     pub fn device_status(&self) -> u8 {
-        mmio_rd8(self.common + 0x14)
+        match self.iface {
+            Iface::Modern { common, .. } => mmio_rd8(common + 0x14),
+            Iface::Legacy { io } => inb(io + L_STATUS),
+        }
     }
 
-    #[allow(dead_code)]
     pub fn config_u32(&self, off: u64) -> u32 {
-        mmio_rd32(self.device + off)
+        match self.iface {
+            Iface::Modern { device, .. } => mmio_rd32(device + off),
+            Iface::Legacy { io } => inl(io + L_CONFIG + off as u16),
+        }
+    }
+
+    /// Notifies queue 0.
+    pub fn kick(&self) {
+        match self.iface {
+            Iface::Modern { notify, .. } => mmio_wr16(notify, 0),
+            Iface::Legacy { io } => outw(io + L_QUEUE_NOTIFY, 0),
+        }
     }
 
     fn desc(i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -200,18 +344,25 @@ impl Blk {
         } else {
             Self::desc(1, DATA, 512, NEXT | WRITE, 0);
         }
-        let slot = u64::from(self.avail_idx % self.qsize);
         unsafe {
             core::ptr::write_volatile(HEADER as *mut u32, T_IN);
-            core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
+        }
+        self.publish_head0();
+        self.kick();
+    }
+
+    /// Makes descriptor 0's chain available to the device.
+    fn publish_head0(&mut self) {
+        let slot = u64::from(self.avail_idx % self.qsize);
+        unsafe {
+            core::ptr::write_volatile((self.avail + 4 + 2 * slot) as *mut u16, 0);
         }
         self.avail_idx = self.avail_idx.wrapping_add(1);
         fence(Ordering::SeqCst);
         unsafe {
-            core::ptr::write_volatile((AVAIL + 2) as *mut u16, self.avail_idx);
+            core::ptr::write_volatile((self.avail + 2) as *mut u16, self.avail_idx);
         }
         fence(Ordering::SeqCst);
-        mmio_wr16(self.notify, 0);
     }
 
     /// Runs one request: `len` bytes of data at DATA (device-writable for
@@ -238,20 +389,11 @@ impl Blk {
             );
         }
         Self::desc(2, STATUS, 1, WRITE, 0);
-        let slot = u64::from(self.avail_idx % self.qsize);
-        unsafe {
-            core::ptr::write_volatile((AVAIL + 4 + 2 * slot) as *mut u16, 0);
-        }
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        fence(Ordering::SeqCst);
-        unsafe {
-            core::ptr::write_volatile((AVAIL + 2) as *mut u16, self.avail_idx);
-        }
-        fence(Ordering::SeqCst);
-        mmio_wr16(self.notify, 0);
+        self.publish_head0();
+        self.kick();
         let target = self.used_seen.wrapping_add(1);
         let mut spins: u64 = 0;
-        while rd16(USED + 2) != target {
+        while rd16(self.used + 2) != target {
             spins += 1;
             if spins > 2_000_000_000 {
                 return Err("request never completed");
@@ -260,7 +402,7 @@ impl Blk {
         }
         self.used_seen = target;
         fence(Ordering::SeqCst);
-        let _ = rd32(USED + 4);
+        let _ = rd32(self.used + 4);
         Ok(rd8(STATUS))
     }
 }

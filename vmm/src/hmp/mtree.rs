@@ -199,6 +199,9 @@ fn bar_region(d: &PciDev, bar: usize, addr: u64, size: u64) -> Region {
         "virtio-pci".to_string()
     } else if !msix.is_empty() {
         format!("{}-msix", d.type_name)
+    } else if d.type_name.starts_with("virtio-") && bar == 0 {
+        // A transitional device's legacy register block.
+        "virtio-pci".to_string()
     } else if d.type_name == "piix3-ide" {
         "piix-bmdma-container".to_string()
     } else {

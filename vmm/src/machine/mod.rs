@@ -190,11 +190,16 @@ pub struct VirtioBlkSpec {
     pub slot: Option<u8>,
     /// `id=`.
     pub id: String,
+    /// A transitional device, with the legacy interface in I/O BAR 0
+    /// (`disable-legacy=off`, and `auto` on the `pc` machine's PCI bus).
+    pub legacy: bool,
 }
 
 /// Where the VMM places PCI memory BARs, as firmware would: in the hole
 /// below the IOAPIC.
 const PCI_MMIO_START: u64 = 0xe000_0000;
+/// Where the VMM places PCI I/O BARs, as SeaBIOS does: from 0xc000 up.
+const PCI_IO_START: u64 = 0xc000;
 
 /// What the machine is built from.
 pub struct MachineConfig {
@@ -255,6 +260,16 @@ pub struct Machine {
     running: bool,
     /// With -bios: the KVM slots of the BIOS shadow area.
     shadow: Option<Arc<Mutex<firmware::ShadowRam>>>,
+}
+
+/// The next free I/O range of `size` bytes (a power of two) from
+/// `next`, aligned to its size as a BAR must be, in steps of at least 64
+/// bytes.
+fn take_io_range(next: &mut u64, size: u64) -> u64 {
+    let step = size.max(64);
+    let base = next.next_multiple_of(step);
+    *next = base + step;
+    base
 }
 
 /// Drives the CMOS RTC's update, alarm and periodic interrupts: wakes at
@@ -430,6 +445,7 @@ impl Machine {
         let ioevents: Arc<dyn devices::platform::IoEventRegistry> =
             Arc::new(KvmIoEvents { vm: vm.clone() });
         let mut next_mmio = PCI_MMIO_START;
+        let mut next_io = PCI_IO_START;
         let mut virtio = Vec::new();
         for spec in config.virtio_blk {
             let slot = match spec.slot {
@@ -446,13 +462,24 @@ impl Machine {
             let line = if slot % 2 == 0 { 10 } else { 11 };
             let backend = spec.backend.clone();
             let dev = devices::virtio::block::VirtioBlk::new(spec.backend, spec.config);
+            let legacy = if spec.legacy {
+                let size = devices::virtio::pci::VirtioPci::legacy_bar_size(&dev);
+                Some(take_io_range(&mut next_io, size))
+            } else {
+                None
+            };
+            let bars = devices::virtio::pci::VirtioBars {
+                modern: bar4,
+                msix: bar1,
+                legacy,
+            };
             let pci_dev = devices::virtio::pci::VirtioPci::new(
                 Box::new(dev),
                 ram.mem.clone(),
                 msi.clone(),
                 irq(u32::from(line)),
                 line,
-                (bar4, bar1),
+                bars,
                 spec.id,
                 Some(ioevents.clone()),
             )

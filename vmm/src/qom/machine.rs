@@ -52,8 +52,8 @@ fn board_pci_type(vendor: u16, device: u16) -> Option<&'static str> {
     })
 }
 
-/// Whether a function is a virtio-blk-pci: QEMU's transitional device
-/// ID or the modern one (vmm's device is modern-only).
+/// Whether a function is a virtio-blk-pci: the transitional device ID
+/// (the default) or the modern-only one (`disable-legacy=on`).
 fn is_virtio_blk(f: &PciFunction) -> bool {
     f.vendor == 0x1af4 && matches!(f.device, 0x1001 | 0x1042) && f.function == 0
 }
@@ -68,6 +68,9 @@ pub struct VirtioBlkDevice {
     pub physical_block_size: u64,
     pub num_queues: u64,
     pub config_wce: bool,
+    /// `disable-legacy` as realize leaves it: `auto` resolved, to `off` on
+    /// the conventional PCI bus.
+    pub disable_legacy: &'static str,
 }
 
 pub enum PeripheralKind {
@@ -151,6 +154,10 @@ fn virtio_blk_devices(
                     physical_block_size: num("physical_block_size", 512),
                     num_queues: num("num-queues", 1),
                     config_wce: d.get_bool("config-wce").ok().flatten().unwrap_or(true),
+                    disable_legacy: match d.get("disable-legacy") {
+                        Some("on") => "on",
+                        _ => "off",
+                    },
                 },
             ))
         })
@@ -533,6 +540,16 @@ fn virtio_blk_props(v: &VirtioBlkDevice) -> Vec<(PropInfo, Value)> {
     ]
 }
 
+/// The proxy's properties: the shared ones and its own transport's.
+fn virtio_blk_pci_props(v: &VirtioBlkDevice) -> Vec<(PropInfo, Value)> {
+    let mut props = virtio_blk_props(v);
+    props.push((
+        PropInfo::new("disable-legacy", "OnOffAuto", Access::ReadWrite),
+        Value::from(v.disable_legacy),
+    ));
+    props
+}
+
 /// virtio-blk-pci at `path`: the PCI proxy, its `virtio-backend` (the
 /// virtio-blk-device) and the `virtio-bus` between them.
 fn add_virtio_blk(
@@ -556,7 +573,7 @@ fn add_virtio_blk(
         true,
         false,
         "efi-virtio.rom",
-        virtio_blk_props(v),
+        virtio_blk_pci_props(v),
     );
     let mut backend =
         common_device_props(PropertyStore::for_device(None, "virtio-blk-device"), false);
