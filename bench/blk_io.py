@@ -10,13 +10,13 @@ the PIT unless CPUID gives the frequency); boot time is not counted.
 
 - vmm: ``-nodefaults -m 256 -kernel guest.elf -drive
   file=IMG,if=none,id=d0,format=raw,cache.direct=on,aio=native -device
-  virtio-blk-pci,drive=d0``.
+  virtio-blk-pci,drive=d0,disable-legacy=on`` (the same modern-only device
+  as QEMU's).
 - QEMU: ``-enable-kvm -cpu host,-arch-capabilities -machine pc`` (microvm has
   no PCI bus behind ports 0xcf8/0xcfc, which the guest's driver uses) and
   ``-drive file=IMG,if=none,id=d0,format=raw,cache=none,aio=native -device
-  virtio-blk-pci,drive=d0,disable-legacy=on`` (a modern-only device, 1af4:1042,
-  what the guest's driver probes for; on ``pc`` QEMU's default is a
-  transitional device).
+  virtio-blk-pci,drive=d0,disable-legacy=on`` (a modern-only device, 1af4:1042;
+  on ``pc`` QEMU's default, and vmm's, is a transitional device, 1af4:1001).
 - fio: ``--filename=IMG --direct=1 --ioengine=io_uring`` (libaio if io_uring
   does not start) with the same pattern, block size, queue depth, region and
   duration, one job.
@@ -77,7 +77,7 @@ def vmm_argv(binary, guest, img, append):
     return [binary, "-nodefaults", "-m", "256", "-kernel", guest, "-append", append,
             "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-drive", "file=%s,if=none,id=d0,format=raw,cache.direct=on,aio=native" % img,
-            "-device", "virtio-blk-pci,drive=d0"]
+            "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
 
 
 def qemu_argv(binary, guest, img, append, cpu):

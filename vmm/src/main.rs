@@ -319,7 +319,7 @@ type DriveLookup<'a> =
     ) -> Result<Option<Arc<dyn devices::virtio::block::BlockBackend>>, String>;
 
 /// `-device virtio-blk-pci,drive=ID[,id=][,addr=][,num-queues=][,serial=]
-/// [,logical_block_size=][,physical_block_size=][,config-wce=]`.
+/// [,logical_block_size=][,physical_block_size=][,config-wce=][,disable-legacy=]`.
 fn virtio_blk_devices(
     config: &Config,
     drive: DriveLookup<'_>,
