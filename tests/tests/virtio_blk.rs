@@ -171,7 +171,7 @@ fn legacy_driver_reads_and_writes(extra: &str) {
     let io = blk["regions"][0]["address"].as_u64().expect("BAR 0");
     assert!(
         out.contains(&format!(
-            "io={io:#x} features=0x69006e44 guest-features=0x8000200 queue=256 \
+            "io={io:#x} features=0x69006e44 guest-features=0x8000200 queue=128 \
              capacity=2048 sector0=766d6d2d746573742d6469736b212121 status=0"
         )),
         "{out}"

@@ -78,7 +78,8 @@ const F_WRITE_ZEROES: u64 = 1 << 14;
 const SEG_MAX: u32 = 126;
 /// struct virtio_blk_config up to write_zeroes_may_unmap and its padding.
 const CONFIG_SIZE: usize = 60;
-const QUEUE_SIZE: u16 = 256;
+/// QEMU 2.11's virtio-blk queue size (fixed: it has no `queue-size` property).
+const QUEUE_SIZE: u16 = 128;
 
 /// Options of `-device virtio-blk-pci`.
 #[derive(Clone, Debug)]
