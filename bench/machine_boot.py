@@ -256,6 +256,7 @@ def memory_once(target, mem_mib, settle_s, timeout_s):
         threads = status_kib(pid, "Threads")
         exe = os.readlink("/proc/%d/exe" % pid)
         memfd_alloc = None
+        ram = []
         if target.name == "vmm":
             ram = [m for m in maps if m["name"].startswith("/memfd:vmm-guest-ram")]
             # Pages allocated in the memfd, mapped or not.
@@ -265,7 +266,9 @@ def memory_once(target, mem_mib, settle_s, timeout_s):
                         memfd_alloc = os.stat("/proc/%d/fd/%s" % (pid, fd)).st_blocks // 2
                 except OSError:
                     pass
-        else:
+        if not ram:
+            # Anonymous RAM: QEMU's, and vmm's where the host gives memfds
+            # no huge pages (vmm/src/machine/memory.rs).
             big = [m for m in maps if m["name"] == ""
                    and m["end"] - m["start"] >= mem_mib << 20]
             big.sort(key=lambda m: m["end"] - m["start"], reverse=True)
