@@ -49,6 +49,8 @@ fn the_guest_reads_and_writes_a_raw_image() {
         l.contains("ok virtio-blk") || l.contains("fail")
     });
     assert!(out.contains("ok virtio-blk serial=vmm-disk-1"), "{out}");
+    // Indirect descriptor tables work both ways.
+    assert!(out.contains("virtio-blk indirect=ok"), "{out}");
     // Capacity in sectors, and sector 0 as the host wrote it.
     assert!(
         out.contains("capacity=2048 sector0=766d6d2d746573742d6469736b212121"),
@@ -171,7 +173,7 @@ fn legacy_driver_reads_and_writes(extra: &str) {
     let io = blk["regions"][0]["address"].as_u64().expect("BAR 0");
     assert!(
         out.contains(&format!(
-            "io={io:#x} features=0x69006e44 guest-features=0x8000200 queue=128 \
+            "io={io:#x} features=0x79006e44 guest-features=0x8000200 queue=128 \
              capacity=2048 sector0=766d6d2d746573742d6469736b212121 status=0"
         )),
         "{out}"

@@ -3,7 +3,10 @@
 //! device's I/O thread (block_io).
 
 use super::block_io::{Worker, WorkerSetup};
-use super::{VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use super::{
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};
 use qmp::qapi::BlockErrorAction;
 use std::io;
 use std::os::fd::RawFd;
@@ -162,7 +165,9 @@ impl VirtioDevice for VirtioBlk {
     }
 
     fn features(&self) -> u64 {
+        // Indirect descriptors, as QEMU's `indirect_desc=on` default.
         let mut f = VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_INDIRECT_DESC
             | VIRTIO_RING_F_EVENT_IDX
             | F_SEG_MAX
             | F_BLK_SIZE

@@ -17,6 +17,9 @@ const AVAIL: u64 = RING_BASE + 0x1000;
 const USED: u64 = RING_BASE + 0x2000;
 const HEADER: u64 = RING_BASE + 0x3000;
 const STATUS: u64 = RING_BASE + 0x3100;
+/// An indirect descriptor table (three entries) for `request_indirect`.
+const INDIRECT_TABLE: u64 = RING_BASE + 0x3200;
+const F_INDIRECT_DESC: u32 = 1 << 28;
 pub const DATA: u64 = RING_BASE + 0x4000;
 pub const DATA_MAX: usize = 0x10000;
 const QUEUE_SIZE: u16 = 16;
@@ -78,6 +81,8 @@ pub struct Blk {
     used: u64,
     avail_idx: u16,
     used_seen: u16,
+    /// The device offered indirect descriptors and the driver took them.
+    pub indirect: bool,
 }
 
 /// The split queue's rings (queue 0), for drivers that run their own
@@ -159,10 +164,12 @@ impl Blk {
         if features_hi & 1 == 0 {
             return Err("device does not offer VERSION_1");
         }
+        mmio_wr32(common + 0x00, 0);
+        let indirect = mmio_rd32(common + 0x04) & F_INDIRECT_DESC != 0;
         mmio_wr32(common + 0x08, 0);
-        mmio_wr32(common + 0x0c, 0);
+        mmio_wr32(common + 0x0c, if indirect { F_INDIRECT_DESC } else { 0 });
         mmio_wr32(common + 0x08, 1);
-        mmio_wr32(common + 0x0c, 1); // VERSION_1 only
+        mmio_wr32(common + 0x0c, 1); // VERSION_1
         mmio_wr8(common + 0x14, 1 | 2 | 8);
         if mmio_rd8(common + 0x14) & 8 == 0 {
             return Err("FEATURES_OK not accepted");
@@ -200,6 +207,7 @@ impl Blk {
             used: USED,
             avail_idx: 0,
             used_seen: 0,
+            indirect,
         })
     }
 
@@ -246,6 +254,7 @@ impl Blk {
             used,
             avail_idx: 0,
             used_seen: 0,
+            indirect: false,
         };
         blk.capacity = blk.read_capacity();
         Ok((blk, offered))
@@ -322,7 +331,11 @@ impl Blk {
     }
 
     fn desc(i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let d = DESC + u64::from(i) * 16;
+        Self::desc_in(DESC, i, addr, len, flags, next)
+    }
+
+    fn desc_in(table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = table + u64::from(i) * 16;
         unsafe {
             core::ptr::write_volatile(d as *mut u64, addr);
             core::ptr::write_volatile((d + 8) as *mut u32, len);
@@ -368,6 +381,31 @@ impl Blk {
     /// Runs one request: `len` bytes of data at DATA (device-writable for
     /// IN and GET_ID). Returns the status byte.
     pub fn request(&mut self, kind: u32, sector: u64, len: u32) -> Result<u8, &'static str> {
+        self.request_in(DESC, kind, sector, len)
+    }
+
+    /// The same request through an indirect descriptor table (the ring
+    /// holds one descriptor pointing at it).
+    pub fn request_indirect(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        len: u32,
+    ) -> Result<u8, &'static str> {
+        const INDIRECT: u16 = 4;
+        Self::desc(0, INDIRECT_TABLE, 3 * 16, INDIRECT, 0);
+        self.request_in(INDIRECT_TABLE, kind, sector, len)
+    }
+
+    /// Writes the chain header -> [data ->] status into `table` at 0..3
+    /// and runs it (from descriptor 0 of the ring).
+    fn request_in(
+        &mut self,
+        table: u64,
+        kind: u32,
+        sector: u64,
+        len: u32,
+    ) -> Result<u8, &'static str> {
         unsafe {
             core::ptr::write_volatile(HEADER as *mut u32, kind);
             core::ptr::write_volatile((HEADER + 4) as *mut u32, 0);
@@ -378,9 +416,10 @@ impl Blk {
         const WRITE: u16 = 2;
         let device_writes = kind == T_IN || kind == T_GET_ID;
         // header -> [data ->] status
-        Self::desc(0, HEADER, 16, NEXT, if len > 0 { 1 } else { 2 });
+        Self::desc_in(table, 0, HEADER, 16, NEXT, if len > 0 { 1 } else { 2 });
         if len > 0 {
-            Self::desc(
+            Self::desc_in(
+                table,
                 1,
                 DATA,
                 len,
@@ -388,7 +427,7 @@ impl Blk {
                 2,
             );
         }
-        Self::desc(2, STATUS, 1, WRITE, 0);
+        Self::desc_in(table, 2, STATUS, 1, WRITE, 0);
         self.publish_head0();
         self.kick();
         let target = self.used_seen.wrapping_add(1);
