@@ -572,6 +572,16 @@ impl BlockGraph {
         }
     }
 
+    /// Undoes attach_device for a device that could not be created: the
+    /// backend is free again (its permissions are set anew by the next
+    /// attach), an anonymous one goes away.
+    pub fn detach_device(&mut self, b: &Arc<BlockBackend>) {
+        *b.device.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if b.name.is_empty() {
+            self.remove_backend(b);
+        }
+    }
+
     /// Forgets a backend (its device went away, or it was anonymous).
     pub fn remove_backend(&mut self, b: &Arc<BlockBackend>) {
         self.backends.retain(|x| !Arc::ptr_eq(x, b));
