@@ -360,7 +360,12 @@ fn options(text: &str, implied: Option<&str>) -> Result<Vec<(String, String)>, S
                 items.push((implied.unwrap_or_default().to_string(), part))
             }
             None if part.is_empty() => {}
-            None => return Err(format!("Invalid parameter '{part}'")),
+            // As QemuOpts: a bare word is a flag, `noNAME` clears it
+            // (`device_add virtio-blk-pci,help`).
+            None => match part.strip_prefix("no") {
+                Some(name) => items.push((name.to_string(), "off".to_string())),
+                None => items.push((part, "on".to_string())),
+            },
         }
     }
     Ok(items)
