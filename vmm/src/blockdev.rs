@@ -30,21 +30,25 @@ impl DiskBackend {
         dev: &Opts,
         events: EventSink,
     ) -> Result<DiskBackend, String> {
-        let policy = |name: &str| -> Result<BlockdevOnError, String> {
-            match dev.get(name) {
-                None => Ok(BlockdevOnError::Auto),
-                Some(v) => BlockdevOnError::ALL
-                    .iter()
-                    .copied()
-                    .find(|p| p.as_str() == v)
-                    .ok_or_else(|| format!("Invalid parameter '{v}'")),
-            }
-        };
-        let rerror = policy("rerror")?;
-        let werror = policy("werror")?;
+        let (rerror, werror) = error_policies(dev)?;
         blk.set_on_error(rerror, werror);
         Ok(DiskBackend { blk, events })
     }
+}
+
+/// A device's `rerror` and `werror` properties (`auto` when absent).
+pub fn error_policies(dev: &Opts) -> Result<(BlockdevOnError, BlockdevOnError), String> {
+    let policy = |name: &str| -> Result<BlockdevOnError, String> {
+        match dev.get(name) {
+            None => Ok(BlockdevOnError::Auto),
+            Some(v) => BlockdevOnError::ALL
+                .iter()
+                .copied()
+                .find(|p| p.as_str() == v)
+                .ok_or_else(|| format!("Invalid parameter '{v}'")),
+        }
+    };
+    Ok((policy("rerror")?, policy("werror")?))
 }
 
 impl devices::virtio::block::BlockBackend for DiskBackend {
@@ -168,14 +172,4 @@ pub fn open(config: &mut Config) -> Result<BlockGraph, String> {
     }
     config.devices.extend(virtio);
     Ok(graph)
-}
-
-/// The QOM path of a device's block child, as query-block's `qdev`
-/// reports it: `/machine/peripheral/ID/virtio-backend`, or the
-/// anonymous device's path.
-pub fn qdev_path(config: &Config, device: &Opts) -> String {
-    format!(
-        "{}/virtio-backend",
-        crate::qom::machine::peripheral_path(config, device)
-    )
 }

@@ -849,12 +849,22 @@ impl QmpCommands for Vmm {
         not_implemented("xen-set-global-dirty-log")
     }
 
-    fn device_add(&mut self, _args: &Map<String, Value>) -> Result<Value, Error> {
-        not_implemented("device_add")
+    fn device_add(&mut self, args: &Map<String, Value>) -> Result<Value, Error> {
+        let opts = crate::qdev::opts_from_qmp(args, &self.qom)?;
+        let prelaunch = self.vm.runstate() == RunState::Prelaunch;
+        let mut plug = crate::qdev::Plug {
+            machine: self.vm.machine.as_mut(),
+            qom: &mut self.qom,
+            block: &mut self.block,
+            hotplug: true,
+            prelaunch,
+        };
+        crate::qdev::device_add(&mut plug, &opts)?;
+        Ok(Value::Object(Map::new()))
     }
 
-    fn device_del(&mut self, _args: DeviceDelArgs) -> Result<(), Error> {
-        not_implemented("device_del")
+    fn device_del(&mut self, args: DeviceDelArgs) -> Result<(), Error> {
+        crate::qdev::device_del(&self.qom, &args.id)
     }
 
     fn dump_guest_memory(&mut self, _args: DumpGuestMemoryArgs) -> Result<(), Error> {

@@ -11,6 +11,7 @@ mod kvm;
 mod machine;
 mod machines;
 mod monitor;
+mod qdev;
 mod qom;
 mod runstate;
 mod vm;
@@ -265,137 +266,7 @@ fn check_buildable(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    for d in &config.devices {
-        let driver = d.get("driver").unwrap_or_default();
-        if driver != "isa-debug-exit" && driver != "virtio-blk-pci" {
-            return Err(format!(
-                "{}: not available yet: device '{driver}' has not landed in vmm",
-                d.location
-            ));
-        }
-    }
     Ok(())
-}
-
-/// `-device isa-debug-exit,iobase=N,iosize=N` (QEMU's defaults 0x501, 2).
-fn debug_exit(config: &Config) -> Result<Option<(u16, u16)>, String> {
-    let mut all = config
-        .devices
-        .iter()
-        .filter(|d| d.get("driver") == Some("isa-debug-exit"));
-    let Some(d) = all.next() else {
-        return Ok(None);
-    };
-    qom::devices::check_device_props("isa-debug-exit", &qom::devices::ISA_DEBUG_EXIT, &d.items)
-        .map_err(|e| format!("{}: {e}", d.location))?;
-    if let Some(second) = all.next() {
-        return Err(format!(
-            "{}: not available yet: vmm supports one isa-debug-exit device",
-            second.location
-        ));
-    }
-    let num = |name: &str, default: u64| -> Result<u16, String> {
-        let v = d
-            .get_number(name)
-            .map_err(|e| e.to_string())?
-            .unwrap_or(default);
-        u16::try_from(v).map_err(|_| {
-            format!(
-                "{}: Property 'isa-debug-exit.{name}' doesn't take value {v}",
-                d.location
-            )
-        })
-    };
-    Ok(Some((num("iobase", 0x501)?, num("iosize", 2)?)))
-}
-
-/// A drive (`-drive id=` or a `-blockdev` node name) a device can use.
-/// `Ok(None)`: no drive or node of that name; `Err`: it exists but the
-/// device cannot use it (QEMU's permission errors).
-type DriveLookup<'a> =
-    &'a dyn Fn(
-        &cmdline::Opts,
-        &str,
-    ) -> Result<Option<Arc<dyn devices::virtio::block::BlockBackend>>, String>;
-
-/// `-device virtio-blk-pci,drive=ID[,id=][,addr=][,num-queues=][,serial=]
-/// [,logical_block_size=][,physical_block_size=][,config-wce=][,disable-legacy=]`.
-fn virtio_blk_devices(
-    config: &Config,
-    drive: DriveLookup<'_>,
-) -> Result<Vec<machine::VirtioBlkSpec>, String> {
-    let mut out = Vec::new();
-    for d in config
-        .devices
-        .iter()
-        .filter(|d| d.get("driver") == Some("virtio-blk-pci"))
-    {
-        let loc = &d.location;
-        let prop_err = |e: cmdline::CmdlineError| format!("{loc}: {e}");
-        qom::devices::check_device_props("virtio-blk-pci", &qom::devices::VIRTIO_BLK_PCI, &d.items)
-            .map_err(|e| format!("{loc}: {e}"))?;
-        // `auto` is a transitional device on the pc machine's conventional
-        // PCI bus, as in QEMU; `on` a modern-only one.
-        let legacy = match d.get("disable-legacy") {
-            None | Some("auto") | Some("off") => true,
-            Some("on") => false,
-            Some(v) => {
-                return Err(format!(
-                    "{loc}: Parameter 'disable-legacy' does not accept value '{v}'"
-                ))
-            }
-        };
-        let Some(drive_id) = d.get("drive") else {
-            return Err(format!("{loc}: drive property not set"));
-        };
-        let backend = drive(d, drive_id)
-            .map_err(|e| format!("{loc}: {e}"))?
-            .ok_or_else(|| {
-                format!("{loc}: Property 'virtio-blk-device.drive' can't find value '{drive_id}'")
-            })?;
-        let num = |name: &str, default: u64| -> Result<u64, String> {
-            Ok(d.get_number(name).map_err(prop_err)?.unwrap_or(default))
-        };
-        let block_size = |name: &str| -> Result<u32, String> {
-            let v = num(name, 512)?;
-            if !(512..=32768).contains(&v) || !v.is_power_of_two() {
-                return Err(format!(
-                    "{loc}: Property virtio-blk-device.{name} doesn't take value {v} (must be a power of two between 512 and 32768)"
-                ));
-            }
-            Ok(v as u32)
-        };
-        let num_queues = num("num-queues", 1)?;
-        if num_queues == 0 || num_queues > 64 {
-            return Err(format!(
-                "{loc}: num-queues property must be larger than 0 and at most 64"
-            ));
-        }
-        let slot = match d.get("addr") {
-            None => None,
-            Some(a) => Some(qom::machine::pci_slot(a).ok_or_else(|| {
-                format!("{loc}: Property 'virtio-blk-pci.addr' doesn't take value '{a}'")
-            })?),
-        };
-        out.push(machine::VirtioBlkSpec {
-            backend,
-            config: devices::virtio::block::BlockConfig {
-                num_queues: num_queues as u16,
-                logical_block_size: block_size("logical_block_size")?,
-                physical_block_size: block_size("physical_block_size")?,
-                serial: d.get("serial").unwrap_or_default().to_string(),
-                config_wce: d.get_bool("config-wce").map_err(prop_err)?.unwrap_or(true),
-                request_merging: d
-                    .get_bool("request-merging")
-                    .map_err(prop_err)?
-                    .unwrap_or(true),
-            },
-            slot,
-            id: d.id.clone().unwrap_or_default(),
-            legacy,
-        });
-    }
-    Ok(out)
 }
 
 /// The KVM machine, when the command line gives it something to run.
@@ -403,7 +274,6 @@ fn build_machine(
     config: &Config,
     events: Arc<MachineEvents>,
     serials: Vec<Option<devices::chardev::Chardev>>,
-    block: &mut block::BlockGraph,
 ) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
         globals::board_globals(config, false)?;
@@ -461,33 +331,35 @@ fn build_machine(
             .clone()
             .unwrap_or_else(|| default_append.to_string()),
         serials,
-        debug_exit: debug_exit(config)?,
         acpi_s3: board.s3_enabled,
         pit_reinject: board.pit_reinject,
         firmware,
         nographic: config.nographic,
-        virtio_blk: {
-            let graph = std::cell::RefCell::new(block);
-            let lookup = |dev: &cmdline::Opts, id: &str| {
-                let qdev = blockdev::qdev_path(config, dev);
-                let Some(b) = graph
-                    .borrow_mut()
-                    .attach_device(id, &qdev, true)
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Ok(None);
-                };
-                let disk = blockdev::DiskBackend::attach(b, dev, sink.clone())?;
-                Ok(Some(
-                    Arc::new(disk) as Arc<dyn devices::virtio::block::BlockBackend>
-                ))
-            };
-            virtio_blk_devices(config, &lookup)?
-        },
     };
     Machine::new(machine_config, sink)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// Every `-device`, in command-line order, as device_add would add
+/// it before the guest runs (but cold-plugged).
+fn add_devices(
+    config: &Config,
+    mut machine: Option<&mut Machine>,
+    qom: &mut qom::Qom,
+    block: &mut block::BlockGraph,
+) -> Result<(), String> {
+    for d in &config.devices {
+        let mut plug = qdev::Plug {
+            machine: machine.as_deref_mut(),
+            qom: &mut *qom,
+            block: &mut *block,
+            hotplug: false,
+            prelaunch: true,
+        };
+        qdev::device_add(&mut plug, d).map_err(|e| format!("{}: {}", d.location, e.desc))?;
+    }
+    Ok(())
 }
 
 fn uuid_string(uuid: Option<[u8; 16]>) -> String {
@@ -557,7 +429,7 @@ fn run(mut config: Config) -> ExitCode {
             events.push(machine::MachineEvent::Block(e))
         }));
     }
-    let machine = match build_machine(&config, machine_events.clone(), serials, &mut block) {
+    let mut machine = match build_machine(&config, machine_events.clone(), serials) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -565,12 +437,13 @@ fn run(mut config: Config) -> ExitCode {
         .as_ref()
         .map(|m| m.pci_functions().iter().map(Into::into).collect())
         .unwrap_or_default();
-    let qom = match debug_exit(&config)
-        .and_then(|d| qom::Qom::from_config(&config, machine.is_some(), d, pci))
-    {
+    let mut qom = match qom::Qom::from_config(&config, machine.is_some(), pci) {
         Ok(q) => q,
         Err(e) => return fail(e),
     };
+    if let Err(e) = add_devices(&config, machine.as_mut(), &mut qom, &mut block) {
+        return fail(e);
+    }
     let mut vm = Vm::new(config.start_paused, machine);
     vm.no_shutdown = config.no_shutdown;
     vm.no_reboot = config.no_reboot;

@@ -51,7 +51,7 @@ pub use keyval::{
     parse_keyval_or_json,
 };
 #[allow(unused_imports)]
-pub use opts::{is_help_option, Opts};
+pub use opts::{id_wellformed, is_help_option, Opts};
 #[allow(unused_imports)]
 pub use table::{ParamKind, OPTIONS};
 

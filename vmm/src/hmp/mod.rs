@@ -859,6 +859,19 @@ fn device_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     let Some(Arg::Opts(opts)) = args.get("device") else {
         return Ok(());
     };
+    // As QEMU's monitor: `help` for the driver lists the device types,
+    // a `help` option the driver's properties.
+    let driver = opts.iter().rev().find(|(k, _)| k == "driver");
+    if let Some((_, driver)) = driver {
+        if crate::cmdline::is_help_option(driver) {
+            ctx.out.push_str(&crate::qdev::device_list());
+            return Ok(());
+        }
+        if opts.iter().any(|(k, _)| crate::cmdline::is_help_option(k)) {
+            ctx.out.push_str(&crate::qdev::device_help(driver)?);
+            return Ok(());
+        }
+    }
     let m = opts.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     qmp_call(ctx, "device_add", &m).map(drop)
 }

@@ -214,10 +214,6 @@ pub struct MachineConfig {
     /// One entry per serial port, COM1 first (at most four): its chardev
     /// (None: a port whose output is discarded).
     pub serials: Vec<Option<devices::chardev::Chardev>>,
-    /// `-device virtio-blk-pci` devices.
-    pub virtio_blk: Vec<VirtioBlkSpec>,
-    /// `-device isa-debug-exit,iobase=...,iosize=...`.
-    pub debug_exit: Option<(u16, u16)>,
     /// The DSDT offers S3 (not with `-global PIIX4_PM.disable_s3=1`).
     pub acpi_s3: bool,
     /// `-global kvm-pit.lost_tick_policy`: delay (re-inject, KVM's
@@ -253,6 +249,15 @@ pub struct Machine {
     serials: Vec<Arc<Mutex<Serial16550>>>,
     /// The virtio-pci devices (told when the VM runs again).
     virtio: Vec<Arc<Mutex<devices::virtio::pci::VirtioPci>>>,
+    /// What virtio-pci devices deliver MSI-X messages and ioeventfds
+    /// through.
+    msi: Arc<dyn devices::platform::MsiSink>,
+    ioevents: Arc<dyn devices::platform::IoEventRegistry>,
+    /// Where the next device's memory and I/O BARs go.
+    next_mmio: u64,
+    next_io: u64,
+    /// An isa-debug-exit is on the port bus.
+    debug_exit: bool,
     /// Ends the RTC timer thread.
     rtc_stop: Arc<AtomicBool>,
     rtc_timer: Option<JoinHandle<()>>,
@@ -444,52 +449,6 @@ impl Machine {
         let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
         let ioevents: Arc<dyn devices::platform::IoEventRegistry> =
             Arc::new(KvmIoEvents { vm: vm.clone() });
-        let mut next_mmio = PCI_MMIO_START;
-        let mut next_io = PCI_IO_START;
-        let mut virtio = Vec::new();
-        for spec in config.virtio_blk {
-            let slot = match spec.slot {
-                Some(s) => s,
-                None => pci
-                    .free_slot(2)
-                    .ok_or_else(|| MachineError("PCI: no free slot".into()))?,
-            };
-            let bar4 = next_mmio;
-            let bar1 = bar4 + 0x4000;
-            next_mmio += 0x8000;
-            // INTx: pin A of even slots on IRQ 10, odd ones on IRQ 11 (MSI-X
-            // is what drivers use).
-            let line = if slot % 2 == 0 { 10 } else { 11 };
-            let backend = spec.backend.clone();
-            let dev = devices::virtio::block::VirtioBlk::new(spec.backend, spec.config);
-            let legacy = if spec.legacy {
-                let size = devices::virtio::pci::VirtioPci::legacy_bar_size(&dev);
-                Some(take_io_range(&mut next_io, size))
-            } else {
-                None
-            };
-            let bars = devices::virtio::pci::VirtioBars {
-                modern: bar4,
-                msix: bar1,
-                legacy,
-            };
-            let pci_dev = devices::virtio::pci::VirtioPci::new(
-                Box::new(dev),
-                ram.mem.clone(),
-                msi.clone(),
-                irq(u32::from(line)),
-                line,
-                bars,
-                spec.id,
-                Some(ioevents.clone()),
-            )
-            .map_err(err("virtio-blk-pci"))?;
-            // A resized disk tells the driver through a config change.
-            backend.on_resize(pci_dev.config_change_notifier());
-            let pci_dev = Arc::new(Mutex::new(pci_dev));
-            pci.add((slot, 0), pci_dev.clone()).map_err(MachineError)?;
-            virtio.push(pci_dev);
-        }
         let reset_control: devices::SharedDevice =
             Arc::new(Mutex::new(ResetControl::new(sink.clone())));
         insert(
@@ -501,14 +460,6 @@ impl Machine {
                 Some(reset_control),
             ))),
         )?;
-        if let Some((base, len)) = config.debug_exit {
-            insert(
-                &pio,
-                u64::from(base),
-                u64::from(len.max(1)),
-                Arc::new(Mutex::new(DebugExit::new(sink.clone()))),
-            )?;
-        }
         let mut m = Machine {
             kvm,
             ram,
@@ -528,7 +479,12 @@ impl Machine {
             events,
             pm,
             serials,
-            virtio,
+            virtio: Vec::new(),
+            msi,
+            ioevents,
+            next_mmio: PCI_MMIO_START,
+            next_io: PCI_IO_START,
+            debug_exit: false,
             rtc_stop,
             rtc_timer: Some(rtc_timer),
             running: false,
@@ -893,6 +849,97 @@ impl Machine {
         if let Err(e) = self.build_vm() {
             (self.events)(MachineEvent::InternalError(format!("reset failed: {e}")));
         }
+    }
+}
+
+/// Devices added after the board: `-device` in command-line order, and
+/// `device_add` before the guest first runs. BARs are placed here, as
+/// firmware would place them.
+impl Machine {
+    /// What the machine reports to the main loop through.
+    pub fn event_sink(&self) -> EventSink {
+        self.events.clone()
+    }
+
+    /// Whether slot `slot` of PCI bus 0 holds a function.
+    pub fn pci_slot_in_use(&self, slot: u8) -> bool {
+        self.pci.free_slot(slot) != Some(slot)
+    }
+
+    /// The first free PCI slot a device may take (0 and 1 are the
+    /// board's).
+    pub fn free_pci_slot(&self) -> Option<u8> {
+        self.pci.free_slot(2)
+    }
+
+    /// A virtio-blk-pci function; returns the slot it took.
+    pub fn add_virtio_blk(&mut self, spec: VirtioBlkSpec) -> Result<u8, MachineError> {
+        let slot = match spec.slot {
+            Some(s) => s,
+            None => self
+                .free_pci_slot()
+                .ok_or_else(|| MachineError("PCI: no free slot".into()))?,
+        };
+        // INTx: pin A of even slots on IRQ 10, odd ones on IRQ 11 (MSI-X
+        // is what drivers use).
+        let line = if slot % 2 == 0 { 10 } else { 11 };
+        let backend = spec.backend.clone();
+        let dev = devices::virtio::block::VirtioBlk::new(spec.backend, spec.config);
+        let modern = self.next_mmio;
+        let mut next_io = self.next_io;
+        let legacy = spec.legacy.then(|| {
+            let size = devices::virtio::pci::VirtioPci::legacy_bar_size(&dev);
+            take_io_range(&mut next_io, size)
+        });
+        let bars = devices::virtio::pci::VirtioBars {
+            modern,
+            msix: modern + 0x4000,
+            legacy,
+        };
+        let irq: Arc<dyn InterruptLine> = Arc::new(IsaIrq {
+            vm: self.vm.clone(),
+            irq: u32::from(line),
+        });
+        let pci_dev = devices::virtio::pci::VirtioPci::new(
+            Box::new(dev),
+            self.ram.mem.clone(),
+            self.msi.clone(),
+            irq,
+            line,
+            bars,
+            spec.id,
+            Some(self.ioevents.clone()),
+        )
+        .map_err(err("virtio-blk-pci"))?;
+        // A resized disk tells the driver through a config change.
+        backend.on_resize(pci_dev.config_change_notifier());
+        let pci_dev = Arc::new(Mutex::new(pci_dev));
+        self.pci
+            .add((slot, 0), pci_dev.clone())
+            .map_err(MachineError)?;
+        self.next_mmio += 0x8000;
+        self.next_io = next_io;
+        self.virtio.push(pci_dev);
+        Ok(slot)
+    }
+
+    /// isa-debug-exit at `base` (vmm has room for one).
+    pub fn add_debug_exit(&mut self, base: u16, len: u16) -> Result<(), MachineError> {
+        if self.debug_exit {
+            return Err(MachineError(
+                "not available yet: vmm supports one isa-debug-exit device".into(),
+            ));
+        }
+        let sink: Arc<dyn RequestSink> = Arc::new(PlatformSink(self.events.clone()));
+        self.pio
+            .insert(
+                u64::from(base),
+                u64::from(len.max(1)),
+                Arc::new(Mutex::new(DebugExit::new(sink))),
+            )
+            .map_err(err("port bus"))?;
+        self.debug_exit = true;
+        Ok(())
     }
 }
 

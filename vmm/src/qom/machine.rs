@@ -42,7 +42,7 @@ impl From<&::devices::pci::host::FunctionInfo> for PciFunction {
 
 /// The QOM type of a PCI function the `pc` board creates itself, by its
 /// vendor and device ID.
-fn board_pci_type(vendor: u16, device: u16) -> Option<&'static str> {
+pub fn board_pci_type(vendor: u16, device: u16) -> Option<&'static str> {
     Some(match (vendor, device) {
         (0x8086, 0x1237) => "i440FX",
         (0x8086, 0x7000) => "PIIX3",
@@ -50,12 +50,6 @@ fn board_pci_type(vendor: u16, device: u16) -> Option<&'static str> {
         (0x8086, 0x7113) => "PIIX4_PM",
         _ => return None,
     })
-}
-
-/// Whether a function is a virtio-blk-pci: the transitional device ID
-/// (the default) or the modern-only one (`disable-legacy=on`).
-fn is_virtio_blk(f: &PciFunction) -> bool {
-    f.vendor == 0x1af4 && matches!(f.device, 0x1001 | 0x1042) && f.function == 0
 }
 
 /// A `-device virtio-blk-pci` (or `-drive if=virtio`) device.
@@ -78,30 +72,15 @@ pub enum PeripheralKind {
     VirtioBlk(VirtioBlkDevice),
 }
 
-/// A `-device` the tree shows, in command-line order.
+/// A `-device` or `device_add` device the tree shows.
 pub struct Peripheral {
     pub id: Option<String>,
     /// `/machine/peripheral/ID` or `/machine/peripheral-anon/device[N]`.
     pub path: String,
     pub kind: PeripheralKind,
-}
-
-/// Where QEMU puts a `-device`: `/machine/peripheral/ID`, or for one
-/// without an id `/machine/peripheral-anon/device[N]`, N counting the
-/// devices without an id before it.
-pub fn peripheral_path(config: &crate::cmdline::Config, device: &crate::cmdline::Opts) -> String {
-    match &device.id {
-        Some(id) => format!("/machine/peripheral/{id}"),
-        None => {
-            let n = config
-                .devices
-                .iter()
-                .take_while(|d| !std::ptr::eq(*d, device))
-                .filter(|d| d.id.is_none())
-                .count();
-            format!("/machine/peripheral-anon/device[{n}]")
-        }
-    }
+    /// Added by device_add (QEMU marks every device created after
+    /// machine init so, even before the guest first runs).
+    pub hotplugged: bool,
 }
 
 /// The slot of `addr=SLOT[.FN]` (hex, `0x` allowed).
@@ -110,58 +89,6 @@ pub fn pci_slot(addr: &str) -> Option<u8> {
     u8::from_str_radix(slot.trim_start_matches("0x"), 16)
         .ok()
         .filter(|n| *n < 32)
-}
-
-/// The virtio-blk-pci devices of the command line with the slot each
-/// got: `addr=` where given; the others took the first free slot in
-/// command-line order, so they hold the remaining virtio-blk slots in
-/// ascending order.
-fn virtio_blk_devices(
-    config: &crate::cmdline::Config,
-    pci: &[PciFunction],
-) -> Vec<(usize, VirtioBlkDevice)> {
-    let devices: Vec<(usize, &crate::cmdline::Opts)> = config
-        .devices
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.get("driver") == Some("virtio-blk-pci"))
-        .collect();
-    let explicit: Vec<u8> = devices
-        .iter()
-        .filter_map(|(_, d)| d.get("addr").and_then(pci_slot))
-        .collect();
-    let mut auto = pci
-        .iter()
-        .filter(|f| is_virtio_blk(f))
-        .map(|f| f.slot)
-        .filter(|s| !explicit.contains(s));
-    devices
-        .into_iter()
-        .filter_map(|(index, d)| {
-            let slot = match d.get("addr") {
-                Some(a) => pci_slot(a)?,
-                None => auto.next()?,
-            };
-            let num =
-                |name: &str, default: u64| d.get_number(name).ok().flatten().unwrap_or(default);
-            Some((
-                index,
-                VirtioBlkDevice {
-                    slot,
-                    drive: d.get("drive").unwrap_or_default().to_string(),
-                    serial: d.get("serial").unwrap_or_default().to_string(),
-                    logical_block_size: num("logical_block_size", 512),
-                    physical_block_size: num("physical_block_size", 512),
-                    num_queues: num("num-queues", 1),
-                    config_wce: d.get_bool("config-wce").ok().flatten().unwrap_or(true),
-                    disable_legacy: match d.get("disable-legacy") {
-                        Some("on") => "on",
-                        _ => "off",
-                    },
-                },
-            ))
-        })
-        .collect()
 }
 
 /// What the machine has, as main.rs knows it after building it.
@@ -177,7 +104,6 @@ pub struct MachineDescription {
     pub serials: Vec<String>,
     /// Every function on PCI bus 0 (none without a machine).
     pub pci: Vec<PciFunction>,
-    pub peripherals: Vec<Peripheral>,
     /// `-global PIIX4_PM.disable_s3`.
     pub disable_s3: u8,
     /// `-m`, in bytes (the PCI holes follow from it).
@@ -186,7 +112,11 @@ pub struct MachineDescription {
     pub pit_policy: &'static str,
 }
 
-fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStore {
+fn common_device_props(
+    store: PropertyStore,
+    hotpluggable: bool,
+    hotplugged: bool,
+) -> PropertyStore {
     store
         .with(
             PropInfo::new("realized", "bool", Access::ReadWrite),
@@ -198,7 +128,7 @@ fn common_device_props(store: PropertyStore, hotpluggable: bool) -> PropertyStor
         )
         .with(
             PropInfo::new("hotplugged", "bool", Access::ReadWrite),
-            Value::from(false),
+            Value::from(hotplugged),
         )
 }
 
@@ -212,7 +142,7 @@ fn add_device(
     type_name: &str,
     values: &[Value],
 ) -> ObjectId {
-    let mut store = common_device_props(PropertyStore::for_device(id, type_name), false);
+    let mut store = common_device_props(PropertyStore::for_device(id, type_name), false, false);
     let table = devices::qdev_properties(type_name).unwrap_or_default();
     for (info, value) in table.into_iter().zip(values) {
         store = store.with(info, value.clone());
@@ -288,7 +218,7 @@ fn cpu_state(index: u32, t: &CpuTopology) -> PropertyStore {
     let threads = t.threads.max(1);
     let cores = t.cores.max(1);
     let type_name = types::cpu_type(&t.model);
-    common_device_props(PropertyStore::for_device(None, &type_name), true)
+    common_device_props(PropertyStore::for_device(None, &type_name), true, false)
         .with(
             PropInfo::new("apic-id", "uint32", Access::ReadWrite),
             Value::from(
@@ -345,7 +275,6 @@ impl MachineDescription {
     pub fn from_config(
         config: &crate::cmdline::Config,
         has_machine: bool,
-        debug_exit: Option<(u16, u16)>,
         pci: Vec<PciFunction>,
     ) -> MachineDescription {
         use crate::cmdline::SerialTarget;
@@ -381,11 +310,6 @@ impl MachineDescription {
             } else {
                 Vec::new()
             },
-            peripherals: if has_machine {
-                peripherals(config, debug_exit, &pci)
-            } else {
-                Vec::new()
-            },
             pci,
             disable_s3: crate::globals::disable_s3(config),
             ram_size: config.memory.size,
@@ -394,37 +318,8 @@ impl MachineDescription {
     }
 }
 
-/// The `-device`s the tree has, in command-line order.
-fn peripherals(
-    config: &crate::cmdline::Config,
-    debug_exit: Option<(u16, u16)>,
-    pci: &[PciFunction],
-) -> Vec<Peripheral> {
-    let mut virtio = virtio_blk_devices(config, pci).into_iter().peekable();
-    let mut out = Vec::new();
-    for (index, d) in config.devices.iter().enumerate() {
-        let kind = match d.get("driver") {
-            Some("isa-debug-exit") => {
-                debug_exit.map(|(iobase, iosize)| PeripheralKind::DebugExit { iobase, iosize })
-            }
-            Some("virtio-blk-pci") => virtio
-                .next_if(|(i, _)| *i == index)
-                .map(|(_, v)| PeripheralKind::VirtioBlk(v)),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            out.push(Peripheral {
-                id: d.id.clone(),
-                path: peripheral_path(config, d),
-                kind,
-            });
-        }
-    }
-    out
-}
-
 /// The PCI bus `pci.0` and what is on it, as devices join it.
-struct PciBus {
+pub struct PciBus {
     bus: ObjectId,
     /// Whether the bus has a hotplug handler (PIIX4 PM): only then are
     /// the devices on it hotpluggable.
@@ -442,7 +337,7 @@ impl PciBus {
                 "i440fx",
                 host_type,
                 Box::new(pci_host_props(
-                    common_device_props(PropertyStore::for_device(None, host_type), false),
+                    common_device_props(PropertyStore::for_device(None, host_type), false, false),
                     ram_size,
                 )),
             )
@@ -476,6 +371,7 @@ impl PciBus {
         type_name: &str,
         devfn: u8,
         class_hotpluggable: bool,
+        hotplugged: bool,
         multifunction: bool,
         romfile: &str,
         extra: Vec<(PropInfo, Value)>,
@@ -484,6 +380,7 @@ impl PciBus {
         let mut store = common_device_props(
             PropertyStore::for_device(id, type_name),
             class_hotpluggable && self.hotplug,
+            hotplugged,
         )
         .with(qdev("addr", "int32"), Value::from(devfn))
         .with(qdev("romfile", "str"), Value::from(romfile))
@@ -552,31 +449,30 @@ fn virtio_blk_pci_props(v: &VirtioBlkDevice) -> Vec<(PropInfo, Value)> {
 
 /// virtio-blk-pci at `path`: the PCI proxy, its `virtio-backend` (the
 /// virtio-blk-device) and the `virtio-bus` between them.
-fn add_virtio_blk(
-    tree: &mut Tree,
-    pci: &mut PciBus,
-    path: &str,
-    id: Option<String>,
-    v: &VirtioBlkDevice,
-) {
-    let (container, name) = path
+fn add_virtio_blk(tree: &mut Tree, pci: &mut PciBus, p: &Peripheral, v: &VirtioBlkDevice) {
+    let (container, name) = p
+        .path
         .rsplit_once('/')
-        .unwrap_or(("/machine/peripheral-anon", path));
+        .unwrap_or(("/machine/peripheral-anon", &p.path));
     let parent = tree.container(container);
     let proxy = pci.add(
         tree,
         parent,
         name,
-        id,
+        p.id.clone(),
         "virtio-blk-pci",
         v.slot << 3,
         true,
+        p.hotplugged,
         false,
         "efi-virtio.rom",
         virtio_blk_pci_props(v),
     );
-    let mut backend =
-        common_device_props(PropertyStore::for_device(None, "virtio-blk-device"), false);
+    let mut backend = common_device_props(
+        PropertyStore::for_device(None, "virtio-blk-device"),
+        false,
+        p.hotplugged,
+    );
     for (info, value) in virtio_blk_props(v) {
         backend = backend.with(info, value);
     }
@@ -596,7 +492,8 @@ fn add_virtio_blk(
     tree.add_link(backend, "parent_bus", "bus", Some(bus));
 }
 
-pub fn build(d: &MachineDescription) -> Tree {
+/// The tree for `d`, and its PCI bus where the machine has one.
+pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
     let mut tree = Tree::new();
     let machine_type = types::machine_type(&d.machine_type);
     let machine = tree
@@ -654,6 +551,7 @@ pub fn build(d: &MachineDescription) -> Tree {
                 type_name,
                 (f.slot << 3) | f.function,
                 false,
+                false,
                 type_name == "PIIX3",
                 "",
                 extra,
@@ -700,25 +598,26 @@ pub fn build(d: &MachineDescription) -> Tree {
         }
         add_device(&mut tree, unattached, "device[*]", None, "i8042", &[]);
     }
-    for p in &d.peripherals {
-        match (&p.kind, &mut pci) {
-            (PeripheralKind::DebugExit { iobase, iosize }, _) => {
-                let (container, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
-                let parent = tree.container(container);
-                add_device(
-                    &mut tree,
-                    parent,
-                    name,
-                    p.id.clone(),
-                    "isa-debug-exit",
-                    &[Value::from(*iobase), Value::from(*iosize)],
-                );
-            }
-            (PeripheralKind::VirtioBlk(v), Some(bus)) => {
-                add_virtio_blk(&mut tree, bus, &p.path, p.id.clone(), v);
-            }
-            (PeripheralKind::VirtioBlk(_), None) => {}
+    (tree, pci)
+}
+
+/// A `-device` or `device_add` device joins the tree (`pci`: the
+/// machine's PCI bus; a PCI device needs it).
+pub fn add_peripheral(tree: &mut Tree, pci: Option<&mut PciBus>, p: &Peripheral) {
+    match (&p.kind, pci) {
+        (PeripheralKind::DebugExit { iobase, iosize }, _) => {
+            let (container, name) = p.path.rsplit_once('/').unwrap_or(("", &p.path));
+            let parent = tree.container(container);
+            add_device(
+                tree,
+                parent,
+                name,
+                p.id.clone(),
+                "isa-debug-exit",
+                &[Value::from(*iobase), Value::from(*iosize)],
+            );
         }
+        (PeripheralKind::VirtioBlk(v), Some(bus)) => add_virtio_blk(tree, bus, p, v),
+        (PeripheralKind::VirtioBlk(_), None) => {}
     }
-    tree
 }

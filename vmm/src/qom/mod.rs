@@ -17,13 +17,53 @@ use tree::{ResolveError, Tree};
 
 pub struct Qom {
     pub tree: Tree,
+    /// The machine's PCI bus, which devices join (None without a
+    /// machine).
+    pci: Option<machine::PciBus>,
+    /// How many devices without an id were created: QEMU names each
+    /// `device[N]` from one counter that never goes back.
+    anon_count: usize,
 }
 
 impl Qom {
     pub fn new(machine: &machine::MachineDescription) -> Qom {
+        let (tree, pci) = machine::build(machine);
         Qom {
-            tree: machine::build(machine),
+            tree,
+            pci,
+            anon_count: 0,
         }
+    }
+
+    /// Where a new device goes: `/machine/peripheral/ID`, or for one
+    /// without an id the next `/machine/peripheral-anon/device[N]`
+    /// (taken even if the device then fails, as in QEMU).
+    pub fn new_device_path(&mut self, id: Option<&str>) -> String {
+        match id {
+            Some(id) => format!("/machine/peripheral/{id}"),
+            None => {
+                self.anon_count += 1;
+                format!("/machine/peripheral-anon/device[{}]", self.anon_count - 1)
+            }
+        }
+    }
+
+    /// Whether a device with id `id` exists.
+    pub fn has_device_id(&self, id: &str) -> bool {
+        self.tree
+            .resolve(&format!("/machine/peripheral/{id}"))
+            .is_ok()
+    }
+
+    /// The type of the object at `path`, if one is there.
+    pub fn type_at(&self, path: &str) -> Option<String> {
+        let obj = self.tree.resolve(path).ok()?;
+        Some(self.tree.type_name(obj).to_string())
+    }
+
+    /// A created device joins the tree.
+    pub fn add_peripheral(&mut self, p: &machine::Peripheral) {
+        machine::add_peripheral(&mut self.tree, self.pci.as_mut(), p);
     }
 
     /// The tree for this command line, with its `-object`s created;
@@ -31,13 +71,11 @@ impl Qom {
     pub fn from_config(
         config: &crate::cmdline::Config,
         has_machine: bool,
-        debug_exit: Option<(u16, u16)>,
         pci: Vec<machine::PciFunction>,
     ) -> Result<Qom, String> {
         let mut qom = Qom::new(&machine::MachineDescription::from_config(
             config,
             has_machine,
-            debug_exit,
             pci,
         ));
         for o in &config.objects {
