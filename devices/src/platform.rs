@@ -16,6 +16,19 @@ pub trait InterruptLine: Send + Sync {
 /// controller.
 pub trait MsiSink: Send + Sync {
     fn send_msi(&self, address: u64, data: u32);
+    /// A vector of its own, whose messages go through an eventfd that the
+    /// hypervisor injects from (KVM's irqfd); None where there is none
+    /// (then `send_msi` serves).
+    fn vector(&self) -> Option<Box<dyn MsiVector>> {
+        None
+    }
+}
+
+/// One MSI-X vector's route into the interrupt controller.
+pub trait MsiVector: Send + Sync {
+    /// Sends the message (`address`, `data`), routing the vector to it
+    /// first where the message or the VM changed since the last one.
+    fn send(&self, address: u64, data: u32) -> std::io::Result<()>;
 }
 
 /// Guest writes the hypervisor turns into eventfd signals without an

@@ -484,3 +484,22 @@ fn stop_cont_and_reset_in_the_middle_of_io_lose_nothing() {
     assert_holds_the_write_pattern(&img);
     assert_eq!(c.ok("query-status", json!({}))["status"], "running");
 }
+
+/// MSI-X as the guest sees it: a completion while the vector is masked
+/// sets its pending bit only; unmasking delivers the message to the local
+/// APIC (the guest reads its IRR) and clears the bit.
+#[test]
+fn msix_masking_keeps_the_interrupt_pending_until_unmasked() {
+    let dir = TempDir::new("vblk-msix");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let _vmm = start("virtio-msix", &img, &serial, ",disable-legacy=on");
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-msix") || l.contains("fail")
+    });
+    assert!(
+        out.contains("virtio-msix masked: pending=true delivered=false"),
+        "{out}"
+    );
+    assert!(out.contains("ok virtio-msix vector=0x41"), "{out}");
+}

@@ -61,6 +61,8 @@ struct Interrupts {
     /// The driver broke the rules (a hostile queue): NEEDS_RESET until
     /// the driver resets the device.
     broken: bool,
+    /// Each MSI-X entry's irqfd route, made at its first message.
+    vectors: Vec<Option<Box<dyn crate::platform::MsiVector>>>,
     msi: Arc<dyn MsiSink>,
     intx: Arc<dyn InterruptLine>,
 }
@@ -77,7 +79,7 @@ impl Interrupts {
                     *p = true;
                 }
             } else {
-                self.msi.send_msi(entry.address, entry.data);
+                self.deliver(v, entry);
             }
         } else {
             self.isr |= isr_bit;
@@ -93,9 +95,26 @@ impl Interrupts {
         for v in 0..self.table.len() {
             if self.pending[v] && !self.table[v].masked {
                 self.pending[v] = false;
-                self.msi.send_msi(self.table[v].address, self.table[v].data);
+                let entry = self.table[v];
+                self.deliver(v, entry);
             }
         }
+    }
+
+    /// Sends entry `v`'s message through its irqfd where the machine
+    /// gives one, else directly.
+    fn deliver(&mut self, v: usize, entry: MsixEntry) {
+        if let Some(slot) = self.vectors.get_mut(v) {
+            if slot.is_none() {
+                *slot = self.msi.vector();
+            }
+            if let Some(vector) = slot {
+                if vector.send(entry.address, entry.data).is_ok() {
+                    return;
+                }
+            }
+        }
+        self.msi.send_msi(entry.address, entry.data);
     }
 }
 
@@ -296,6 +315,7 @@ impl VirtioPci {
             config_generation: 0,
             queue_vectors: vec![NO_VECTOR; queue_sizes.len()],
             broken: false,
+            vectors: (0..vectors).map(|_| None).collect(),
             msi,
             intx,
         };

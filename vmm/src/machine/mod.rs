@@ -91,9 +91,115 @@ impl InterruptLine for IsaIrq {
     }
 }
 
-/// MSI and MSI-X messages into the in-kernel APICs.
+/// MSI and MSI-X messages into the in-kernel APICs: directly
+/// (KVM_SIGNAL_MSI), or through a vector's irqfd and a GSI route of its
+/// own (`vector`).
 struct KvmMsi {
     vm: CurrentVm,
+    routes: Arc<Mutex<MsiRoutes>>,
+}
+
+/// The MSI routes vmm added to KVM's GSI routing table.
+#[derive(Default)]
+struct MsiRoutes {
+    /// GSI -> (address, data).
+    by_gsi: std::collections::BTreeMap<u32, (u64, u32)>,
+    next_gsi: u32,
+}
+
+/// GSIs 0-23 are the irqchip pins; MSI routes take the rest, up to KVM's
+/// table size.
+const FIRST_MSI_GSI: u32 = 24;
+const MAX_GSI: u32 = 4096;
+
+impl MsiRoutes {
+    /// Sets VM `vm`'s whole routing table: KVM's default pin routes (PIC
+    /// and IOAPIC for GSIs 0-15, IOAPIC alone for 16-23), which setting a
+    /// table replaces, then the MSI routes.
+    fn push(&self, vm: &VmFd) -> std::io::Result<()> {
+        let mut entries = Vec::with_capacity(40 + self.by_gsi.len());
+        let irqchip = |gsi: u32, chip: u32, pin: u32| {
+            let mut e = kvm_bindings::kvm_irq_routing_entry {
+                gsi,
+                type_: kvm_bindings::KVM_IRQ_ROUTING_IRQCHIP,
+                ..Default::default()
+            };
+            e.u.irqchip = kvm_bindings::kvm_irq_routing_irqchip { irqchip: chip, pin };
+            e
+        };
+        for gsi in 0..24 {
+            entries.push(irqchip(gsi, kvm_bindings::KVM_IRQCHIP_IOAPIC, gsi));
+            if gsi < 16 {
+                let chip = if gsi < 8 {
+                    kvm_bindings::KVM_IRQCHIP_PIC_MASTER
+                } else {
+                    kvm_bindings::KVM_IRQCHIP_PIC_SLAVE
+                };
+                entries.push(irqchip(gsi, chip, gsi % 8));
+            }
+        }
+        for (&gsi, &(address, data)) in &self.by_gsi {
+            let mut e = kvm_bindings::kvm_irq_routing_entry {
+                gsi,
+                type_: kvm_bindings::KVM_IRQ_ROUTING_MSI,
+                ..Default::default()
+            };
+            e.u.msi = kvm_bindings::kvm_irq_routing_msi {
+                address_lo: address as u32,
+                address_hi: (address >> 32) as u32,
+                data,
+                ..Default::default()
+            };
+            entries.push(e);
+        }
+        let table = kvm_bindings::KvmIrqRouting::from_entries(&entries)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::E2BIG))?;
+        vm.set_gsi_routing(&table)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+/// One vector's irqfd: KVM injects the route's message whenever the
+/// eventfd is written, from whatever thread (the device's I/O thread).
+struct KvmMsiVector {
+    vm: CurrentVm,
+    routes: Arc<Mutex<MsiRoutes>>,
+    gsi: u32,
+    fd: vmm_sys_util::eventfd::EventFd,
+    /// The message routed and the VM the irqfd is registered with (held
+    /// weakly: a new VM never reuses its address while this lives).
+    routed: Mutex<Option<Routed>>,
+}
+
+/// A vector's message and the VM its irqfd is registered with.
+type Routed = ((u64, u32), std::sync::Weak<VmFd>);
+
+impl devices::platform::MsiVector for KvmMsiVector {
+    fn send(&self, address: u64, data: u32) -> std::io::Result<()> {
+        let vm = self
+            .vm
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        let same_vm = routed
+            .as_ref()
+            .and_then(|(_, w)| w.upgrade())
+            .is_some_and(|v| Arc::ptr_eq(&v, &vm));
+        let same_message = routed.as_ref().is_some_and(|(m, _)| *m == (address, data));
+        if !same_vm || !same_message {
+            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            routes.by_gsi.insert(self.gsi, (address, data));
+            routes.push(&vm)?;
+            if !same_vm {
+                vm.register_irqfd(&self.fd, self.gsi)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+            }
+            *routed = Some(((address, data), Arc::downgrade(&vm)));
+        }
+        self.fd.write(1)
+    }
 }
 
 impl devices::platform::MsiSink for KvmMsi {
@@ -108,6 +214,26 @@ impl devices::platform::MsiSink for KvmMsi {
             // A message the APIC refuses is lost, as on hardware.
             let _ = vm.signal_msi(msi);
         }
+    }
+
+    fn vector(&self) -> Option<Box<dyn devices::platform::MsiVector>> {
+        let gsi = {
+            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let gsi = routes.next_gsi.max(FIRST_MSI_GSI);
+            if gsi >= MAX_GSI {
+                return None;
+            }
+            routes.next_gsi = gsi + 1;
+            gsi
+        };
+        let fd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).ok()?;
+        Some(Box::new(KvmMsiVector {
+            vm: self.vm.clone(),
+            routes: self.routes.clone(),
+            gsi,
+            fd,
+            routed: Mutex::new(None),
+        }))
     }
 }
 
@@ -446,7 +572,10 @@ impl Machine {
             )),
         )
         .map_err(MachineError)?;
-        let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi { vm: vm.clone() });
+        let msi: Arc<dyn devices::platform::MsiSink> = Arc::new(KvmMsi {
+            vm: vm.clone(),
+            routes: Arc::new(Mutex::new(MsiRoutes::default())),
+        });
         let ioevents: Arc<dyn devices::platform::IoEventRegistry> =
             Arc::new(KvmIoEvents { vm: vm.clone() });
         let reset_control: devices::SharedDevice =
