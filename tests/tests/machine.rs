@@ -481,3 +481,74 @@ fn global_piix4_pm_disable_s3_takes_s3_out_of_the_dsdt() {
         "{err}"
     );
 }
+
+/// A plain x86-64 ELF (no PVH note), as a vmlinux is: one segment at
+/// 2 MiB whose 64-bit code prints the command line it finds through the
+/// zero page in %rsi (boot_params.cmd_line_ptr) on COM1, then writes 0x10
+/// to isa-debug-exit.
+fn elf64_kernel(dir: &Path) -> PathBuf {
+    const LOAD: u64 = 0x20_0000;
+    let code: [u8; 29] = [
+        0x8b, 0xbe, 0x28, 0x02, 0x00, 0x00, // mov edi, [rsi + 0x228]
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0x8a, 0x07, // next: mov al, [rdi]
+        0x84, 0xc0, // test al, al
+        0x74, 0x06, // jz done
+        0xee, // out dx, al
+        0x48, 0xff, 0xc7, // inc rdi
+        0xeb, 0xf4, // jmp next
+        0xb0, 0x10, // done: mov al, 0x10
+        0xe6, 0xf4, // out 0xf4, al
+        0xf4, // hlt
+        0xeb, 0xfd, // jmp hlt
+    ];
+    let mut elf = vec![0u8; 0x1000];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // version
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x18..0x20].copy_from_slice(&LOAD.to_le_bytes()); // e_entry
+    elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let ph = 64;
+    elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    elf[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
+    elf[ph + 16..ph + 24].copy_from_slice(&LOAD.to_le_bytes()); // p_vaddr
+    elf[ph + 24..ph + 32].copy_from_slice(&LOAD.to_le_bytes()); // p_paddr
+    elf[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf[ph + 40..ph + 48].copy_from_slice(&0x1000u64.to_le_bytes()); // p_memsz
+    elf.extend_from_slice(&code);
+    let path = dir.join("vmlinux-like.elf");
+    std::fs::write(&path, &elf).expect("kernel");
+    path
+}
+
+#[test]
+fn a_plain_64_bit_elf_starts_in_long_mode_with_the_zero_page_in_rsi() {
+    let dir = TempDir::new("elf64");
+    let kernel = elf64_kernel(dir.path());
+    let (st, out, err) = run_vmm(&[
+        "-nodefaults",
+        "-m",
+        "128",
+        "-kernel",
+        &kernel.display().to_string(),
+        "-append",
+        "console=ttyS0 hello-from-the-zero-page",
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=4",
+    ]);
+    assert!(
+        out.contains("console=ttyS0 hello-from-the-zero-page"),
+        "{out}{err}"
+    );
+    assert_eq!(st.code(), Some(33), "{out}{err}");
+}

@@ -1,5 +1,8 @@
 //! Loading a kernel: an ELF with a PVH entry note (the test guest, Linux
-//! vmlinux with CONFIG_PVH), and the PVH start info it finds in %ebx.
+//! vmlinux with CONFIG_PVH), and the PVH start info it finds in %ebx; or
+//! a plain x86-64 ELF (a vmlinux without the note), entered in long mode
+//! at its entry point with the zero page in %rsi, as Linux's 64-bit boot
+//! protocol says.
 
 use super::memory::{RamLayout, FOUR_GIB};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -24,7 +27,7 @@ const E820_RESERVED: u32 = 2;
 pub enum BootError {
     NotElf,
     Format(&'static str),
-    NoPvhEntry,
+    NoEntry,
     OutOfMemory { addr: u64, len: u64 },
     CmdlineTooLong,
 }
@@ -37,9 +40,9 @@ impl std::fmt::Display for BootError {
                 "the kernel is not an ELF image (bzImage support arrives later)"
             ),
             BootError::Format(w) => write!(f, "malformed ELF kernel: {w}"),
-            BootError::NoPvhEntry => write!(
+            BootError::NoEntry => write!(
                 f,
-                "the ELF kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
+                "the ELF kernel has neither a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) nor an entry point"
             ),
             BootError::OutOfMemory { addr, len } => {
                 write!(
@@ -89,10 +92,12 @@ fn in_ram(layout: &RamLayout, addr: u64, len: u64) -> bool {
     end <= layout.below_4g || (addr >= FOUR_GIB && end <= FOUR_GIB + layout.above_4g)
 }
 
-/// A parsed ELF kernel: its loadable segments and PVH entry.
+/// A parsed ELF kernel: its loadable segments and entry.
 pub struct ElfKernel {
     pub image: Vec<u8>,
     pub entry: u64,
+    /// No PVH note: `entry` is the ELF entry point, a 64-bit one.
+    pub long_mode: bool,
     /// (file offset, file size, guest-physical address, memory size).
     segments: Vec<(u64, u64, u64, u64)>,
 }
@@ -132,10 +137,24 @@ impl ElfKernel {
                 _ => {}
             }
         }
-        let entry = entry.ok_or(BootError::NoPvhEntry)?;
+        let (entry, long_mode) = match entry {
+            Some(e) => (e, false),
+            None => {
+                // e_machine 62: x86-64; e_entry is physical in a vmlinux
+                // (its linker script makes it phys_startup_64).
+                if u16_at(&image, 0x12)? != 62 {
+                    return Err(BootError::Format("not an x86-64 ELF"));
+                }
+                match u64_at(&image, 0x18)? {
+                    0 => return Err(BootError::NoEntry),
+                    e => (e, true),
+                }
+            }
+        };
         Ok(ElfKernel {
             image,
             entry,
+            long_mode,
             segments,
         })
     }

@@ -102,20 +102,8 @@ impl BzImage {
         }
         mem.write_slice(&self.kernel, GuestAddress(KERNEL_ADDR))
             .map_err(|_| oom(KERNEL_ADDR, self.kernel.len()))?;
-        if cmdline.len() >= CMDLINE_MAX {
-            return Err(BootError::CmdlineTooLong);
-        }
-        let mut c = cmdline.as_bytes().to_vec();
-        c.push(0);
-        mem.write_slice(&c, GuestAddress(CMDLINE_ADDR))
-            .map_err(|_| oom(CMDLINE_ADDR, c.len()))?;
-
-        let mut zp = vec![0u8; 4096];
-        zp[HEADER_START..HEADER_START + self.header.len()].copy_from_slice(&self.header);
-        zp[TYPE_OF_LOADER] = 0xff;
-        zp[LOADFLAGS] |= CAN_USE_HEAP;
-        zp[HEAP_END_PTR..HEAP_END_PTR + 2].copy_from_slice(&(0xfe00u16 - 0x200).to_le_bytes());
-        zp[CMD_LINE_PTR..CMD_LINE_PTR + 4].copy_from_slice(&(CMDLINE_ADDR as u32).to_le_bytes());
+        write_cmdline(mem, cmdline)?;
+        let mut zp = zero_page(&self.header, layout);
         if let Some(initrd) = &self.initrd {
             // As high as the kernel allows, below the end of low RAM.
             let max = u64::from(if self.initrd_addr_max == 0 {
@@ -135,16 +123,71 @@ impl BzImage {
             zp[RAMDISK_IMAGE..RAMDISK_IMAGE + 4].copy_from_slice(&(addr as u32).to_le_bytes());
             zp[RAMDISK_SIZE..RAMDISK_SIZE + 4].copy_from_slice(&(size as u32).to_le_bytes());
         }
-        let map = e820_map(layout);
-        for (i, (addr, size, kind)) in map.iter().take(E820_MAX).enumerate() {
-            let off = E820_TABLE + i * 20;
-            zp[off..off + 8].copy_from_slice(&addr.to_le_bytes());
-            zp[off + 8..off + 16].copy_from_slice(&size.to_le_bytes());
-            zp[off + 16..off + 20].copy_from_slice(&kind.to_le_bytes());
-        }
-        zp[E820_ENTRIES] = map.len().min(E820_MAX) as u8;
-        mem.write_slice(&zp, GuestAddress(ZERO_PAGE_ADDR))
-            .map_err(|_| oom(ZERO_PAGE_ADDR, zp.len()))?;
+        write_zero_page(mem, &zp)?;
         Ok((KERNEL_ADDR, ZERO_PAGE_ADDR))
     }
+}
+
+/// The command line at CMDLINE_ADDR, NUL-terminated.
+fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<(), BootError> {
+    if cmdline.len() >= CMDLINE_MAX {
+        return Err(BootError::CmdlineTooLong);
+    }
+    let mut c = cmdline.as_bytes().to_vec();
+    c.push(0);
+    mem.write_slice(&c, GuestAddress(CMDLINE_ADDR))
+        .map_err(|_| BootError::OutOfMemory {
+            addr: CMDLINE_ADDR,
+            len: c.len() as u64,
+        })
+}
+
+/// boot_params with `header` (the setup header from 0x1f1) and what the
+/// loader fills in: its type, the heap, the command line, the e820 map.
+fn zero_page(header: &[u8], layout: &RamLayout) -> Vec<u8> {
+    let mut zp = vec![0u8; 4096];
+    let n = header.len().min(4096 - HEADER_START);
+    zp[HEADER_START..HEADER_START + n].copy_from_slice(&header[..n]);
+    zp[TYPE_OF_LOADER] = 0xff;
+    zp[LOADFLAGS] |= CAN_USE_HEAP;
+    zp[HEAP_END_PTR..HEAP_END_PTR + 2].copy_from_slice(&(0xfe00u16 - 0x200).to_le_bytes());
+    zp[CMD_LINE_PTR..CMD_LINE_PTR + 4].copy_from_slice(&(CMDLINE_ADDR as u32).to_le_bytes());
+    let map = e820_map(layout);
+    for (i, (addr, size, kind)) in map.iter().take(E820_MAX).enumerate() {
+        let off = E820_TABLE + i * 20;
+        zp[off..off + 8].copy_from_slice(&addr.to_le_bytes());
+        zp[off + 8..off + 16].copy_from_slice(&size.to_le_bytes());
+        zp[off + 16..off + 20].copy_from_slice(&kind.to_le_bytes());
+    }
+    zp[E820_ENTRIES] = map.len().min(E820_MAX) as u8;
+    zp
+}
+
+fn write_zero_page(mem: &GuestMemoryMmap, zp: &[u8]) -> Result<(), BootError> {
+    mem.write_slice(zp, GuestAddress(ZERO_PAGE_ADDR))
+        .map_err(|_| BootError::OutOfMemory {
+            addr: ZERO_PAGE_ADDR,
+            len: zp.len() as u64,
+        })
+}
+
+/// The zero page for a kernel entered at its 64-bit entry point (a plain
+/// vmlinux ELF): a setup header of protocol 2.12 made up by the loader,
+/// as the kernel has none of its own to copy; returns its address.
+pub fn write_boot_params_for_elf(
+    mem: &GuestMemoryMmap,
+    layout: &RamLayout,
+    cmdline: &str,
+) -> Result<u64, BootError> {
+    let mut header = vec![0u8; 0x268 - HEADER_START];
+    let at = |off: usize| off - HEADER_START;
+    header[at(BOOT_FLAG)..at(BOOT_FLAG) + 2].copy_from_slice(&0xaa55u16.to_le_bytes());
+    header[at(0x202)..at(0x202) + 4].copy_from_slice(HDR_MAGIC);
+    header[at(VERSION)..at(VERSION) + 2].copy_from_slice(&0x020cu16.to_le_bytes());
+    header[at(LOADFLAGS)] = LOADED_HIGH;
+    // cmdline_size: what fits at CMDLINE_ADDR.
+    header[at(0x238)..at(0x238) + 4].copy_from_slice(&(CMDLINE_MAX as u32 - 1).to_le_bytes());
+    write_cmdline(mem, cmdline)?;
+    write_zero_page(mem, &zero_page(&header, layout))?;
+    Ok(ZERO_PAGE_ADDR)
 }

@@ -696,7 +696,7 @@ impl Machine {
             // With firmware the boot vCPU starts at the reset vector, in
             // the state KVM creates it in.
             if let (0, Some(entry)) = (index, entry) {
-                set_protected_mode_entry(&fd, entry)?;
+                set_boot_entry(&fd, entry)?;
             }
             vcpus.push(VcpuShared::new(index as usize, fd, !self.running));
         }
@@ -743,7 +743,8 @@ impl Machine {
             return Ok(None);
         }
         let mem = &self.ram.mem;
-        mem.write_slice(&boot_gdt(), GuestAddress(GDT_ADDR))
+        let long_mode = matches!(&self.kernel, Kernel::Pvh(k) if k.long_mode);
+        mem.write_slice(&boot_gdt(long_mode), GuestAddress(GDT_ADDR))
             .map_err(err("GDT"))?;
         mem.write_slice(
             &mptable::build(&self.apic_ids()),
@@ -754,11 +755,25 @@ impl Machine {
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
         match &self.kernel {
+            Kernel::Pvh(k) if k.long_mode => {
+                k.load(mem, &self.ram.layout).map_err(err("-kernel"))?;
+                write_identity_page_tables(mem)?;
+                let zero_page =
+                    bzimage::write_boot_params_for_elf(mem, &self.ram.layout, &self.cmdline)
+                        .map_err(err("-kernel"))?;
+                Ok(Some(EntryPoint {
+                    long_mode: true,
+                    rip: k.entry,
+                    rbx: 0,
+                    rsi: zero_page,
+                }))
+            }
             Kernel::Pvh(k) => {
                 k.load(mem, &self.ram.layout).map_err(err("-kernel"))?;
                 let si = boot::write_start_info(mem, &self.ram.layout, &self.cmdline, rsdp)
                     .map_err(err("PVH start info"))?;
                 Ok(Some(EntryPoint {
+                    long_mode: false,
                     rip: k.entry,
                     rbx: si,
                     rsi: 0,
@@ -769,6 +784,7 @@ impl Machine {
                     .load(mem, &self.ram.layout, &self.cmdline)
                     .map_err(err("-kernel"))?;
                 Ok(Some(EntryPoint {
+                    long_mode: false,
                     rip,
                     rbx: 0,
                     rsi: zero_page,
@@ -1128,6 +1144,9 @@ fn fw_cfg(cpus: u32, layout: &RamLayout, nographic: bool) -> devices::legacy::Fw
 /// Registers the boot vCPU starts with.
 #[derive(Clone, Copy)]
 struct EntryPoint {
+    /// 64-bit mode with identity paging (a plain vmlinux ELF), else
+    /// 32-bit protected mode without paging (PVH, bzImage).
+    long_mode: bool,
     rip: u64,
     /// PVH: the start info.
     rbx: u64,
@@ -1139,20 +1158,50 @@ struct EntryPoint {
 /// code, 0x18 flat data.
 const GDT_ADDR: u64 = 0x500;
 
-fn boot_gdt() -> Vec<u8> {
-    let entries: [u64; 4] = [0, 0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+fn boot_gdt(long_mode: bool) -> Vec<u8> {
+    // 0x10 is __BOOT_CS in both protocols: 32-bit, or 64-bit (L=1).
+    let code = if long_mode {
+        0x00af_9b00_0000_ffff
+    } else {
+        0x00cf_9b00_0000_ffff
+    };
+    let entries: [u64; 4] = [0, 0, code, 0x00cf_9300_0000_ffff];
     entries.iter().flat_map(|e| e.to_le_bytes()).collect()
 }
 
-/// The 32-bit entry state both protocols use: protected mode with flat
-/// segments, paging off, interrupts off.
-fn set_protected_mode_entry(
-    fd: &kvm_ioctls::VcpuFd,
-    entry: EntryPoint,
-) -> Result<(), MachineError> {
+/// Page tables for a 64-bit entry: the first 4 GiB identity-mapped with
+/// 2 MiB pages (PML4, one PDPT, four page directories), as a 64-bit
+/// boot loader leaves them; returns CR3.
+const PML4_ADDR: u64 = 0x9000;
+const BOOT_STACK: u64 = 0x8ff0;
+
+fn write_identity_page_tables(mem: &vm_memory::GuestMemoryMmap) -> Result<u64, MachineError> {
+    let pdpt = PML4_ADDR + 0x1000;
+    let pd = pdpt + 0x1000;
+    let mut pages = vec![0u8; 6 * 0x1000];
+    let mut put = |off: u64, v: u64| {
+        let o = off as usize;
+        pages[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    put(0, pdpt | 0x3);
+    for i in 0..4u64 {
+        put(0x1000 + 8 * i, (pd + 0x1000 * i) | 0x3);
+    }
+    for i in 0..2048u64 {
+        put(0x2000 + 8 * i, (i << 21) | 0x83);
+    }
+    mem.write_slice(&pages, GuestAddress(PML4_ADDR))
+        .map_err(err("page tables"))?;
+    Ok(PML4_ADDR)
+}
+
+/// The boot vCPU's entry state: protected mode with flat segments,
+/// paging and interrupts off (PVH, bzImage), or 64-bit mode on identity
+/// page tables with a stack below them (a plain vmlinux ELF).
+fn set_boot_entry(fd: &kvm_ioctls::VcpuFd, entry: EntryPoint) -> Result<(), MachineError> {
     let mut sregs = fd.get_sregs().map_err(err("KVM sregs"))?;
     sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (boot_gdt().len() - 1) as u16;
+    sregs.gdt.limit = (boot_gdt(entry.long_mode).len() - 1) as u16;
     let code = kvm_bindings::kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
@@ -1179,14 +1228,25 @@ fn set_protected_mode_entry(
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.cr0 = 0x11;
-    sregs.cr4 = 0;
-    sregs.efer = 0;
+    if entry.long_mode {
+        // Paging on (PE, ET, PG), PAE, long mode active.
+        sregs.cs.l = 1;
+        sregs.cs.db = 0;
+        sregs.cr0 = 0x8000_0011;
+        sregs.cr3 = PML4_ADDR;
+        sregs.cr4 = 0x20;
+        sregs.efer = 0x500;
+    } else {
+        sregs.cr0 = 0x11;
+        sregs.cr4 = 0;
+        sregs.efer = 0;
+    }
     fd.set_sregs(&sregs).map_err(err("KVM sregs"))?;
     let regs = kvm_regs {
         rip: entry.rip,
         rbx: entry.rbx,
         rsi: entry.rsi,
+        rsp: if entry.long_mode { BOOT_STACK } else { 0 },
         rflags: 0x2,
         ..Default::default()
     };
