@@ -552,3 +552,20 @@ fn a_plain_64_bit_elf_starts_in_long_mode_with_the_zero_page_in_rsi() {
     );
     assert_eq!(st.code(), Some(33), "{out}{err}");
 }
+
+/// Without firmware vmm leaves the MSRs a boot loader would: MTRRs on
+/// with write-back as the default type, fast strings, the power-on PAT.
+#[test]
+fn the_guest_finds_mtrrs_on_fast_strings_and_the_power_on_pat() {
+    let (code, out) = run_guest("msrs", &["-smp", "2"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("mtrr_def_type=0x806"), "{out}");
+    assert!(out.contains("pat=0x7040600070406"), "{out}");
+    let misc = out
+        .split("misc_enable=0x")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(misc & 1, 1, "{out}");
+}

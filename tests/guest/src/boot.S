@@ -257,6 +257,7 @@ nmi_entry:
 #   rax=0: halt: sleep until an NMI (IF stays 0, nothing else wakes it).
 #   rax=1: cpuid, leaf %edi, subleaf %esi -> eax, ebx, ecx, edx. (On
 #          kvm_pvm a ring-3 cpuid is not virtualized: it shows the host's.)
+#   rax=2: rdmsr, index %edi -> edx:eax.
 #   else:  rax = -1.
 .balign 16
 int3_entry:
@@ -270,7 +271,12 @@ int3_entry:
     mov     %esi, %ecx
     cpuid
     iretq
-2:  mov     $-1, %rax
+2:  cmp     $2, %rax
+    jne     3f
+    mov     %edi, %ecx
+    rdmsr
+    iretq
+3:  mov     $-1, %rax
     iretq
 .popsection
 

@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "virtio-blk",
     "virtio-hostile",
     "virtio-msix",
+    "msrs",
     "virtio-resize",
     "virtio-blk-rw",
     "virtio-blk-bench",
@@ -78,6 +79,7 @@ pub fn run(name: &str) {
         "virtio-blk" => virtio_blk(),
         "virtio-hostile" => virtio_hostile(),
         "virtio-msix" => virtio_msix(),
+        "msrs" => msrs(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
         "virtio-blk-bench" => crate::blkbench::run(),
@@ -554,6 +556,21 @@ fn virtio_blk_rw() {
     let st = run(crate::virtio::T_FLUSH, 0, 0);
     say!("{} flush status={}", T, st);
     say!("ok {}", T);
+}
+
+/// The MSRs a boot loader leaves set: MTRRs on with write-back as the
+/// default type, fast strings, and the power-on PAT.
+fn msrs() {
+    let misc = crate::x86::rdmsr(0x1a0);
+    let mtrr_def = crate::x86::rdmsr(0x2ff);
+    let pat = crate::x86::rdmsr(0x277);
+    say!(
+        "msrs misc_enable={:#x} mtrr_def_type={:#x} pat={:#x}",
+        misc,
+        mtrr_def,
+        pat
+    );
+    say!("ok msrs");
 }
 
 /// Whether the boot CPU's local APIC holds `vector` requested (IRR): with

@@ -95,6 +95,29 @@ pub fn cpuid(leaf: u32, sub: u32) -> Cpuid {
     }
 }
 
+/// Reads MSR `index` (through the int3 gate from ring 3, where rdmsr
+/// faults).
+pub fn rdmsr(index: u32) -> u64 {
+    let (lo, hi): (u64, u64);
+    if cpl() == 0 {
+        unsafe {
+            asm!("rdmsr", in("ecx") index, out("eax") lo, out("edx") hi, options(nomem, nostack))
+        };
+    } else {
+        unsafe {
+            asm!(
+                "int3",
+                inout("rax") 2u64 => lo,
+                in("rdi") u64::from(index),
+                out("rcx") _,
+                out("rdx") hi,
+                options(nomem, nostack),
+            )
+        };
+    }
+    (lo & 0xffff_ffff) | (hi << 32)
+}
+
 /// Initial APIC ID of the running CPU (CPUID.1:EBX[31:24]).
 pub fn apic_id() -> u32 {
     cpuid(1, 0).ebx >> 24

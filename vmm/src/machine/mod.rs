@@ -694,9 +694,12 @@ impl Machine {
             };
             fd.set_fpu(&fpu).map_err(err("KVM FPU"))?;
             // With firmware the boot vCPU starts at the reset vector, in
-            // the state KVM creates it in.
-            if let (0, Some(entry)) = (index, entry) {
-                set_boot_entry(&fd, entry)?;
+            // the state KVM creates it in, and the firmware sets the MSRs.
+            if let Some(entry) = entry {
+                set_boot_msrs(&fd)?;
+                if index == 0 {
+                    set_boot_entry(&fd, entry)?;
+                }
             }
             vcpus.push(VcpuShared::new(index as usize, fd, !self.running));
         }
@@ -1193,6 +1196,38 @@ fn write_identity_page_tables(mem: &vm_memory::GuestMemoryMmap) -> Result<u64, M
     mem.write_slice(&pages, GuestAddress(PML4_ADDR))
         .map_err(err("page tables"))?;
     Ok(PML4_ADDR)
+}
+
+const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+/// MTRRs enabled (bit 11), write-back (6) where no range says otherwise.
+const MTRR_DEF_TYPE_WB: u64 = (1 << 11) | 6;
+/// IA32_MISC_ENABLE: fast string operations, as QEMU's reset state has.
+const MISC_ENABLE_FAST_STRING: u64 = 1;
+
+/// The MSRs a boot loader leaves for a kernel that starts without
+/// firmware (PVH, bzImage, ELF): MTRRs on with write-back as the default
+/// type (without them Linux turns PAT off too) and fast strings.
+fn set_boot_msrs(fd: &kvm_ioctls::VcpuFd) -> Result<(), MachineError> {
+    let entry = |index, data| kvm_bindings::kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let mut read = kvm_bindings::Msrs::from_entries(&[entry(MSR_IA32_MISC_ENABLE, 0)])
+        .map_err(|e| MachineError(format!("KVM MSRs: {e:?}")))?;
+    fd.get_msrs(&mut read).map_err(err("KVM MSRs"))?;
+    let misc = read.as_slice()[0].data | MISC_ENABLE_FAST_STRING;
+    let set = kvm_bindings::Msrs::from_entries(&[
+        entry(MSR_IA32_MISC_ENABLE, misc),
+        entry(MSR_MTRR_DEF_TYPE, MTRR_DEF_TYPE_WB),
+    ])
+    .map_err(|e| MachineError(format!("KVM MSRs: {e:?}")))?;
+    let n = fd.set_msrs(&set).map_err(err("KVM MSRs"))?;
+    if n != 2 {
+        return Err(MachineError(format!("KVM MSRs: {n} of 2 set")));
+    }
+    Ok(())
 }
 
 /// The boot vCPU's entry state: protected mode with flat segments,
