@@ -569,3 +569,32 @@ fn the_guest_finds_mtrrs_on_fast_strings_and_the_power_on_pat() {
         .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(misc & 1, 1, "{out}");
 }
+
+/// A guest that runs code from where no RAM is leaves KVM unable to go
+/// on: the VM stops in `internal-error` (STOP), `cont` is refused as QEMU
+/// refuses it, and `system_reset` brings it back to boot again.
+#[test]
+fn a_kvm_internal_error_stops_the_vm_until_a_reset() {
+    let g = Guest::start("exec-mmio", &[]);
+    let mut c = g.vmm.qmp();
+    // A STOP may come before this client is connected: poll the state.
+    let wait_internal_error = |c: &mut QmpClient| {
+        let deadline = std::time::Instant::now() + GUEST_TIMEOUT;
+        while c.ok("query-status", json!({}))["status"] != "internal-error" {
+            assert!(std::time::Instant::now() < deadline, "{}", g.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_internal_error(&mut c);
+    let (class, desc) = c.err("cont", json!({}));
+    assert_eq!(class, "GenericError");
+    assert_eq!(desc, "Resetting the Virtual Machine is required");
+    c.ok("system_reset", json!({}));
+    assert_eq!(c.ok("query-status", json!({}))["status"], "prelaunch");
+    c.ok("cont", json!({}));
+    // The guest boots again, and fails the same way.
+    wait_internal_error(&mut c);
+    assert!(c.event_names().iter().any(|e| e == "STOP"), "no STOP event");
+    let out = std::fs::read_to_string(&g.serial).unwrap_or_default();
+    assert_eq!(out.matches("exec-mmio jumping").count(), 2, "{out}");
+}

@@ -21,6 +21,7 @@ pub const ALL: &[&str] = &[
     "virtio-hostile",
     "virtio-msix",
     "msrs",
+    "exec-mmio",
     "virtio-resize",
     "virtio-blk-rw",
     "virtio-blk-bench",
@@ -80,6 +81,7 @@ pub fn run(name: &str) {
         "virtio-hostile" => virtio_hostile(),
         "virtio-msix" => virtio_msix(),
         "msrs" => msrs(),
+        "exec-mmio" => exec_mmio(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
         "virtio-blk-bench" => crate::blkbench::run(),
@@ -556,6 +558,17 @@ fn virtio_blk_rw() {
     let st = run(crate::virtio::T_FLUSH, 0, 0);
     say!("{} flush status={}", T, st);
     say!("ok {}", T);
+}
+
+/// Jumps to an address where no RAM is (below the IOAPIC): the
+/// hypervisor cannot fetch the instruction, and the VMM must stop the VM
+/// in `internal-error` rather than die. Never returns.
+fn exec_mmio() {
+    say!("exec-mmio jumping to 0xfe000000");
+    // SAFETY: deliberately not safe: the point is what the VMM does.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(0xfe00_0000usize) };
+    f();
+    say!("fail exec-mmio came back");
 }
 
 /// The MSRs a boot loader leaves set: MTRRs on with write-back as the
