@@ -41,3 +41,14 @@ if [ ! -s "$kernel_dir/vmlinuz" ]; then
     cp "$tmp"/x/boot/vmlinuz-* "$kernel_dir/vmlinuz"
     rm -rf "$tmp"
 fi
+
+# Busybox for the user-space boot test (run only where hardware
+# virtualization lets Linux get that far): Debian's static build.
+busybox_dir=tests/assets/busybox
+if [ ! -s "$busybox_dir/busybox" ]; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download busybox-static >/dev/null 2>&1 && dpkg-deb -x ./*.deb x)
+    mkdir -p "$busybox_dir"
+    cp "$tmp"/x/bin/busybox "$busybox_dir/busybox"
+    rm -rf "$tmp"
+fi
