@@ -146,3 +146,25 @@ fn daemonize_returns_once_the_monitor_is_up() {
     c.ok("quit", json!({}));
     assert!(c.read_message().is_none_or(|m| m["event"] == "SHUTDOWN"));
 }
+
+#[test]
+fn device_help_lists_the_device_types_and_their_properties() {
+    let (st, _, err) = run_vmm(&["-device", "help"]);
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.contains("Storage devices:"), "{err}");
+    assert!(
+        err.contains("name \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\""),
+        "{err}"
+    );
+    let (st, _, err) = run_vmm(&["-device", "virtio-blk-pci,help"]);
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("virtio-blk-pci.drive=str")),
+        "{err}"
+    );
+    assert!(err.contains("virtio-blk-pci.num-queues=uint16"), "{err}");
+    let (st, _, err) = run_vmm(&["-device", "nosuch,help"]);
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.contains("Device 'nosuch' not found"), "{err}");
+}

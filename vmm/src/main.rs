@@ -99,6 +99,22 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // QEMU 2.11 prints both lists with error_printf: on stderr.
+        Action::ListDevices => {
+            eprint!("{}", qdev::device_list());
+            ExitCode::SUCCESS
+        }
+        Action::DeviceHelp { driver } => match qdev::device_help(&driver) {
+            Ok(text) => {
+                eprint!("{text}");
+                ExitCode::SUCCESS
+            }
+            // QEMU reports the error and still exits 0 after a help request.
+            Err(e) => {
+                eprintln!("vmm: -device {driver},help: {}", e.desc);
+                ExitCode::SUCCESS
+            }
+        },
         Action::LogUsage => {
             println!("Log items (comma separated):");
             for (name, help) in cmdline::LOG_ITEMS {
@@ -117,7 +133,6 @@ fn main() -> ExitCode {
 fn help_option(a: &Action) -> &'static str {
     match a {
         Action::MachineHelp { .. } => "-machine help",
-        Action::ListDevices | Action::DeviceHelp { .. } => "-device help",
         Action::ListChardevBackends => "-chardev help",
         Action::ListNetdevBackends => "-netdev help",
         Action::ListWatchdogs => "-watchdog help",
@@ -129,9 +144,6 @@ fn help_subsystem(a: &Action) -> &'static str {
     match a {
         Action::MachineHelp { .. } => {
             "CPU models and machine properties arrive with the KVM machine"
-        }
-        Action::ListDevices | Action::DeviceHelp { .. } => {
-            "devices arrive with the object model and the device issues"
         }
         Action::ListChardevBackends => "character devices arrive with their own issue",
         Action::ListNetdevBackends => "network backends arrive with their own issue",
