@@ -1246,3 +1246,57 @@ fn info_qtree_and_mtree_without_a_machine() {
          \r\n"
     );
 }
+
+/// `info pic` as QEMU 2.11 prints the two kvm-i8259s (slave first).
+fn pic_text(slave: &str, master: &str) -> String {
+    format!("pic1: {slave}\r\npic0: {master}\r\n")
+}
+
+#[test]
+fn info_pic_irq_numa_roms_usernet_show_the_machine() {
+    let bios = "/usr/share/seabios/bios-256k.bin";
+    assert!(Path::new(bios).exists(), "{bios}: run scripts/setup.sh");
+    let vmm = VmmProcess::start(&["-nodefaults", "-bios", bios, "-S"]);
+    let mut c = vmm.qmp();
+    // Power-on state of KVM's PICs, before any guest code.
+    let reset = "irr=00 imr=00 isr=00 hprio=0 irq_base=00 rr_sel=0 elcr=00 fnm=0";
+    assert_eq!(hmp(&mut c, "info pic"), pic_text(reset, reset));
+    assert_eq!(hmp(&mut c, "info irq"), "IRQ statistics for kvm-i8259:\r\n");
+    assert_eq!(hmp(&mut c, "info numa"), "0 nodes\r\n");
+    assert_eq!(
+        hmp(&mut c, "info roms"),
+        format!("addr=00000000fffc0000 size=0x040000 mem=rom name=\"{bios}\"\r\n")
+    );
+    assert_eq!(hmp(&mut c, "info usernet"), "");
+    let help = hmp(&mut c, "help info");
+    for sub in ["irq", "pic", "numa", "usernet", "roms"] {
+        assert!(help.contains(&format!("info {sub}  -- ")), "{help}");
+    }
+    // SeaBIOS programs the PICs: vectors 0x08 and 0x70, as on a PC.
+    assert_eq!(hmp(&mut c, "cont"), "");
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    let pic = loop {
+        let pic = hmp(&mut c, "info pic");
+        if pic.contains("irq_base=70") && pic.contains("irq_base=08") {
+            break pic;
+        }
+        assert!(Instant::now() < deadline, "SeaBIOS left the PICs: {pic}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = pic.lines().collect();
+    assert_eq!(lines.len(), 2, "{pic}");
+    assert!(lines[0].starts_with("pic1: ") && lines[0].contains("irq_base=70"));
+    assert!(lines[1].starts_with("pic0: ") && lines[1].contains("irq_base=08"));
+}
+
+#[test]
+fn info_roms_is_empty_for_a_kernel_loaded_into_ram() {
+    let dir = TempDir::new("hmp-roms");
+    let serial = dir.path().join("com1.log");
+    let args = vmm_tests::guest_args("idle", &serial, &["-S"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    assert_eq!(hmp(&mut c, "info roms"), "");
+    assert_eq!(hmp(&mut c, "info numa"), "0 nodes\r\n");
+}

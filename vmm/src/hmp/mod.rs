@@ -11,6 +11,7 @@
 mod info;
 mod mtree;
 mod parse;
+mod platform;
 mod qemu_io;
 mod qtree;
 mod readline;
@@ -563,8 +564,36 @@ const INFO_COMMANDS: &[Cmd] = &[
         "the command line history",
         Run::Fn(info_history),
     ),
+    cmd(
+        "irq",
+        "",
+        "",
+        "interrupt counts of the interrupt controllers that keep them",
+        Run::Fn(platform::info_irq),
+    ),
+    cmd(
+        "pic",
+        "",
+        "",
+        "the state of the interrupt controllers",
+        Run::Fn(platform::info_pic),
+    ),
     cmd("pci", "", "", "the PCI devices", Run::Fn(info::info_pci)),
     cmd("kvm", "", "", "KVM support", Run::Fn(info_kvm)),
+    cmd(
+        "numa",
+        "",
+        "",
+        "the NUMA nodes",
+        Run::Fn(platform::info_numa),
+    ),
+    cmd(
+        "usernet",
+        "",
+        "",
+        "the user-mode network stacks",
+        Run::Fn(platform::info_usernet),
+    ),
     cmd("name", "", "", "the guest's name", Run::Fn(info_name)),
     cmd("status", "", "", "the run state", Run::Fn(info_status)),
     cmd("mice", "", "", "the mice", Run::Query("query-mice")),
@@ -654,6 +683,13 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "the buses and devices of the machine",
         Run::Fn(qtree::info_qtree),
+    ),
+    cmd(
+        "roms",
+        "",
+        "",
+        "the ROM images loaded into the guest",
+        Run::Fn(platform::info_roms),
     ),
     cmd(
         "dump",

@@ -29,6 +29,8 @@ const SEGMENTS: usize = 13;
 pub struct Firmware {
     rom: GuestMemoryMmap,
     size: u64,
+    /// The file as `-bios` named it (QEMU's ROM name).
+    name: String,
 }
 
 impl Firmware {
@@ -46,7 +48,24 @@ impl Firmware {
             GuestMemoryMmap::from_ranges(&[(base, image.len())]).map_err(err("firmware memory"))?;
         rom.write_slice(image, base)
             .map_err(err("firmware memory"))?;
-        Ok(Firmware { rom, size })
+        Ok(Firmware {
+            rom,
+            size,
+            name: path.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The guest address of the image's first byte.
+    pub fn base(&self) -> u64 {
+        (1u64 << 32) - self.size
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     fn host(&self, offset: u64) -> Result<u64, MachineError> {

@@ -16,7 +16,10 @@ use bzimage::BzImage;
 use devices::legacy::{Cmos, DebugExit, ResetControl, Serial16550, I8042};
 use devices::pci::{I440fx, PciConfigIo, PciRoot, Piix3, Piix3Ide, Piix4Pm};
 use devices::{acpi_pm::AcpiPm, Bus, InterruptLine, PlatformRequest, RequestSink};
-use kvm_bindings::{kvm_pit_config, kvm_regs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_regs, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{GuestRam, RamLayout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,10 +82,37 @@ type CurrentVm = Arc<RwLock<Option<Arc<VmFd>>>>;
 struct IsaIrq {
     vm: CurrentVm,
     irq: u32,
+    stats: Arc<IrqStats>,
+}
+
+/// The ISA lines' rising edges as the VMM drives them (QEMU 2.11's
+/// kvm-i8259 statistics): what the in-kernel PIT raises inside KVM is
+/// not seen here, so it is not counted, as in QEMU.
+#[derive(Default)]
+struct IrqStats {
+    levels: [AtomicBool; 16],
+    counts: [std::sync::atomic::AtomicU64; 16],
+}
+
+impl IrqStats {
+    fn record(&self, irq: u32, high: bool) {
+        let Some(level) = self.levels.get(irq as usize) else {
+            return;
+        };
+        if level.swap(high, Ordering::Relaxed) != high && high {
+            self.counts[irq as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rising edges seen on each of ISA IRQs 0-15.
+    pub fn counts(&self) -> [u64; 16] {
+        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
 }
 
 impl InterruptLine for IsaIrq {
     fn set_level(&self, high: bool) {
+        self.stats.record(self.irq, high);
         if let Some(vm) = self.vm.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             // An irq line error cannot be reported to the device; the
             // guest simply sees no interrupt.
@@ -391,6 +421,9 @@ pub struct Machine {
     running: bool,
     /// With -bios: the KVM slots of the BIOS shadow area.
     shadow: Option<Arc<Mutex<firmware::ShadowRam>>>,
+    /// What the ISA interrupt lines did (kept across resets, as QEMU
+    /// keeps its counters).
+    irq_stats: Arc<IrqStats>,
 }
 
 /// The next free I/O range of `size` bytes (a power of two) from
@@ -468,10 +501,12 @@ impl Machine {
         };
         let vm: CurrentVm = Arc::new(RwLock::new(None));
         let sink: Arc<dyn RequestSink> = Arc::new(PlatformSink(events.clone()));
+        let irq_stats = Arc::new(IrqStats::default());
         let irq = |n: u32| -> Arc<dyn InterruptLine> {
             Arc::new(IsaIrq {
                 vm: vm.clone(),
                 irq: n,
+                stats: irq_stats.clone(),
             })
         };
 
@@ -618,6 +653,7 @@ impl Machine {
             rtc_timer: Some(rtc_timer),
             running: false,
             shadow,
+            irq_stats,
         };
         m.build_vm()?;
         Ok(m)
@@ -846,6 +882,37 @@ impl Machine {
         r
     }
 
+    /// The in-kernel 8259s' state, master then slave (KVM_GET_IRQCHIP,
+    /// which KVM answers under its own lock while vCPUs run, as QEMU
+    /// reads it); None while no VM exists (a reset that failed).
+    pub fn pic_states(&self) -> Option<[kvm_bindings::kvm_pic_state; 2]> {
+        let vm = self.vm.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let chip = |id: u32| {
+            let mut c = kvm_bindings::kvm_irqchip {
+                chip_id: id,
+                ..Default::default()
+            };
+            vm.get_irqchip(&mut c).ok()?;
+            // SAFETY: chips 0 and 1 are PICs; KVM filled the `pic` member.
+            Some(unsafe { c.chip.pic })
+        };
+        Some([chip(KVM_IRQCHIP_PIC_MASTER)?, chip(KVM_IRQCHIP_PIC_SLAVE)?])
+    }
+
+    /// Rising edges the VMM drove on each ISA interrupt line.
+    pub fn isa_irq_counts(&self) -> [u64; 16] {
+        self.irq_stats.counts()
+    }
+
+    /// With `-bios`: the firmware's name as given, its guest address and
+    /// size (the ROM at the top of 4 GiB).
+    pub fn firmware_rom(&self) -> Option<(&str, u64, u64)> {
+        match &self.kernel {
+            Kernel::Firmware(fw) => Some((fw.name(), fw.base(), fw.size())),
+            _ => None,
+        }
+    }
+
     /// Every register of vCPU `cpu` (for the monitor's `info registers`).
     pub fn cpu_registers(&mut self, cpu: usize) -> Option<CpuRegisters> {
         self.with_vcpus_paused(|m| {
@@ -1047,6 +1114,7 @@ impl Machine {
         let irq: Arc<dyn InterruptLine> = Arc::new(IsaIrq {
             vm: self.vm.clone(),
             irq: u32::from(line),
+            stats: self.irq_stats.clone(),
         });
         let pci_dev = devices::virtio::pci::VirtioPci::new(
             Box::new(dev),
