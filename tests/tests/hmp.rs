@@ -134,6 +134,11 @@ fn errors_and_unknown_commands_print_qemus_texts() {
     let help = hmp(&mut c, "help");
     assert!(help.contains("\r\nxp /fmt addr -- "), "{help}");
     assert!(help.contains("c|cont  -- "), "{help}");
+    // QEMU's monitor sorts its command tables by name.
+    let names: Vec<&str> = help.lines().filter_map(|l| l.split(' ').next()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "{help}");
     let chardevs = c.ok("query-chardev", json!({}));
     let expected: String = chardevs
         .as_array()

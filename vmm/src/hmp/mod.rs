@@ -800,8 +800,12 @@ fn qmp_call(ctx: &mut Ctx<'_>, name: &str, args: &Map<String, Value>) -> Result<
     })
 }
 
+/// The commands of `table` in QEMU's order: its monitor sorts its
+/// command tables by name (strcmp) at start-up.
 fn dump_help(out: &mut String, table: &[Cmd], prefix: &str) {
-    for c in table {
+    let mut sorted: Vec<&Cmd> = table.iter().collect();
+    sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    for c in sorted {
         let _ = writeln!(out, "{prefix}{} {} -- {}", c.name, c.params, c.help);
     }
 }
