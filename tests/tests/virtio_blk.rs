@@ -21,6 +21,19 @@ fn start(test: &str, image: &Path, serial_log: &Path, extra_device: &str) -> Vmm
     VmmProcess::start(&args)
 }
 
+/// Runs guest test `test` against a 1 MiB disk (`device_opts` added to
+/// the device) and returns COM1's text once the test passed or failed.
+fn guest_test_output(test: &str, device_opts: &str) -> String {
+    let dir = TempDir::new("vblk-test");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let _vmm = start(test, &img, &serial, device_opts);
+    let ok = format!("ok {test}");
+    wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains(&ok) || l.contains("fail")
+    })
+}
+
 /// The whole file holds the benchmark workload's write pattern,
 /// `(i % 256) * 7 + 3` at byte i.
 fn assert_holds_the_write_pattern(img: &Path) {
@@ -490,16 +503,22 @@ fn stop_cont_and_reset_in_the_middle_of_io_lose_nothing() {
 /// APIC (the guest reads its IRR) and clears the bit.
 #[test]
 fn msix_masking_keeps_the_interrupt_pending_until_unmasked() {
-    let dir = TempDir::new("vblk-msix");
-    let img = make_image(dir.path(), 1 << 20);
-    let serial = dir.path().join("com1.log");
-    let _vmm = start("virtio-msix", &img, &serial, ",disable-legacy=on");
-    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
-        l.contains("ok virtio-msix") || l.contains("fail")
-    });
+    let out = guest_test_output("virtio-msix", ",disable-legacy=on");
     assert!(
         out.contains("virtio-msix masked: pending=true delivered=false"),
         "{out}"
     );
     assert!(out.contains("ok virtio-msix vector=0x41"), "{out}");
+}
+
+/// Bus mastering off: the device touches no guest memory (a request made
+/// then waits) until the driver turns it back on, as QEMU stops DMA.
+#[test]
+fn without_bus_mastering_the_device_leaves_guest_memory_alone() {
+    let out = guest_test_output("virtio-busmaster", "");
+    assert!(
+        out.contains("virtio-busmaster bus-master off: completed=false"),
+        "{out}"
+    );
+    assert!(out.contains("ok virtio-busmaster"), "{out}");
 }

@@ -252,6 +252,12 @@ impl VirtioDevice for VirtioBlk {
         }
     }
 
+    fn bus_master(&mut self, on: bool) {
+        if let Some(w) = &self.worker {
+            w.bus_master(on);
+        }
+    }
+
     fn reset(&mut self) {
         // The I/O thread finishes what is in flight and ends; requests an
         // error policy kept are dropped.

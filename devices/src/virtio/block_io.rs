@@ -109,6 +109,9 @@ enum Message {
     Resume,
     /// The device is reset: finish what is in flight and end.
     Stop(mpsc::Sender<()>),
+    /// The driver turned bus mastering off (finish what is in flight and
+    /// touch guest memory no more) or back on.
+    BusMaster(bool, mpsc::Sender<()>),
 }
 
 struct Control {
@@ -169,6 +172,14 @@ impl Worker {
     pub(super) fn resume(&self) {
         self.send(Message::Resume);
     }
+
+    /// Returns once the thread has acted on it (when turning off: once
+    /// nothing is in flight).
+    pub(super) fn bus_master(&self, on: bool) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Message::BusMaster(on, tx));
+        let _ = rx.recv();
+    }
 }
 
 impl Drop for Worker {
@@ -212,6 +223,8 @@ struct Exec {
     /// The host file for the direct path, looked up once per pass.
     host: Option<HostFile>,
     paused: bool,
+    /// Bus mastering is off: the device must not reach guest memory.
+    dma_off: bool,
     /// An error policy stopped the VM: requests wait for `Resume`.
     error_stopped: bool,
     /// Requests an error policy stopped, in order, to run again.
@@ -261,6 +274,7 @@ impl Server {
                 unsent: VecDeque::new(),
                 host: None,
                 paused: false,
+                dma_off: false,
                 error_stopped: false,
                 retry: VecDeque::new(),
                 broken: false,
@@ -334,7 +348,7 @@ impl Server {
     /// notify a device that is looking anyway); true when it found some.
     fn poll_for_work(&mut self) -> bool {
         let poll_ns = self.poll_ns;
-        if poll_ns == 0 || self.exec.paused || self.exec.error_stopped || self.exec.broken {
+        if poll_ns == 0 || self.exec.idle() {
             return false;
         }
         let Server {
@@ -440,6 +454,15 @@ impl Server {
                     self.exec.paused = false;
                     self.resume();
                 }
+                Some(Message::BusMaster(on, done)) => {
+                    self.exec.dma_off = !on;
+                    if on {
+                        self.resume();
+                    } else {
+                        self.drain();
+                    }
+                    let _ = done.send(());
+                }
                 Some(Message::Stop(done)) => {
                     self.drain();
                     let _ = done.send(());
@@ -469,6 +492,9 @@ impl Server {
     /// The VM runs again: requests an error policy kept go first, in
     /// order (QEMU's virtio_blk_dma_restart), then the queues.
     fn resume(&mut self) {
+        if self.exec.paused || self.exec.dma_off {
+            return;
+        }
         self.exec.error_stopped = false;
         self.exec.refresh_host();
         while let Some(req) = self.exec.retry.pop_front() {
@@ -493,7 +519,7 @@ impl Server {
         let Server {
             mem, queues, exec, ..
         } = self;
-        if exec.paused || exec.error_stopped || exec.broken {
+        if exec.idle() {
             return;
         }
         let Some(queue) = queues.get_mut(index) else {
@@ -551,6 +577,11 @@ impl Server {
 }
 
 impl Exec {
+    /// Whether the thread takes no new requests now.
+    fn idle(&self) -> bool {
+        self.paused || self.dma_off || self.error_stopped || self.broken
+    }
+
     fn refresh_host(&mut self) {
         self.host = self.backend.host_file();
     }

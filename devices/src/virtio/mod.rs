@@ -70,6 +70,10 @@ pub trait VirtioDevice: Send {
     /// and no new one starts until `vm_running` (QEMU drains the block
     /// layer on a stop).
     fn vm_stopped(&mut self) {}
+    /// The driver turned the function's bus mastering off or on: while
+    /// it is off the device must not touch guest memory (requests in
+    /// flight finish first).
+    fn bus_master(&mut self, _on: bool) {}
     /// Back to the state before activation; the queues are dropped.
     fn reset(&mut self);
 }

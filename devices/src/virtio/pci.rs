@@ -61,6 +61,9 @@ struct Interrupts {
     /// The driver broke the rules (a hostile queue): NEEDS_RESET until
     /// the driver resets the device.
     broken: bool,
+    /// The function may master the bus: MSI-X messages are memory writes
+    /// and go nowhere without it, as in QEMU.
+    bus_master: bool,
     /// Each MSI-X entry's irqfd route, made at its first message.
     vectors: Vec<Option<Box<dyn crate::platform::MsiVector>>>,
     msi: Arc<dyn MsiSink>,
@@ -70,6 +73,9 @@ struct Interrupts {
 impl Interrupts {
     fn signal(&mut self, vector: u16, isr_bit: u8) {
         if self.msix_enabled {
+            if !self.bus_master {
+                return;
+            }
             let v = usize::from(vector);
             let Some(entry) = self.table.get(v).copied() else {
                 return;
@@ -89,7 +95,7 @@ impl Interrupts {
 
     /// Delivers what was pending behind a mask that was just lifted.
     fn flush_pending(&mut self) {
-        if !self.msix_enabled || self.function_masked {
+        if !self.msix_enabled || self.function_masked || !self.bus_master {
             return;
         }
         for v in 0..self.table.len() {
@@ -197,6 +203,8 @@ pub struct VirtioPci {
     bar0: Option<u64>,
     /// The legacy notify port the kicks are registered at.
     legacy_ioevents_at: Option<u16>,
+    /// Bus mastering as the device last heard of it.
+    bus_master_seen: bool,
     qdev_id: String,
 }
 
@@ -315,6 +323,7 @@ impl VirtioPci {
             config_generation: 0,
             queue_vectors: vec![NO_VECTOR; queue_sizes.len()],
             broken: false,
+            bus_master: false,
             vectors: (0..vectors).map(|_| None).collect(),
             msi,
             intx,
@@ -349,6 +358,7 @@ impl VirtioPci {
             legacy: bars.legacy.is_some(),
             bar0: None,
             legacy_ioevents_at: None,
+            bus_master_seen: false,
             qdev_id,
         })
     }
@@ -486,7 +496,29 @@ impl VirtioPci {
         let handle = Arc::new(InterruptHandle(self.interrupts.clone()));
         self.device
             .activate(self.mem.clone(), queues, handle, self.kicks.clone());
+        if !self.bus_master_seen {
+            // A driver that starts the device without bus mastering gets
+            // no DMA until it turns it on.
+            self.device.bus_master(false);
+        }
         self.sync_ioevents();
+    }
+
+    /// The driver changed the command register: bus mastering on or off
+    /// reaches the device (no guest memory access while off) and MSI-X.
+    fn sync_bus_master(&mut self) {
+        let on = self.config.u16(config::COMMAND) & config::COMMAND_MASTER != 0;
+        if on == self.bus_master_seen {
+            return;
+        }
+        self.bus_master_seen = on;
+        let mut i = self.interrupts();
+        i.bus_master = on;
+        i.flush_pending();
+        drop(i);
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.device.bus_master(on);
+        }
     }
 
     fn mark_broken(&mut self, why: &str) {
@@ -741,6 +773,9 @@ impl PciFunction for VirtioPci {
         if offset < MSIX_CAP + 4 && offset + len > MSIX_CAP + 2 {
             self.sync_msix_control();
         }
+        if offset < config::COMMAND + 2 && offset + len > config::COMMAND {
+            self.sync_bus_master();
+        }
     }
 
     fn bars_mapped(&mut self, mapped: &[Option<u64>; 6]) {
@@ -765,6 +800,8 @@ impl PciFunction for VirtioPci {
         VirtioPci::reset(self);
         self.config = self.initial_config.clone();
         self.sync_msix_control();
+        self.bus_master_seen = false;
+        self.interrupts().bus_master = false;
         let mut i = self.interrupts();
         i.table.iter_mut().for_each(|e| {
             *e = MsixEntry {

@@ -22,6 +22,7 @@ pub const ALL: &[&str] = &[
     "virtio-msix",
     "msrs",
     "exec-mmio",
+    "virtio-busmaster",
     "virtio-resize",
     "virtio-blk-rw",
     "virtio-blk-bench",
@@ -82,6 +83,7 @@ pub fn run(name: &str) {
         "virtio-msix" => virtio_msix(),
         "msrs" => msrs(),
         "exec-mmio" => exec_mmio(),
+        "virtio-busmaster" => virtio_busmaster(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
         "virtio-blk-bench" => crate::blkbench::run(),
@@ -558,6 +560,36 @@ fn virtio_blk_rw() {
     let st = run(crate::virtio::T_FLUSH, 0, 0);
     say!("{} flush status={}", T, st);
     say!("ok {}", T);
+}
+
+/// With bus mastering off the device must leave guest memory alone: a
+/// request made then stays untouched until the driver turns it back on.
+fn virtio_busmaster() {
+    const T: &str = "virtio-busmaster";
+    let mut blk = probe_blk(T);
+    if blk.request(crate::virtio::T_IN, 0, 512) != Ok(0) {
+        fail(T, format_args!("read with bus mastering on failed"));
+    }
+    blk.set_bus_master(false);
+    blk.start_read(0, 512);
+    time::delay_us(200_000);
+    let early = blk.completed();
+    say!("{} bus-master off: completed={}", T, early);
+    if early {
+        fail(
+            T,
+            format_args!("the device used guest memory with bus mastering off"),
+        );
+    }
+    blk.set_bus_master(true);
+    match blk.wait_completion() {
+        Ok(0) => say!("ok {}", T),
+        Ok(s) => fail(
+            T,
+            format_args!("status {} after bus mastering came back", s),
+        ),
+        Err(e) => fail(T, format_args!("{}", e)),
+    }
 }
 
 /// Jumps to an address where no RAM is (below the IOAPIC): the

@@ -497,6 +497,16 @@ impl Blk {
         Self::desc_in(table, 2, STATUS, 1, WRITE, 0);
         self.publish_head0();
         self.kick();
+        self.wait_completion()
+    }
+
+    /// Whether the device has put the last request in the used ring.
+    pub fn completed(&self) -> bool {
+        rd16(self.used + 2) != self.used_seen
+    }
+
+    /// Waits for the request in flight; returns its status byte.
+    pub fn wait_completion(&mut self) -> Result<u8, &'static str> {
         let target = self.used_seen.wrapping_add(1);
         let mut spins: u64 = 0;
         while rd16(self.used + 2) != target {
@@ -510,5 +520,29 @@ impl Blk {
         fence(Ordering::SeqCst);
         let _ = rd32(self.used + 4);
         Ok(rd8(STATUS))
+    }
+
+    /// Starts a read of `len` bytes at `sector` into DATA without waiting.
+    pub fn start_read(&mut self, sector: u64, len: u32) {
+        const NEXT: u16 = 1;
+        const WRITE: u16 = 2;
+        unsafe {
+            core::ptr::write_volatile(HEADER as *mut u32, T_IN);
+            core::ptr::write_volatile((HEADER + 4) as *mut u32, 0);
+            core::ptr::write_volatile((HEADER + 8) as *mut u64, sector);
+            core::ptr::write_volatile(STATUS as *mut u8, 0xff);
+        }
+        Self::desc(0, HEADER, 16, NEXT, 1);
+        Self::desc(1, DATA, len, NEXT | WRITE, 2);
+        Self::desc(2, STATUS, 1, WRITE, 0);
+        self.publish_head0();
+        self.kick();
+    }
+
+    /// Turns the function's bus mastering on or off (PCI command bit 2).
+    pub fn set_bus_master(&self, on: bool) {
+        let cmd = cfg_read(self.slot, 4) & 0xffff;
+        let cmd = if on { cmd | 4 } else { cmd & !4 };
+        cfg_write(self.slot, 4, cmd);
     }
 }
