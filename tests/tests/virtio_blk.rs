@@ -177,9 +177,14 @@ fn legacy_driver_reads_and_writes(extra: &str) {
         out.contains("ok virtio-blk-legacy device-status=0x7"),
         "{out}"
     );
+    // With interrupts suppressed, NOTIFY_ON_EMPTY still interrupts once
+    // the queue runs dry; without it, nothing.
+    assert!(out.contains("notify-on-empty=false isr=0"), "{out}");
+    assert!(out.contains("notify-on-empty=true isr=1"), "{out}");
     // BAR 0 where query-pci has it; the device's size fixes the queue's.
     // Offered: the device's low 32 bits (seg_max, blk_size, flush,
-    // topology, config_wce, discard, write_zeroes, event_idx) and what
+    // topology, config_wce, discard, write_zeroes, indirect_desc,
+    // event_idx) and what
     // QEMU's transport adds (notify_on_empty, any_layout, bad_feature);
     // the guest kept flush and any_layout.
     let blk = virtio_blk_function(&mut c, 0x1001);

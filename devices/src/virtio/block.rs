@@ -115,6 +115,8 @@ pub struct VirtioBlk {
     backend: Arc<dyn BlockBackend>,
     config: BlockConfig,
     acked: u64,
+    /// The driver took the transport's NOTIFY_ON_EMPTY (legacy drivers).
+    notify_on_empty: bool,
     /// The writeback cache flag the driver may toggle (config `wce`).
     writeback: u8,
     /// The I/O thread, while the driver has the device running.
@@ -127,6 +129,7 @@ impl VirtioBlk {
             backend,
             config,
             acked: 0,
+            notify_on_empty: false,
             writeback: 1,
             worker: None,
         }
@@ -189,6 +192,7 @@ impl VirtioDevice for VirtioBlk {
 
     fn ack_features(&mut self, features: u64) {
         self.acked = features & self.features();
+        self.notify_on_empty = features & super::VIRTIO_F_NOTIFY_ON_EMPTY != 0;
     }
 
     fn config_size(&self) -> u64 {
@@ -227,6 +231,7 @@ impl VirtioDevice for VirtioBlk {
             backend: self.backend.clone(),
             serial: self.config.serial.clone(),
             merging: self.config.request_merging,
+            notify_on_empty: self.notify_on_empty,
             mem,
             queues,
             interrupt: interrupt.clone(),
@@ -263,6 +268,7 @@ impl VirtioDevice for VirtioBlk {
         // error policy kept are dropped.
         self.worker = None;
         self.acked = 0;
+        self.notify_on_empty = false;
         self.writeback = 1;
     }
 }

@@ -130,6 +130,8 @@ pub(super) struct WorkerSetup {
     pub backend: Arc<dyn BlockBackend>,
     pub serial: String,
     pub merging: bool,
+    /// The driver took VIRTIO_F_NOTIFY_ON_EMPTY.
+    pub notify_on_empty: bool,
     pub mem: GuestMemoryMmap,
     pub queues: Vec<Queue>,
     pub interrupt: Arc<dyn VirtioInterrupt>,
@@ -210,6 +212,7 @@ struct Exec {
     backend: Arc<dyn BlockBackend>,
     serial: String,
     merging: bool,
+    notify_on_empty: bool,
     interrupt: Arc<dyn VirtioInterrupt>,
     ring: Option<(IoUring, EventFd)>,
     slots: Vec<Slot>,
@@ -265,6 +268,7 @@ impl Server {
                 backend: s.backend,
                 serial: s.serial,
                 merging: s.merging,
+                notify_on_empty: s.notify_on_empty,
                 interrupt: s.interrupt,
                 ring,
                 slots: (0..slots).map(|_| Slot::default()).collect(),
@@ -567,10 +571,17 @@ impl Server {
             if !std::mem::take(&mut self.exec.used[i]) {
                 continue;
             }
-            match queue.needs_notification(&self.mem) {
-                Ok(false) => {}
-                // A used event index that cannot be read: interrupt anyway.
-                Ok(true) | Err(_) => self.exec.interrupt.notify_queue(i as u16),
+            let wanted = interrupt_wanted(queue, &self.mem);
+            // NOTIFY_ON_EMPTY (legacy drivers): the queue ran dry with
+            // nothing in flight, whatever the driver suppressed.
+            let ran_dry = self.exec.notify_on_empty
+                && self.exec.in_flight == 0
+                && self.exec.retry.is_empty()
+                && queue
+                    .avail_idx(&self.mem, std::sync::atomic::Ordering::Acquire)
+                    .is_ok_and(|a| a.0 == queue.next_avail());
+            if wanted || ran_dry {
+                self.exec.interrupt.notify_queue(i as u16);
             }
         }
     }
@@ -1034,6 +1045,20 @@ impl Exec {
             _ => Outcome::Done(S_UNSUPP, 0),
         }
     }
+}
+
+/// Whether the driver wants an interrupt for what was just used: the
+/// used event index with EVENT_IDX, else the avail ring's
+/// VRING_AVAIL_F_NO_INTERRUPT flag (virtio-queue leaves that one to the
+/// device). What cannot be read asks for an interrupt.
+fn interrupt_wanted(queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    let by_event_idx = queue.needs_notification(mem).unwrap_or(true);
+    if queue.event_idx_enabled() {
+        return by_event_idx;
+    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    mem.read_obj::<u16>(GuestAddress(queue.avail_ring()))
+        .map_or(true, |flags| flags & 1 == 0)
 }
 
 /// Fills `out` from the guest buffers, `skip` bytes in; false when they

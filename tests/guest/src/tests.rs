@@ -453,11 +453,13 @@ fn hex16(buf: &[u8]) -> [u8; 32] {
 fn virtio_blk_legacy() {
     const T: &str = "virtio-blk-legacy";
     const ACCEPT: u32 = (1 << 9) | (1 << 27);
+    const NOTIFY_ON_EMPTY: u32 = 1 << 24;
     let pattern = |i: usize| (i as u8).wrapping_mul(13).wrapping_add(5);
-    let probe = || match crate::virtio::Blk::probe_legacy(ACCEPT) {
+    let probe_with = |accept: u32| match crate::virtio::Blk::probe_legacy(accept) {
         Ok(b) => b,
         Err(e) => fail(T, format_args!("{}", e)),
     };
+    let probe = || probe_with(ACCEPT);
     let (mut blk, offered) = probe();
     let data = crate::virtio::DATA as *mut u8;
     let buf = unsafe { core::slice::from_raw_parts_mut(data, crate::virtio::DATA_MAX) };
@@ -522,6 +524,21 @@ fn virtio_blk_legacy() {
     }
     if let Some(i) = (0..4096).find(|&i| buf[i] != pattern(i)) {
         fail(T, format_args!("read after reset differs at byte {}", i));
+    }
+    // NOTIFY_ON_EMPTY: with interrupts suppressed, the device still
+    // interrupts once the queue runs dry, if the driver took the feature.
+    for extra in [0, NOTIFY_ON_EMPTY] {
+        let (mut blk, _) = probe_with(ACCEPT | extra);
+        blk.suppress_interrupts();
+        let _ = blk.legacy_isr();
+        run(&mut blk, crate::virtio::T_IN, 0, 512);
+        time::delay_us(20_000);
+        say!(
+            "{} notify-on-empty={} isr={}",
+            T,
+            extra != 0,
+            blk.legacy_isr() & 1
+        );
     }
     say!("ok {} device-status={:#x}", T, status);
 }

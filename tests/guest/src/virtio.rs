@@ -335,6 +335,21 @@ impl Blk {
         }
     }
 
+    /// Asks the device for no interrupts on queue 0 (avail flags:
+    /// VRING_AVAIL_F_NO_INTERRUPT).
+    pub fn suppress_interrupts(&self) {
+        unsafe { core::ptr::write_volatile(self.avail as *mut u16, 1) };
+        fence(Ordering::SeqCst);
+    }
+
+    /// Reads (and so clears) the legacy ISR status.
+    pub fn legacy_isr(&self) -> u8 {
+        match self.iface {
+            Iface::Legacy { io } => inb(io + 19),
+            Iface::Modern { .. } => 0,
+        }
+    }
+
     /// The features the driver wrote (legacy: what the device kept).
     pub fn legacy_guest_features(&self) -> u32 {
         match self.iface {
