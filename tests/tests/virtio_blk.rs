@@ -64,6 +64,14 @@ fn the_guest_reads_and_writes_a_raw_image() {
     assert!(out.contains("ok virtio-blk serial=vmm-disk-1"), "{out}");
     // Indirect descriptor tables work both ways.
     assert!(out.contains("virtio-blk indirect=ok"), "{out}");
+    // QEMU's geometry guess for a blank 1 MiB disk: 16 heads, 63
+    // sectors, and the minimum of 2 cylinders.
+    assert!(out.contains("virtio-blk geometry=2/16/63"), "{out}");
+    // The device keeps the guess, as QEMU's realize does.
+    let block = c.ok("query-block", json!({}));
+    let qdev = block[0]["qdev"].as_str().expect("qdev").to_string();
+    let cyls = c.ok("qom-get", json!({"path": qdev, "property": "cyls"}));
+    assert_eq!(cyls, 2);
     // Capacity in sectors, and sector 0 as the host wrote it.
     assert!(
         out.contains("capacity=2048 sector0=766d6d2d746573742d6469736b212121"),
@@ -182,7 +190,7 @@ fn legacy_driver_reads_and_writes(extra: &str) {
     assert!(out.contains("notify-on-empty=false isr=0"), "{out}");
     assert!(out.contains("notify-on-empty=true isr=1"), "{out}");
     // BAR 0 where query-pci has it; the device's size fixes the queue's.
-    // Offered: the device's low 32 bits (seg_max, blk_size, flush,
+    // Offered: the device's low 32 bits (seg_max, geometry, blk_size, flush,
     // topology, config_wce, discard, write_zeroes, indirect_desc,
     // event_idx) and what
     // QEMU's transport adds (notify_on_empty, any_layout, bad_feature);
@@ -191,7 +199,7 @@ fn legacy_driver_reads_and_writes(extra: &str) {
     let io = blk["regions"][0]["address"].as_u64().expect("BAR 0");
     assert!(
         out.contains(&format!(
-            "io={io:#x} features=0x79006e44 guest-features=0x8000200 queue=128 \
+            "io={io:#x} features=0x79006e54 guest-features=0x8000200 queue=128 \
              capacity=2048 sector0=766d6d2d746573742d6469736b212121 status=0"
         )),
         "{out}"
@@ -526,4 +534,24 @@ fn without_bus_mastering_the_device_leaves_guest_memory_alone() {
         "{out}"
     );
     assert!(out.contains("ok virtio-busmaster"), "{out}");
+}
+
+/// `cyls`, `heads` and `secs` given on the command line are what the
+/// guest reads; out of QEMU's ranges they are refused with its text.
+#[test]
+fn a_given_geometry_reaches_the_guest_and_bad_ones_are_refused() {
+    let out = guest_test_output("virtio-blk", ",cyls=100,heads=4,secs=8");
+    assert!(out.contains("virtio-blk geometry=100/4/8"), "{out}");
+    let dir = TempDir::new("vblk-chs");
+    let img = make_image(dir.path(), 1 << 20);
+    let drive = format!("file={},if=none,id=d0,format=raw", img.display());
+    let (st, _, err) = vmm_tests::run_vmm(&[
+        "-nodefaults",
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-pci,drive=d0,cyls=100,heads=0,secs=8",
+    ]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("heads must be between 1 and 255"), "{err}");
 }

@@ -7,6 +7,7 @@ use crate::cmdline::Opts;
 use crate::machine::{Machine, VirtioBlkSpec};
 use crate::qom::machine::{Peripheral, PeripheralKind, VirtioBlkDevice};
 use crate::qom::{devices, types, Qom};
+use ::devices::virtio::block::Geometry;
 use qmp::Error;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -271,6 +272,7 @@ fn virtio_blk_props(d: &Opts) -> Result<VirtioBlkProps, String> {
             .get_bool("request-merging")
             .map_err(prop_err)?
             .unwrap_or(true),
+        geometry: given_geometry(&num)?,
     };
     crate::blockdev::error_policies(d)?;
     let drive = d.get("drive").ok_or("drive property not set")?.to_string();
@@ -306,6 +308,30 @@ fn pci_slot(machine: &Machine, asked: Option<u8>, type_name: &str) -> Result<u8,
     }
 }
 
+/// `cyls`, `heads`, `secs` as given (all 0: guess later), each checked
+/// against QEMU's limits once any is given (blkconf_geometry).
+fn given_geometry(num: &dyn Fn(&str, u64) -> Result<u64, String>) -> Result<Geometry, String> {
+    let (cyls, heads, secs) = (num("cyls", 0)?, num("heads", 0)?, num("secs", 0)?);
+    if (cyls, heads, secs) == (0, 0, 0) {
+        return Ok(Geometry::default());
+    }
+    for (name, value, max) in [
+        ("cyls", cyls, 65535),
+        ("heads", heads, 255),
+        ("secs", secs, 255),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(format!("{name} must be between 1 and {max}"));
+        }
+    }
+    // In range: each fits in 32 bits.
+    Ok(Geometry {
+        cylinders: cyls as u32,
+        heads: heads as u32,
+        sectors: secs as u32,
+    })
+}
+
 /// virtio-blk-pci on its drive: checked first, then the drive is
 /// attached and the function added (the drive let go if that fails).
 fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKind, Error> {
@@ -324,9 +350,21 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
     let sink = machine(p)?.event_sink();
     let disk =
         crate::blockdev::DiskBackend::attach(blk.clone(), d, sink).map_err(Error::generic)?;
+    let mut config = props.config.clone();
+    if config.geometry == Geometry::default() {
+        // Read below the backend, as QEMU's guess is not I/O the
+        // statistics count.
+        let mut mbr = [0u8; 512];
+        let root = blk.root();
+        let read = root
+            .as_ref()
+            .is_some_and(|n| n.size() >= 512 && n.read(0, &mut mbr).is_ok());
+        config.geometry = Geometry::guess(blk.size(), read.then_some(&mbr));
+    }
+    let geometry = config.geometry;
     let spec = VirtioBlkSpec {
         backend: Arc::new(disk),
-        config: props.config.clone(),
+        config,
         slot: Some(slot),
         id: d.id.clone().unwrap_or_default(),
         legacy: props.legacy,
@@ -343,6 +381,7 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
         physical_block_size: u64::from(props.config.physical_block_size),
         num_queues: u64::from(props.config.num_queues),
         config_wce: props.config.config_wce,
+        geometry: (geometry.cylinders, geometry.heads, geometry.sectors),
         disable_legacy: if props.legacy { "off" } else { "on" },
     }))
 }

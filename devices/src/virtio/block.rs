@@ -69,6 +69,7 @@ pub const VIRTIO_ID_BLOCK: u16 = 2;
 const SECTOR: u64 = 512;
 
 const F_SEG_MAX: u64 = 1 << 2;
+const F_GEOMETRY: u64 = 1 << 4;
 const F_RO: u64 = 1 << 5;
 const F_BLK_SIZE: u64 = 1 << 6;
 const F_FLUSH: u64 = 1 << 9;
@@ -96,6 +97,58 @@ pub struct BlockConfig {
     pub config_wce: bool,
     /// Merge adjacent requests of one batch (`request-merging`).
     pub request_merging: bool,
+    /// `cyls`/`heads`/`secs`, or QEMU's guess for the disk.
+    pub geometry: Geometry,
+}
+
+/// A disk's geometry as the configuration reports it (legacy drivers and
+/// firmware use it for CHS addressing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Geometry {
+    pub cylinders: u32,
+    pub heads: u32,
+    pub sectors: u32,
+}
+
+impl Geometry {
+    /// QEMU's guess for a disk of `size` bytes whose first sector is
+    /// `mbr` (None: unreadable), with no geometry given: the one its
+    /// partitions were made with when they end on a cylinder boundary
+    /// with at most 16 heads, else 16 heads and 63 sectors per track with
+    /// the cylinders the size makes (2 to 16383).
+    pub fn guess(size: u64, mbr: Option<&[u8; 512]>) -> Geometry {
+        let sectors = size / SECTOR;
+        let standard = Geometry {
+            cylinders: (sectors / (16 * 63)).clamp(2, 16383) as u32,
+            heads: 16,
+            sectors: 63,
+        };
+        match mbr.and_then(|m| Self::from_partition_table(m, sectors)) {
+            Some(g) if g.heads <= 16 => g,
+            _ => standard,
+        }
+    }
+
+    /// The geometry the first usable partition entry implies.
+    fn from_partition_table(mbr: &[u8; 512], disk_sectors: u64) -> Option<Geometry> {
+        if mbr[510..512] != [0x55, 0xaa] {
+            return None;
+        }
+        mbr[0x1be..0x1fe].chunks(16).find_map(|p| {
+            let size = u32::from_le_bytes([p[12], p[13], p[14], p[15]]);
+            let (end_head, end_sector) = (u32::from(p[5]), u32::from(p[6]) & 63);
+            if size == 0 || end_head == 0 || end_sector == 0 {
+                return None;
+            }
+            let heads = end_head + 1;
+            let cylinders = disk_sectors / u64::from(heads * end_sector);
+            (1..=16383).contains(&cylinders).then_some(Geometry {
+                cylinders: cylinders as u32,
+                heads,
+                sectors: end_sector,
+            })
+        })
+    }
 }
 
 impl Default for BlockConfig {
@@ -107,6 +160,7 @@ impl Default for BlockConfig {
             serial: String::new(),
             config_wce: true,
             request_merging: true,
+            geometry: Geometry::default(),
         }
     }
 }
@@ -140,6 +194,10 @@ impl VirtioBlk {
         let capacity = self.backend.size() / SECTOR;
         c[0..8].copy_from_slice(&capacity.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes()); // seg_max
+        let g = self.config.geometry;
+        c[16..18].copy_from_slice(&(g.cylinders as u16).to_le_bytes());
+        c[18] = g.heads as u8;
+        c[19] = g.sectors as u8;
         c[20..24].copy_from_slice(&self.config.logical_block_size.to_le_bytes());
         // Topology: physical block exponent.
         let ratio =
@@ -173,6 +231,7 @@ impl VirtioDevice for VirtioBlk {
             | VIRTIO_RING_F_INDIRECT_DESC
             | VIRTIO_RING_F_EVENT_IDX
             | F_SEG_MAX
+            | F_GEOMETRY
             | F_BLK_SIZE
             | F_FLUSH
             | F_TOPOLOGY
@@ -270,5 +329,39 @@ impl VirtioDevice for VirtioBlk {
         self.acked = 0;
         self.notify_on_empty = false;
         self.writeback = 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Geometry;
+
+    fn chs(g: Geometry) -> (u32, u32, u32) {
+        (g.cylinders, g.heads, g.sectors)
+    }
+
+    #[test]
+    fn a_blank_disk_gets_16_heads_63_sectors_and_its_size_in_cylinders() {
+        assert_eq!(chs(Geometry::guess(1 << 20, Some(&[0; 512]))), (2, 16, 63));
+        // 1 GiB: 2097152 sectors / 1008.
+        assert_eq!(chs(Geometry::guess(1 << 30, None)), (2080, 16, 63));
+    }
+
+    #[test]
+    fn an_mbr_partition_ending_on_a_cylinder_gives_its_geometry() {
+        let mut mbr = [0u8; 512];
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        // One partition ending at head 7, sector 32 (8 heads, 32 sectors).
+        let p = 0x1be;
+        mbr[p + 5] = 7;
+        mbr[p + 6] = 32;
+        mbr[p + 12..p + 16].copy_from_slice(&1000u32.to_le_bytes());
+        // 8 MiB = 16384 sectors / (8 * 32) = 64 cylinders.
+        assert_eq!(chs(Geometry::guess(8 << 20, Some(&mbr))), (64, 8, 32));
+        // More than 16 heads means BIOS translation: the standard guess.
+        mbr[p + 5] = 254;
+        mbr[p + 6] = 63;
+        assert_eq!(chs(Geometry::guess(8 << 20, Some(&mbr))), (16, 16, 63));
     }
 }

@@ -391,6 +391,14 @@ fn virtio_blk() {
         core::str::from_utf8(&hex).unwrap_or("?"),
         st
     );
+    let chs = blk.config_u32(16);
+    say!(
+        "{} geometry={}/{}/{}",
+        T,
+        chs & 0xffff,
+        (chs >> 16) & 0xff,
+        chs >> 24
+    );
     for (i, b) in buf[..4096].iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(7).wrapping_add(3);
     }

@@ -42,17 +42,17 @@ const BLOCK_SIZE: Option<&str> = Some("A power of two between 512 and 32768");
 /// QEMU 2.11's virtio-blk-pci properties, in the order its
 /// device-list-properties gives them.
 pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
-    ("secs", "uint32", None, DefaultOnly("0")),
+    ("secs", "uint32", None, Applied),
     ("request-merging", "bool", ONOFF, Applied),
     ("min_io_size", "uint16", None, DefaultOnly("0")),
     ("event_idx", "bool", ONOFF, DefaultOnly("on")),
     ("serial", "str", None, Applied),
-    ("heads", "uint32", None, DefaultOnly("0")),
+    ("heads", "uint32", None, Applied),
     ("ioeventfd", "bool", ONOFF, NoEffect),
     ("multifunction", "bool", ONOFF, DefaultOnly("off")),
     ("rombar", "uint32", None, NoEffect),
     ("scsi", "bool", ONOFF, DefaultOnly("off")),
-    ("cyls", "uint32", None, DefaultOnly("0")),
+    ("cyls", "uint32", None, Applied),
     ("x-disable-pcie", "bool", ONOFF, NoEffect),
     ("logical_block_size", "uint16", BLOCK_SIZE, Applied),
     ("indirect_desc", "bool", ONOFF, DefaultOnly("on")),

@@ -62,6 +62,8 @@ pub struct VirtioBlkDevice {
     pub physical_block_size: u64,
     pub num_queues: u64,
     pub config_wce: bool,
+    /// cyls, heads, secs as realize leaves them (given or guessed).
+    pub geometry: (u32, u32, u32),
     /// `disable-legacy` as realize leaves it: `auto` resolved, to `off` on
     /// the conventional PCI bus.
     pub disable_legacy: &'static str,
@@ -434,6 +436,9 @@ fn virtio_blk_props(v: &VirtioBlkDevice) -> Vec<(PropInfo, Value)> {
         ),
         (qdev("num-queues", "uint16"), Value::from(v.num_queues)),
         (qdev("config-wce", "bool"), Value::from(v.config_wce)),
+        (qdev("cyls", "uint32"), Value::from(v.geometry.0)),
+        (qdev("heads", "uint32"), Value::from(v.geometry.1)),
+        (qdev("secs", "uint32"), Value::from(v.geometry.2)),
     ]
 }
 
