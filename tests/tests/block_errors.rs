@@ -78,17 +78,23 @@ fn boot(tag: &str, disk: impl FnOnce(&Path, &Path) -> Vec<String>) -> Run {
 fn with_drive(tag: &str, event: &str, errno: i32, once: bool, policy: &str) -> Run {
     boot(tag, |dir, img| {
         let conf = rule(dir, event, errno, once);
-        vec![
-            "-drive".into(),
-            format!(
-                "file=blkdebug:{}:{},format=raw,if=none,id=drive0,{policy}",
-                conf.display(),
-                img.display()
-            ),
-            "-device".into(),
-            "virtio-blk-pci,drive=drive0,id=vblk0".into(),
-        ]
+        blkdebug_drive(&conf, img, policy)
     })
+}
+
+/// `-drive file=blkdebug:CONF:IMG,...,id=drive0,POLICY` and its
+/// virtio-blk-pci `vblk0`.
+fn blkdebug_drive(conf: &Path, img: &Path, policy: &str) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!(
+            "file=blkdebug:{}:{},format=raw,if=none,id=drive0,{policy}",
+            conf.display(),
+            img.display()
+        ),
+        "-device".into(),
+        "virtio-blk-pci,drive=drive0,id=vblk0".into(),
+    ]
 }
 
 /// `-blockdev`: raw node `disk` over blkdebug with `inject` rules, and a
@@ -269,13 +275,20 @@ fn werror_report_fails_the_request_and_the_vm_runs() {
 
 #[test]
 fn rerror_ignore_completes_failed_reads() {
-    let mut r = with_drive(
-        "blkerr-ignore",
-        "read_aio",
-        libc::EIO,
-        false,
-        "rerror=ignore",
-    );
+    // The rule arms only once the guest has written (blkdebug state 2):
+    // vmm reads the disk's first sector when it creates the device, for
+    // QEMU's geometry guess, and an armed read rule would fail the
+    // guest's write too.
+    let mut r = boot("blkerr-ignore", |dir, img| {
+        let conf = dir.join("blkdebug.conf");
+        std::fs::write(
+            &conf,
+            "[set-state]\nevent = \"write_aio\"\nstate = \"1\"\nnew_state = \"2\"\n\
+             [inject-error]\nevent = \"read_aio\"\nstate = \"2\"\nerrno = \"5\"\n",
+        )
+        .expect("blkdebug config");
+        blkdebug_drive(&conf, img, "rerror=ignore")
+    });
     // The write passed; the read failed and the guest was told it
     // worked (its buffer never got the data).
     guest_says(&r.serial, &["write status=0", "read status=0 data=differ"]);

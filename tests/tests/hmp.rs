@@ -197,8 +197,25 @@ fn counting_guest(dir: &TempDir, extra: &[&str]) -> (VmmProcess, QmpClient, u64)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok())
         .expect("counter address");
-    // Let it count a while.
-    std::thread::sleep(Duration::from_millis(200));
+    // Let it count until the counter shows it (a loaded host may take
+    // longer than a fixed pause to schedule the vCPU).
+    let deadline = std::time::Instant::now() + GUEST_TIMEOUT;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let mem = hmp(&mut c, &format!("xp /1gx {addr:#x}"));
+        let counted = mem
+            .split("0x")
+            .nth(1)
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|v| v > 0);
+        if counted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counter never ran: {mem}"
+        );
+    }
     c.ok("stop", json!({}));
     c.wait_event("STOP");
     (vmm, c, addr)

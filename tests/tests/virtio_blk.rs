@@ -555,3 +555,15 @@ fn a_given_geometry_reaches_the_guest_and_bad_ones_are_refused() {
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("heads must be between 1 and 255"), "{err}");
 }
+
+/// The VIRTIO_PCI_CAP_PCI_CFG window (as QEMU offers it) reaches the
+/// common configuration through configuration space, both ways.
+#[test]
+fn the_pci_cfg_capability_reads_and_writes_the_common_configuration() {
+    let out = guest_test_output("virtio-pci-cfg", ",disable-legacy=on");
+    assert!(
+        out.contains("virtio-pci-cfg cap=0x94 status=0xf/0xf vector=0x0/0xffff"),
+        "{out}"
+    );
+    assert!(out.contains("ok virtio-pci-cfg"), "{out}");
+}

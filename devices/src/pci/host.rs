@@ -155,8 +155,7 @@ impl PciRoot {
                 .function
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .config()
-                .read(offset, data),
+                .config_read(offset, data),
             None => data.fill(0xff),
         }
     }

@@ -43,6 +43,11 @@ pub trait PciFunction: Send + crate::state::DeviceState {
     /// been applied (for registers with side effects, such as MSI-X
     /// control).
     fn config_written(&mut self, _offset: usize, _len: usize) {}
+    /// A guest read of configuration space (a function with registers
+    /// that read through to something else refreshes them first).
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        self.config().read(offset, data);
+    }
     /// Where each BAR is mapped now (None: not decoded), after the
     /// command register or a BAR changed.
     fn bars_mapped(&mut self, _mapped: &[Option<u64>; 6]) {}

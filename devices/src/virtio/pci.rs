@@ -34,6 +34,9 @@ const NO_VECTOR: u16 = 0xffff;
 const SUBSYSTEM_ID_QEMU: u16 = 0x1100;
 
 const CAP_MSIX: u8 = 0x11;
+/// The VIRTIO_PCI_CAP_PCI_CFG capability; its data bytes at +16.
+const PCI_CFG_CAP: usize = 0x94;
+const PCI_CFG_DATA: usize = PCI_CFG_CAP + 16;
 const CAP_VENDOR: u8 = 0x09;
 const MSIX_CAP: usize = 0x40;
 const MSIX_ENABLE: u16 = 1 << 15;
@@ -305,8 +308,17 @@ impl VirtioPci {
         vendor_cap(&mut cfg, 0x50, 0x60, 1, COMMON_OFFSET, 16);
         vendor_cap(&mut cfg, 0x60, 0x70, 3, ISR_OFFSET, 16);
         vendor_cap(&mut cfg, 0x70, 0x80, 4, DEVICE_OFFSET, 16);
-        vendor_cap(&mut cfg, 0x80, 0x00, 2, NOTIFY_OFFSET, 20);
+        vendor_cap(&mut cfg, 0x80, PCI_CFG_CAP as u8, 2, NOTIFY_OFFSET, 20);
         cfg.set_u32(0x80 + 16, NOTIFY_MULTIPLIER);
+        // VIRTIO_PCI_CAP_PCI_CFG: a window onto BAR 4 through
+        // configuration space; the driver sets bar, offset and length.
+        vendor_cap(&mut cfg, PCI_CFG_CAP, 0x00, 5, 0, 20);
+        cfg.set_u8(PCI_CFG_CAP + 4, 0);
+        cfg.set_u32(PCI_CFG_CAP + 12, 0);
+        cfg.allow_write(PCI_CFG_CAP + 4, 0xff);
+        for off in PCI_CFG_CAP + 8..PCI_CFG_CAP + 20 {
+            cfg.allow_write(off, 0xff);
+        }
         let interrupts = Interrupts {
             msix_enabled: false,
             function_masked: false,
@@ -502,6 +514,17 @@ impl VirtioPci {
             self.device.bus_master(false);
         }
         self.sync_ioevents();
+    }
+
+    /// Where the PCI_CFG window points in BAR 4 and how wide it is: 1, 2
+    /// or 4 bytes (as QEMU, other lengths do nothing; only the modern
+    /// BAR is reachable).
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let bar = self.config.u8(PCI_CFG_CAP + 4);
+        let off = u64::from(self.config.u32(PCI_CFG_CAP + 8));
+        let len = self.config.u32(PCI_CFG_CAP + 12) as usize;
+        (bar == 4 && matches!(len, 1 | 2 | 4) && off + len as u64 <= BAR4_SIZE)
+            .then_some((off, len))
     }
 
     /// The driver changed the command register: bus mastering on or off
@@ -773,9 +796,29 @@ impl PciFunction for VirtioPci {
         if offset < MSIX_CAP + 4 && offset + len > MSIX_CAP + 2 {
             self.sync_msix_control();
         }
+        if offset < PCI_CFG_DATA + 4 && offset + len > PCI_CFG_DATA {
+            if let Some((off, n)) = self.pci_cfg_window() {
+                let mut data = [0u8; 4];
+                self.config.read(PCI_CFG_DATA, &mut data);
+                self.bar_write(4, off, &data[..n]);
+            }
+        }
         if offset < config::COMMAND + 2 && offset + len > config::COMMAND {
             self.sync_bus_master();
         }
+    }
+
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        if offset < PCI_CFG_DATA + 4 && offset + data.len() > PCI_CFG_DATA {
+            if let Some((off, n)) = self.pci_cfg_window() {
+                let mut window = [0u8; 4];
+                self.bar_read(4, off, &mut window[..n]);
+                for (i, b) in window.iter().enumerate() {
+                    self.config.set_u8(PCI_CFG_DATA + i, *b);
+                }
+            }
+        }
+        self.config.read(offset, data);
     }
 
     fn bars_mapped(&mut self, mapped: &[Option<u64>; 6]) {

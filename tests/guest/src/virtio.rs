@@ -554,6 +554,47 @@ impl Blk {
         self.kick();
     }
 
+    /// The VIRTIO_PCI_CAP_PCI_CFG capability's offset in configuration
+    /// space, if the function has one.
+    pub fn pci_cfg_cap(&self) -> Option<u32> {
+        let mut cap = cfg_read(self.slot, 0x34) & 0xfc;
+        for _ in 0..48 {
+            if cap == 0 {
+                return None;
+            }
+            let head = cfg_read(self.slot, cap);
+            if head & 0xff == 0x09 && (head >> 24) & 0xff == 5 {
+                return Some(cap);
+            }
+            cap = (head >> 8) & 0xfc;
+        }
+        None
+    }
+
+    /// Points the PCI_CFG window at `len` bytes at `offset` of BAR 4.
+    pub fn pci_cfg_point(&self, cap: u32, offset: u32, len: u32) {
+        let bar_dword = cfg_read(self.slot, cap + 4);
+        cfg_write(self.slot, cap + 4, (bar_dword & !0xff) | 4);
+        cfg_write(self.slot, cap + 8, offset);
+        cfg_write(self.slot, cap + 12, len);
+    }
+
+    pub fn pci_cfg_read(&self, cap: u32) -> u32 {
+        cfg_read(self.slot, cap + 16)
+    }
+
+    pub fn pci_cfg_write(&self, cap: u32, v: u32) {
+        cfg_write(self.slot, cap + 16, v);
+    }
+
+    /// A 16-bit register of the modern common configuration, by MMIO.
+    pub fn common_rd16(&self, off: u64) -> u16 {
+        match self.iface {
+            Iface::Modern { common, .. } => mmio_rd16(common + off),
+            Iface::Legacy { .. } => 0,
+        }
+    }
+
     /// Turns the function's bus mastering on or off (PCI command bit 2).
     pub fn set_bus_master(&self, on: bool) {
         let cmd = cfg_read(self.slot, 4) & 0xffff;
