@@ -598,3 +598,33 @@ fn a_kvm_internal_error_stops_the_vm_until_a_reset() {
     let out = std::fs::read_to_string(&g.serial).unwrap_or_default();
     assert_eq!(out.matches("exec-mmio jumping").count(), 2, "{out}");
 }
+
+/// send-key presses keys on the i8042 keyboard and releases them after
+/// the hold time, in scancode set 1 (the controller translates, as its
+/// default command byte says); HMP's sendkey does the same.
+#[test]
+fn send_key_and_sendkey_reach_the_guest_as_scancodes() {
+    let g = Guest::start("keyboard", &[]);
+    let mut c = g.vmm.qmp();
+    g.wait_line("keyboard waiting");
+    c.ok(
+        "send-key",
+        json!({"keys": [{"type": "qcode", "data": "shift"},
+                        {"type": "qcode", "data": "a"}],
+               "hold-time": 50}),
+    );
+    // Shift and a down, then up in the reverse order.
+    let out = g.wait_line("keyboard got");
+    assert!(out.contains("keyboard got 2a 1e 9e aa"), "{out}");
+    let r = c.ok(
+        "human-monitor-command",
+        json!({"command-line": "sendkey ctrl_r-kp_enter 50"}),
+    );
+    assert_eq!(r, "");
+    let out = g.wait_line("ok keyboard");
+    // Both keys carry the 0xe0 prefix.
+    assert!(
+        out.contains("keyboard got e0 1d e0 1c e0 9c e0 9d"),
+        "{out}"
+    );
+}

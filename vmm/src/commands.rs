@@ -526,8 +526,27 @@ impl QmpCommands for Vmm {
         not_implemented("query-mice")
     }
 
-    fn send_key(&mut self, _args: SendKeyArgs) -> Result<(), Error> {
-        not_implemented("send-key")
+    fn send_key(&mut self, args: SendKeyArgs) -> Result<(), Error> {
+        // Numbers no key has are dropped, as QEMU drops them.
+        let keys = args
+            .keys
+            .iter()
+            .filter_map(|k| match k {
+                KeyValue::Qcode(q) => devices::legacy::Key::from_qcode(q.as_str()),
+                KeyValue::Number(n) => devices::legacy::Key::from_number(*n),
+            })
+            .collect();
+        // hold-time: milliseconds, 100 when not given (the schema's doc).
+        let hold = std::time::Duration::from_millis(args.hold_time.unwrap_or(100).max(0) as u64);
+        match self.vm.machine.as_ref() {
+            Some(m) => {
+                m.send_keys(keys, hold);
+                Ok(())
+            }
+            None => Err(Error::generic(
+                "this feature or command is not currently supported",
+            )),
+        }
     }
 
     fn input_send_event(&mut self, _args: InputSendEventArgs) -> Result<(), Error> {

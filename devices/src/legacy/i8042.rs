@@ -1,5 +1,8 @@
 //! The i8042 keyboard controller, as far as firmware and kernels probe it,
-//! with its CPU reset line (command 0xfe, or output port bit 0 cleared).
+//! with its CPU reset line (command 0xfe, or output port bit 0 cleared),
+//! and a keyboard whose keys the monitor presses (send-key): scancode set
+//! 1 while the controller translates (command byte bit 6, the default),
+//! set 2 otherwise, as QEMU's PS/2 keyboard and i8042 together send.
 
 use crate::bus::BusDevice;
 use crate::platform::{InterruptLine, PlatformRequest, RequestSink};
@@ -10,6 +13,94 @@ const STATUS_OBF: u8 = 0x01;
 const STATUS_SYS: u8 = 0x04;
 const STATUS_CMD: u8 = 0x08;
 const CCB_KBD_INT: u8 = 0x01;
+const CCB_TRANSLATE: u8 = 0x40;
+
+/// A key as the keyboard sends it: its codes in scancode sets 1 and 2
+/// (0xe0xx: with the 0xe0 prefix). Pause and Print Screen send their
+/// own sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    set1: u16,
+    set2: u16,
+    sequence: Sequence,
+}
+
+/// The keys whose bytes are not their code's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sequence {
+    Plain,
+    Pause,
+    Print,
+}
+
+impl Key {
+    /// The first key of the map `matches` picks, plain.
+    fn find(matches: impl Fn(&(&str, u16, u16)) -> bool) -> Option<Key> {
+        super::keymap::QCODE_SCANCODES
+            .iter()
+            .find(|e| matches(e))
+            .map(|&(_, set1, set2)| Key {
+                set1,
+                set2,
+                sequence: Sequence::Plain,
+            })
+    }
+
+    /// The key a QKeyCode names (`a`, `ctrl_r`, `f1`...).
+    pub fn from_qcode(name: &str) -> Option<Key> {
+        let key = Key::find(|(n, _, _)| *n == name)?;
+        let sequence = match name {
+            "pause" => Sequence::Pause,
+            "print" => Sequence::Print,
+            _ => Sequence::Plain,
+        };
+        Some(Key { sequence, ..key })
+    }
+
+    /// The key a number names, as QEMU's send-key takes it: a set 1 code
+    /// with bit 7 for the 0xe0 prefix. None for numbers no key has.
+    pub fn from_number(number: i64) -> Option<Key> {
+        let n = u16::try_from(number).ok().filter(|n| *n < 0x100)?;
+        let set1 = if n & 0x80 != 0 {
+            0xe000 | (n & 0x7f)
+        } else {
+            n
+        };
+        Key::find(|(_, s1, _)| *s1 == set1)
+    }
+
+    /// The bytes a press or a release sends in set 1 or set 2.
+    fn bytes(self, down: bool, set1: bool) -> Vec<u8> {
+        // QEMU's sequences for the two keys with their own.
+        if self.sequence == Sequence::Pause {
+            return match (down, set1) {
+                (false, _) => Vec::new(),
+                (true, true) => vec![0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5],
+                (true, false) => vec![0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77],
+            };
+        }
+        if self.sequence == Sequence::Print {
+            return match (down, set1) {
+                (true, true) => vec![0xe0, 0x2a, 0xe0, 0x37],
+                (false, true) => vec![0xe0, 0xb7, 0xe0, 0xaa],
+                (true, false) => vec![0xe0, 0x12, 0xe0, 0x7c],
+                (false, false) => vec![0xe0, 0xf0, 0x7c, 0xe0, 0xf0, 0x12],
+            };
+        }
+        let code = if set1 { self.set1 } else { self.set2 };
+        let mut out = Vec::with_capacity(3);
+        if code >> 8 == 0xe0 {
+            out.push(0xe0);
+        }
+        let low = code as u8;
+        match (down, set1) {
+            (true, _) => out.push(low),
+            (false, true) => out.push(low | 0x80),
+            (false, false) => out.extend_from_slice(&[0xf0, low]),
+        }
+        out
+    }
+}
 
 pub struct I8042 {
     status: u8,
@@ -39,6 +130,13 @@ impl I8042 {
         }
         if self.ccb & CCB_KBD_INT != 0 {
             self.kbd_irq.pulse();
+        }
+    }
+
+    /// The keyboard sends `key` pressed or released.
+    pub fn key_event(&mut self, key: Key, down: bool) {
+        for b in key.bytes(down, self.ccb & CCB_TRANSLATE != 0) {
+            self.push(b);
         }
     }
 
@@ -137,5 +235,45 @@ impl crate::state::DeviceState for I8042 {
         self.pending = has_pending.then_some(pending);
         self.output = r.bytes(16)?.iter().copied().collect();
         r.end()
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::Key;
+
+    fn key(name: &str) -> Key {
+        Key::from_qcode(name).expect("a QKeyCode")
+    }
+
+    #[test]
+    fn presses_and_releases_in_both_scancode_sets() {
+        assert_eq!(key("a").bytes(true, true), [0x1e]);
+        assert_eq!(key("a").bytes(false, true), [0x9e]);
+        assert_eq!(key("a").bytes(true, false), [0x1c]);
+        assert_eq!(key("a").bytes(false, false), [0xf0, 0x1c]);
+        assert_eq!(key("ctrl_r").bytes(false, true), [0xe0, 0x9d]);
+        assert_eq!(key("ctrl_r").bytes(false, false), [0xe0, 0xf0, 0x14]);
+    }
+
+    #[test]
+    fn pause_and_print_send_their_own_sequences() {
+        assert_eq!(
+            key("pause").bytes(true, true),
+            [0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5]
+        );
+        assert!(key("pause").bytes(false, true).is_empty());
+        assert_eq!(key("print").bytes(true, true), [0xe0, 0x2a, 0xe0, 0x37]);
+        assert_eq!(key("print").bytes(false, true), [0xe0, 0xb7, 0xe0, 0xaa]);
+        // SysRq shares Print's code but sends it plainly.
+        assert_eq!(key("sysrq").bytes(true, true), [0x54]);
+    }
+
+    #[test]
+    fn numbers_are_set_1_codes_with_bit_7_for_the_prefix() {
+        assert_eq!(Key::from_number(0x1d), Some(key("ctrl")));
+        assert_eq!(Key::from_number(0x9d), Some(key("ctrl_r")));
+        assert_eq!(Key::from_number(0x1234), None);
+        assert_eq!(Key::from_number(-1), None);
     }
 }

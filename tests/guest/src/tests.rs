@@ -24,6 +24,7 @@ pub const ALL: &[&str] = &[
     "exec-mmio",
     "virtio-busmaster",
     "virtio-pci-cfg",
+    "keyboard",
     "virtio-resize",
     "virtio-blk-rw",
     "virtio-blk-bench",
@@ -86,6 +87,7 @@ pub fn run(name: &str) {
         "exec-mmio" => exec_mmio(),
         "virtio-busmaster" => virtio_busmaster(),
         "virtio-pci-cfg" => virtio_pci_cfg(),
+        "keyboard" => keyboard(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
         "virtio-blk-bench" => crate::blkbench::run(),
@@ -586,6 +588,59 @@ fn virtio_blk_rw() {
     );
     let st = run(crate::virtio::T_FLUSH, 0, 0);
     say!("{} flush status={}", T, st);
+    say!("ok {}", T);
+}
+
+/// Prints what the keyboard controller delivers, in two bursts (each one
+/// ends after 300 ms without a byte): the host presses keys meanwhile.
+fn keyboard() {
+    const T: &str = "keyboard";
+    while crate::x86::inb(0x64) & 1 != 0 {
+        let _ = crate::x86::inb(0x60);
+    }
+    say!("{} waiting", T);
+    for burst in 0..2 {
+        let mut bytes = [0u8; 16];
+        let mut n = 0;
+        if !time::wait_until(timeout(), || crate::x86::inb(0x64) & 1 != 0) {
+            fail(T, format_args!("no byte in burst {}", burst));
+        }
+        loop {
+            while crate::x86::inb(0x64) & 1 != 0 {
+                let b = crate::x86::inb(0x60);
+                if n < bytes.len() {
+                    bytes[n] = b;
+                    n += 1;
+                }
+            }
+            let mut more = false;
+            for _ in 0..300 {
+                time::delay_us(1_000);
+                if crate::x86::inb(0x64) & 1 != 0 {
+                    more = true;
+                    break;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        let mut line = [0u8; 48];
+        let mut len = 0;
+        for b in &bytes[..n] {
+            for c in [b >> 4, b & 0xf] {
+                line[len] = if c < 10 { b'0' + c } else { b'a' + c - 10 };
+                len += 1;
+            }
+            line[len] = b' ';
+            len += 1;
+        }
+        say!(
+            "{} got {}",
+            T,
+            core::str::from_utf8(&line[..len.saturating_sub(1)]).unwrap_or("?")
+        );
+    }
     say!("ok {}", T);
 }
 

@@ -421,6 +421,8 @@ pub struct Machine {
     running: bool,
     /// With -bios: the KVM slots of the BIOS shadow area.
     shadow: Option<Arc<Mutex<firmware::ShadowRam>>>,
+    /// The keyboard controller, for keys the monitor sends.
+    i8042: Arc<Mutex<I8042>>,
     /// What the ISA interrupt lines did (kept across resets, as QEMU
     /// keeps its counters).
     irq_stats: Arc<IrqStats>,
@@ -536,12 +538,8 @@ impl Machine {
             insert(&pio, port, 8, uart.clone())?;
         }
         // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4).
-        insert(
-            &pio,
-            0x60,
-            5,
-            Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1)))),
-        )?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1))));
+        insert(&pio, 0x60, 5, i8042.clone())?;
         let cmos = Arc::new(Mutex::new(Cmos::new(below, above, sink.clone(), irq(8))));
         insert(&pio, 0x70, 2, cmos.clone())?;
         let rtc_stop = Arc::new(AtomicBool::new(false));
@@ -653,6 +651,7 @@ impl Machine {
             rtc_timer: Some(rtc_timer),
             running: false,
             shadow,
+            i8042,
             irq_stats,
         };
         m.build_vm()?;
@@ -992,6 +991,33 @@ impl Machine {
 
     /// An NMI to every vCPU. A running vCPU holds its descriptor inside
     /// KVM_RUN, so the vCPUs stop for the moment it takes.
+    /// Presses `keys` in order, then after `hold` releases them in the
+    /// reverse order (QEMU's send-key); returns at once.
+    pub fn send_keys(&self, keys: Vec<devices::legacy::Key>, hold: std::time::Duration) {
+        {
+            let mut kbd = self.i8042.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &keys {
+                kbd.key_event(*k, true);
+            }
+        }
+        let kbd = self.i8042.clone();
+        let release = move || {
+            std::thread::sleep(hold);
+            let mut kbd = kbd.lock().unwrap_or_else(|e| e.into_inner());
+            for k in keys.iter().rev() {
+                kbd.key_event(*k, false);
+            }
+        };
+        // Without a thread the keys would stay down: release them at once.
+        if std::thread::Builder::new()
+            .name("send-key".into())
+            .spawn(release.clone())
+            .is_err()
+        {
+            release();
+        }
+    }
+
     pub fn inject_nmi(&mut self) -> Result<(), MachineError> {
         self.with_vcpus_paused(|m| {
             for v in &m.vcpus {
