@@ -604,7 +604,7 @@ fn a_kvm_internal_error_stops_the_vm_until_a_reset() {
 /// default command byte says); HMP's sendkey does the same.
 #[test]
 fn send_key_and_sendkey_reach_the_guest_as_scancodes() {
-    let g = Guest::start("keyboard", &[]);
+    let g = Guest::start("keyboard,idle", &[]);
     let mut c = g.vmm.qmp();
     g.wait_line("keyboard waiting");
     c.ok(
@@ -621,10 +621,35 @@ fn send_key_and_sendkey_reach_the_guest_as_scancodes() {
         json!({"command-line": "sendkey ctrl_r-kp_enter 50"}),
     );
     assert_eq!(r, "");
-    let out = g.wait_line("ok keyboard");
     // Both keys carry the 0xe0 prefix.
+    let out = g.wait_line("e0 1d e0 1c");
     assert!(
         out.contains("keyboard got e0 1d e0 1c e0 9c e0 9d"),
         "{out}"
     );
+    // input-send-event: the keyboard takes key events; there is no
+    // pointer, so a move has no handler, as QEMU answers.
+    let rel = json!({"events": [{"type": "rel", "data": {"axis": "x", "value": 5}}]});
+    let (class, desc) = c.err("input-send-event", rel);
+    assert_eq!(class, "GenericError");
+    assert_eq!(desc, "Input handler not found for event type rel");
+    let (class, _) = c.err(
+        "input-send-event",
+        json!({"device": "nosuch", "events": []}),
+    );
+    assert_eq!(class, "DeviceNotFound");
+    let key = |down: bool, key: serde_json::Value| json!({"type": "key", "data": {"down": down, "key": key}});
+    c.ok(
+        "input-send-event",
+        json!({"events": [
+            key(true, json!({"type": "qcode", "data": "b"})),
+            key(false, json!({"type": "number", "data": 0x30})),
+        ]}),
+    );
+    let out = g.wait_line("ok keyboard");
+    assert!(out.contains("keyboard got 30 b0"), "{out}");
+    c.ok("stop", json!({}));
+    let b = json!({"events": [key(true, json!({"type": "qcode", "data": "b"}))]});
+    let (_, desc) = c.err("input-send-event", b);
+    assert_eq!(desc, "VM not running");
 }

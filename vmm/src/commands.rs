@@ -549,8 +549,54 @@ impl QmpCommands for Vmm {
         }
     }
 
-    fn input_send_event(&mut self, _args: InputSendEventArgs) -> Result<(), Error> {
-        not_implemented("input-send-event")
+    fn input_send_event(&mut self, args: InputSendEventArgs) -> Result<(), Error> {
+        // QEMU's checks, in its order: the console, the run state, a
+        // handler for every event (vmm has a keyboard, no pointer).
+        if let Some(device) = &args.device {
+            if self
+                .qom
+                .type_at(&format!("/machine/peripheral/{device}"))
+                .is_none()
+            {
+                return Err(Error::device_not_found(format!(
+                    "Device '{device}' not found"
+                )));
+            }
+            return Err(Error::generic(format!(
+                "Device {device} (head {}) is not bound to a QemuConsole",
+                args.head.unwrap_or(0)
+            )));
+        }
+        let state = self.vm.runstate();
+        if state != RunState::Running && state != RunState::Suspended {
+            return Err(Error::generic("VM not running"));
+        }
+        if let Some(e) = args
+            .events
+            .iter()
+            .find(|e| !matches!(e, InputEvent::Key(_)))
+        {
+            return Err(Error::generic(format!(
+                "Input handler not found for event type {}",
+                e.kind().as_str()
+            )));
+        }
+        let Some(m) = self.vm.machine.as_ref() else {
+            return Err(Error::generic("Input handler not found for event type key"));
+        };
+        for e in &args.events {
+            if let InputEvent::Key(k) = e {
+                let key = match &k.key {
+                    KeyValue::Qcode(q) => devices::legacy::Key::from_qcode(q.as_str()),
+                    KeyValue::Number(n) => devices::legacy::Key::from_number(*n),
+                };
+                // A number no key has is dropped, as QEMU drops it.
+                if let Some(key) = key {
+                    m.key_event(key, k.down);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn query_migrate(&mut self) -> Result<MigrationInfo, Error> {

@@ -591,7 +591,7 @@ fn virtio_blk_rw() {
     say!("ok {}", T);
 }
 
-/// Prints what the keyboard controller delivers, in two bursts (each one
+/// Prints what the keyboard controller delivers, in three bursts (each one
 /// ends after 300 ms without a byte): the host presses keys meanwhile.
 fn keyboard() {
     const T: &str = "keyboard";
@@ -599,7 +599,7 @@ fn keyboard() {
         let _ = crate::x86::inb(0x60);
     }
     say!("{} waiting", T);
-    for burst in 0..2 {
+    for burst in 0..3 {
         let mut bytes = [0u8; 16];
         let mut n = 0;
         if !time::wait_until(timeout(), || crate::x86::inb(0x64) & 1 != 0) {

@@ -991,6 +991,14 @@ impl Machine {
 
     /// An NMI to every vCPU. A running vCPU holds its descriptor inside
     /// KVM_RUN, so the vCPUs stop for the moment it takes.
+    /// The keyboard sends one key event (input-send-event).
+    pub fn key_event(&self, key: devices::legacy::Key, down: bool) {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .key_event(key, down);
+    }
+
     /// Presses `keys` in order, then after `hold` releases them in the
     /// reverse order (QEMU's send-key); returns at once.
     pub fn send_keys(&self, keys: Vec<devices::legacy::Key>, hold: std::time::Duration) {
