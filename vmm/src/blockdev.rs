@@ -18,6 +18,16 @@ use std::sync::Arc;
 pub struct DiskBackend {
     blk: Arc<block::BlockBackend>,
     events: EventSink,
+    /// The last host file handed out, with the root node and write-back
+    /// setting it was made for: the I/O thread asks for it on every pass,
+    /// and it changes only with the graph.
+    host: std::sync::Mutex<Option<CachedHostFile>>,
+}
+
+struct CachedHostFile {
+    root: Arc<block::Node>,
+    write_cache: bool,
+    file: Option<devices::virtio::block::HostFile>,
 }
 
 impl DiskBackend {
@@ -32,7 +42,11 @@ impl DiskBackend {
     ) -> Result<DiskBackend, String> {
         let (rerror, werror) = error_policies(dev)?;
         blk.set_on_error(rerror, werror);
-        Ok(DiskBackend { blk, events })
+        Ok(DiskBackend {
+            blk,
+            events,
+            host: std::sync::Mutex::new(None),
+        })
     }
 }
 
@@ -97,16 +111,32 @@ impl devices::virtio::block::BlockBackend for DiskBackend {
     }
 
     fn host_file(&self) -> Option<devices::virtio::block::HostFile> {
-        let extent = self.blk.host_extent()?;
-        Some(devices::virtio::block::HostFile {
-            fd: extent.fd(),
-            base: extent.base,
-            align: extent.align,
-            done: Arc::new(HostIo {
-                blk: self.blk.clone(),
-                extent,
-            }),
-        })
+        let root = self.blk.root()?;
+        let write_cache = self.blk.write_cache();
+        let mut cached = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref() {
+            if Arc::ptr_eq(&c.root, &root) && c.write_cache == write_cache {
+                return c.file.clone();
+            }
+        }
+        let file = self
+            .blk
+            .host_extent()
+            .map(|extent| devices::virtio::block::HostFile {
+                fd: extent.fd(),
+                base: extent.base,
+                align: extent.align,
+                done: Arc::new(HostIo {
+                    blk: self.blk.clone(),
+                    extent,
+                }),
+            });
+        *cached = Some(CachedHostFile {
+            root,
+            write_cache,
+            file: file.clone(),
+        });
+        file
     }
 }
 
