@@ -3,6 +3,7 @@
 //! prints on the serial console must match the memory map vmm built.
 
 use serde_json::json;
+use std::path::Path;
 use std::time::Duration;
 use vmm_tests::{asset, full_boot_unavailable, wait_for_text, VmmProcess};
 
@@ -14,16 +15,11 @@ const E820_512M: &[&str] = &[
     "BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable",
 ];
 
-#[test]
-fn linux_bzimage_prints_its_banner_and_our_e820_map() {
+/// Debian's cloud kernel on a 512 MiB machine with `initrd` and `append`,
+/// its console on `serial`.
+fn boot_linux(initrd: &Path, append: &str, serial: &Path) -> VmmProcess {
     let kernel = asset("kernel/vmlinuz");
-    let dir = vmm_tests::TempDir::new("linux");
-    let serial = dir.path().join("serial.log");
-    // An initrd (its contents do not matter before user space): the kernel
-    // reports where the loader put it.
-    let initrd = dir.path().join("initrd.img");
-    std::fs::write(&initrd, vec![0x5au8; 300 * 1024]).expect("initrd");
-    let vmm = VmmProcess::start(&[
+    VmmProcess::start(&[
         "-nodefaults",
         "-m",
         "512",
@@ -32,10 +28,21 @@ fn linux_bzimage_prints_its_banner_and_our_e820_map() {
         "-initrd",
         initrd.to_str().expect("path"),
         "-append",
-        "console=ttyS0 earlyprintk=serial",
+        append,
         "-serial",
         &format!("file:{}", serial.display()),
-    ]);
+    ])
+}
+
+#[test]
+fn linux_bzimage_prints_its_banner_and_our_e820_map() {
+    let dir = vmm_tests::TempDir::new("linux");
+    let serial = dir.path().join("serial.log");
+    // An initrd (its contents do not matter before user space): the kernel
+    // reports where the loader put it.
+    let initrd = dir.path().join("initrd.img");
+    std::fs::write(&initrd, vec![0x5au8; 300 * 1024]).expect("initrd");
+    let vmm = boot_linux(&initrd, "console=ttyS0 earlyprintk=serial", &serial);
     let mut c = vmm.qmp();
     // The map and the initrd's place come early, well before the kernel
     // dies on this host's emulated ring 0.
@@ -131,24 +138,11 @@ fn linux_boots_busybox_to_user_space_where_the_host_allows() {
         eprintln!("skipped: booting to user space: {why}");
         return;
     }
-    let kernel = asset("kernel/vmlinuz");
     let dir = vmm_tests::TempDir::new("linux-user");
     let serial = dir.path().join("serial.log");
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, busybox_initramfs()).expect("initramfs");
-    let vmm = VmmProcess::start(&[
-        "-nodefaults",
-        "-m",
-        "512",
-        "-kernel",
-        kernel.to_str().expect("path"),
-        "-initrd",
-        initrd.to_str().expect("path"),
-        "-append",
-        "console=ttyS0 rdinit=/init panic=-1",
-        "-serial",
-        &format!("file:{}", serial.display()),
-    ]);
+    let vmm = boot_linux(&initrd, "console=ttyS0 rdinit=/init panic=-1", &serial);
     let mut c = vmm.qmp();
     let text = wait_for_text(&serial, Duration::from_secs(240), |l| {
         l.contains("vmm-userspace-ok") || l.contains("Kernel panic")
