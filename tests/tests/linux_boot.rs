@@ -1,6 +1,7 @@
 //! A stock Linux kernel (Debian's cloud kernel, fetched by
 //! scripts/setup.sh) boots as a bzImage: its banner and the e820 map it
-//! prints on the serial console must match the memory map vmm built.
+//! prints on the serial console must match the memory map vmm built, and
+//! the NUMA nodes it finds in the SRAT those of `-numa`.
 
 use serde_json::json;
 use std::path::Path;
@@ -16,10 +17,11 @@ const E820_512M: &[&str] = &[
 ];
 
 /// Debian's cloud kernel on a 512 MiB machine with `initrd` and `append`,
-/// its console on `serial`.
-fn boot_linux(initrd: &Path, append: &str, serial: &Path) -> VmmProcess {
+/// its console on `serial`; then `extra`.
+fn boot_linux(initrd: &Path, append: &str, serial: &Path, extra: &[&str]) -> VmmProcess {
     let kernel = asset("kernel/vmlinuz");
-    VmmProcess::start(&[
+    let serial = format!("file:{}", serial.display());
+    let mut args = vec![
         "-nodefaults",
         "-m",
         "512",
@@ -30,8 +32,10 @@ fn boot_linux(initrd: &Path, append: &str, serial: &Path) -> VmmProcess {
         "-append",
         append,
         "-serial",
-        &format!("file:{}", serial.display()),
-    ])
+        &serial,
+    ];
+    args.extend_from_slice(extra);
+    VmmProcess::start(&args)
 }
 
 #[test]
@@ -42,12 +46,28 @@ fn linux_bzimage_prints_its_banner_and_our_e820_map() {
     // reports where the loader put it.
     let initrd = dir.path().join("initrd.img");
     std::fs::write(&initrd, vec![0x5au8; 300 * 1024]).expect("initrd");
-    let vmm = boot_linux(&initrd, "console=ttyS0 earlyprintk=serial", &serial);
+    // Two NUMA nodes, each 256 MiB of its own memory backend; the CPU
+    // on node 0, node 1 memory only.
+    let vmm = boot_linux(
+        &initrd,
+        "console=ttyS0 earlyprintk=serial",
+        &serial,
+        &[
+            "-object",
+            "memory-backend-ram,id=m0,size=256M",
+            "-object",
+            "memory-backend-ram,id=m1,size=256M",
+            "-numa",
+            "node,memdev=m0,cpus=0",
+            "-numa",
+            "node,memdev=m1",
+        ],
+    );
     let mut c = vmm.qmp();
-    // The map and the initrd's place come early, well before the kernel
-    // dies on this host's emulated ring 0.
+    // The map, the initrd's place and the NUMA nodes come early, well
+    // before the kernel dies on this host's emulated ring 0.
     let text = wait_for_text(&serial, Duration::from_secs(240), |l| {
-        l.contains("RAMDISK: [mem")
+        l.contains("Initmem setup node 1")
     });
     assert!(text.contains("Linux version"), "{text}");
     assert!(
@@ -69,6 +89,15 @@ fn linux_bzimage_prints_its_banner_and_our_e820_map() {
         ramdisk.contains("RAMDISK: [mem 0x1ffb5000-0x1fffffff]"),
         "{ramdisk}"
     );
+    for line in [
+        "SRAT: PXM 0 -> APIC 0x00 -> Node 0",
+        "ACPI: SRAT: Node 0 PXM 0 [mem 0x00000000-0x0009ffff]",
+        "ACPI: SRAT: Node 0 PXM 0 [mem 0x00100000-0x0fffffff]",
+        "ACPI: SRAT: Node 1 PXM 1 [mem 0x10000000-0x1fffffff]",
+        "Initmem setup node 1 [mem 0x0000000010000000-0x000000001fffffff]",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
     assert_eq!(c.ok("query-status", json!({}))["status"], "running");
     let cpus = c.ok("query-cpus", json!({}));
     assert_eq!(cpus.as_array().map(Vec::len), Some(1));
@@ -142,7 +171,7 @@ fn linux_boots_busybox_to_user_space_where_the_host_allows() {
     let serial = dir.path().join("serial.log");
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, busybox_initramfs()).expect("initramfs");
-    let vmm = boot_linux(&initrd, "console=ttyS0 rdinit=/init panic=-1", &serial);
+    let vmm = boot_linux(&initrd, "console=ttyS0 rdinit=/init panic=-1", &serial, &[]);
     let mut c = vmm.qmp();
     let text = wait_for_text(&serial, Duration::from_secs(240), |l| {
         l.contains("vmm-userspace-ok") || l.contains("Kernel panic")

@@ -31,6 +31,32 @@ pub struct Vmm {
     pub chardevs: devices::chardev::Registry,
     /// The block graph: nodes, backends, drivers.
     pub block: block::BlockGraph,
+    /// `-numa`: the guest's NUMA nodes (None without any).
+    pub numa: Option<crate::numa::NumaConfig>,
+}
+
+impl Vmm {
+    /// Where CPU `index` sits (socket, core, thread and NUMA node), as
+    /// QEMU's pc machine describes its CPU slots.
+    pub fn cpu_instance_props(&self, index: u32) -> CpuInstanceProperties {
+        let t = self.topology;
+        let (socket, core, thread) = crate::numa::CpuSlots {
+            maxcpus: t.maxcpus,
+            cores: t.cores,
+            threads: t.threads,
+        }
+        .props(index);
+        CpuInstanceProperties {
+            node_id: self
+                .numa
+                .as_ref()
+                .and_then(|n| n.cpu_node.get(index as usize))
+                .map(|n| i64::from(*n)),
+            socket_id: Some(socket),
+            core_id: Some(core),
+            thread_id: Some(thread),
+        }
+    }
 }
 
 /// The command-line option groups, as query-command-line-options lists
@@ -737,7 +763,8 @@ impl QmpCommands for Vmm {
         let Some(m) = self.vm.machine.as_mut() else {
             return Ok(vec![]);
         };
-        Ok(m.cpu_states()
+        let states = m.cpu_states();
+        Ok(states
             .into_iter()
             .enumerate()
             .map(|(i, (pc, halted, tid))| CpuInfo {
@@ -746,12 +773,7 @@ impl QmpCommands for Vmm {
                 halted,
                 qom_path: format!("/machine/unattached/device[{i}]"),
                 thread_id: i64::from(tid),
-                props: Some(CpuInstanceProperties {
-                    node_id: None,
-                    socket_id: Some(i as i64),
-                    core_id: Some(0),
-                    thread_id: Some(0),
-                }),
+                props: Some(self.cpu_instance_props(i as u32)),
                 u: CpuInfoVariant::X86(CpuInfoX86 { pc: pc as i64 }),
             })
             .collect())
@@ -1034,23 +1056,14 @@ impl QmpCommands for Vmm {
     }
 
     fn query_hotpluggable_cpus(&mut self) -> Result<Vec<HotpluggableCPU>, Error> {
-        let t = self.topology;
         let present = self.vm.machine.as_ref().map_or(0, |m| m.cpu_count());
-        let per_socket = u64::from(t.cores.max(1) * t.threads.max(1));
         // QEMU lists every possible CPU, the highest first.
-        Ok((0..u64::from(t.maxcpus))
+        Ok((0..self.topology.maxcpus)
             .rev()
             .map(|i| HotpluggableCPU {
                 r#type: format!("{}-x86_64-cpu", self.cpu_model),
                 vcpus_count: 1,
-                props: CpuInstanceProperties {
-                    node_id: None,
-                    socket_id: Some((i / per_socket) as i64),
-                    core_id: Some(
-                        ((i / u64::from(t.threads.max(1))) % u64::from(t.cores.max(1))) as i64,
-                    ),
-                    thread_id: Some((i % u64::from(t.threads.max(1))) as i64),
-                },
+                props: self.cpu_instance_props(i),
                 qom_path: ((i as usize) < present)
                     .then(|| format!("/machine/unattached/device[{i}]")),
             })

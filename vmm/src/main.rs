@@ -11,6 +11,7 @@ mod kvm;
 mod machine;
 mod machines;
 mod monitor;
+mod numa;
 mod qdev;
 mod qom;
 mod runstate;
@@ -40,7 +41,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("vnc", "the VNC server"),
     ("incoming", "migration"),
     ("watchdog", "watchdog devices"),
-    ("numa", "NUMA topology"),
     ("smbios", "SMBIOS tables"),
     ("mem-path", "file-backed guest memory"),
     ("mem-prealloc", "file-backed guest memory"),
@@ -286,6 +286,7 @@ fn build_machine(
     config: &Config,
     events: Arc<MachineEvents>,
     serials: Vec<Option<devices::chardev::Chardev>>,
+    numa: Option<machine::NumaLayout>,
 ) -> Result<Option<Machine>, String> {
     if config.machine.type_name == "none" {
         globals::board_globals(config, false)?;
@@ -347,10 +348,60 @@ fn build_machine(
         pit_reinject: board.pit_reinject,
         firmware,
         nographic: config.nographic,
+        numa,
     };
     Machine::new(machine_config, sink)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// `-numa`: the nodes, checked against the CPUs, RAM and memory
+/// backends, and what the machine needs of them. Each memdev= backend
+/// becomes part of guest RAM and is in use from then on.
+fn configure_numa(
+    config: &Config,
+    has_machine: bool,
+    qom: &qom::Qom,
+) -> Result<Option<(numa::NumaConfig, machine::NumaLayout)>, String> {
+    if config.numa.is_empty() {
+        return Ok(None);
+    }
+    if !has_machine {
+        return Err("NUMA is not supported by this machine-type".into());
+    }
+    let slots = numa::CpuSlots {
+        maxcpus: config.smp.maxcpus.max(config.smp.cpus).max(1),
+        cores: config.smp.cores,
+        threads: config.smp.threads,
+    };
+    let Some(numa) = numa::configure(&config.numa, slots, config.memory.size, &|path| {
+        qom.memory_backend(path).map(|m| m.size())
+    })?
+    else {
+        return Ok(None);
+    };
+    for w in &numa.warnings {
+        eprintln!("vmm: warning: {w}");
+    }
+    let mut backends = Vec::new();
+    for node in &numa.nodes {
+        let Some(path) = &node.memdev else { continue };
+        let backend = qom
+            .memory_backend(path)
+            .ok_or_else(|| format!("memdev={path} is ambiguous"))?;
+        let mapping = backend.map_into_guest().ok_or_else(|| {
+            let id = path.rsplit('/').next().unwrap_or(path);
+            format!("memory backend {id} is used multiple times. Each -numa option must use a different memdev value.")
+        })?;
+        backends.push(mapping);
+    }
+    let layout = machine::NumaLayout {
+        node_mem: numa.nodes.iter().map(|n| n.mem).collect(),
+        cpu_node: numa.cpu_node.clone(),
+        distances: numa.distances.clone(),
+        backends,
+    };
+    Ok(Some((numa, layout)))
 }
 
 /// Every `-device`, in command-line order, as device_add would add
@@ -441,7 +492,18 @@ fn run(mut config: Config) -> ExitCode {
             events.push(machine::MachineEvent::Block(e))
         }));
     }
-    let mut machine = match build_machine(&config, machine_events.clone(), serials) {
+    let has_machine = config.machine.type_name != "none";
+    // Objects first: guest RAM may be made of memory backends.
+    let mut qom = match qom::Qom::from_config(&config, has_machine) {
+        Ok(q) => q,
+        Err(e) => return fail(e),
+    };
+    let numa = match configure_numa(&config, has_machine, &qom) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    let (numa, numa_layout) = numa.unzip();
+    let mut machine = match build_machine(&config, machine_events.clone(), serials, numa_layout) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -449,10 +511,12 @@ fn run(mut config: Config) -> ExitCode {
         .as_ref()
         .map(|m| m.pci_functions().iter().map(Into::into).collect())
         .unwrap_or_default();
-    let mut qom = match qom::Qom::from_config(&config, machine.is_some(), pci) {
-        Ok(q) => q,
-        Err(e) => return fail(e),
-    };
+    qom.populate_machine(
+        &config,
+        machine.is_some(),
+        pci,
+        numa.as_ref().map_or(&[][..], |n| &n.cpu_node),
+    );
     if let Err(e) = add_devices(&config, machine.as_mut(), &mut qom, &mut block) {
         return fail(e);
     }
@@ -477,6 +541,7 @@ fn run(mut config: Config) -> ExitCode {
         qom,
         chardevs,
         block,
+        numa,
     };
     let mut main_loop = match MainLoop::new(specs, chardev_monitors, signals, machine_events, vmm) {
         Ok(m) => m,

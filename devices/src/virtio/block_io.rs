@@ -643,7 +643,9 @@ impl Exec {
                 addr: d.addr(),
                 len: d.len(),
             };
-            if seg.len > 0 && mem.get_slice(seg.addr, seg.len as usize).is_err() {
+            // A buffer may span two regions (NUMA nodes laid end to
+            // end); the direct path then leaves it to the copying one.
+            if seg.len > 0 && !mem.check_range(seg.addr, seg.len as usize) {
                 return Err(format!(
                     "queue {queue}: descriptor outside guest memory in chain {head}"
                 ));

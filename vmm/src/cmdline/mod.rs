@@ -21,7 +21,7 @@ mod config;
 mod finish;
 mod keyval;
 mod machine;
-mod numbers;
+pub mod numbers;
 mod opts;
 mod parse;
 mod smbios;

@@ -58,9 +58,26 @@ pub(super) fn info_irq(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// `info numa`: vmm has no NUMA nodes (`-numa` is refused).
+/// `info numa`: each node's CPUs (those that exist) and memory, as
+/// QEMU prints them; vmm has no DIMMs, so nothing is plugged.
 pub(super) fn info_numa(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
-    ctx.out.push_str("0 nodes\n");
+    let Some(numa) = &ctx.vmm.numa else {
+        ctx.out.push_str("0 nodes\n");
+        return Ok(());
+    };
+    let present = ctx.vmm.vm.machine.as_ref().map_or(0, |m| m.cpu_count());
+    let _ = writeln!(ctx.out, "{} nodes", numa.nodes.len());
+    for (i, node) in numa.nodes.iter().enumerate() {
+        let _ = write!(ctx.out, "node {i} cpus:");
+        for (cpu, n) in numa.cpu_node.iter().enumerate().take(present) {
+            if usize::from(*n) == i {
+                let _ = write!(ctx.out, " {cpu}");
+            }
+        }
+        let _ = writeln!(ctx.out);
+        let _ = writeln!(ctx.out, "node {i} size: {} MB", node.mem >> 20);
+        let _ = writeln!(ctx.out, "node {i} plugged: 0 MB");
+    }
     Ok(())
 }
 

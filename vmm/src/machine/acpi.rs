@@ -1,6 +1,7 @@
 //! ACPI tables for the PC machine: RSDP, RSDT/XSDT, FADT (with the PM
 //! block, power button and reset register), FACS, MADT (every CPU, the
-//! IOAPIC, QEMU's interrupt overrides) and a DSDT with \_S3 and \_S5.
+//! IOAPIC, QEMU's interrupt overrides), a DSDT with \_S3 and \_S5, and
+//! with `-numa` an SRAT (and a SLIT when distances were given).
 
 use super::boot::ACPI_ADDR;
 use devices::acpi_pm::{
@@ -158,9 +159,95 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
     t.finish()
 }
 
+/// What the SRAT and SLIT describe.
+pub struct NumaTables<'a> {
+    /// (APIC ID, node) of every possible CPU.
+    pub cpus: Vec<(u32, u16)>,
+    /// Bytes of RAM in each node, laid end to end from address 0.
+    pub node_mem: &'a [u64],
+    /// Where RAM stops below 4 GiB (the rest continues at 4 GiB).
+    pub below_4g: u64,
+    /// The distance table, when `-numa dist` gave one.
+    pub distances: Option<&'a [Vec<u8>]>,
+}
+
+const HOLE_640K_START: u64 = 0xa0000;
+const HOLE_640K_END: u64 = 0x100000;
+const MEM_AFFINITY_ENABLED: u32 = 1;
+
+fn srat_memory(t: &mut Table, base: u64, len: u64, node: u32, flags: u32) {
+    t.u8(1).u8(40).u32(node).u16(0);
+    t.u64(base).u64(len).u32(0).u32(flags).u64(0);
+}
+
+/// The System Resource Affinity Table: each CPU's node, then each
+/// node's memory with the 640 KiB-1 MiB and PCI holes cut out (QEMU's
+/// layout: node after node from address 0), then disabled entries so
+/// that there are at least as many memory entries as nodes plus two.
+fn srat(numa: &NumaTables<'_>) -> Vec<u8> {
+    let mut t = Table::new(b"SRAT", 1);
+    t.u32(1).u64(0);
+    for &(apic_id, node) in &numa.cpus {
+        if apic_id < 255 {
+            t.u8(0).u8(16).u8(node as u8).u8(apic_id as u8).u32(1);
+            t.u8(0).bytes(&[0, 0, 0]).u32(0);
+        } else {
+            t.u8(2).u8(24).u16(0).u32(u32::from(node)).u32(apic_id);
+            t.u32(1).u32(0).u32(0);
+        }
+    }
+    let mut entries = 0;
+    let mut next = 0u64;
+    for (node, &size) in numa.node_mem.iter().enumerate() {
+        let node = node as u32;
+        let mut base = next;
+        let mut len = size;
+        next = base + len;
+        if base <= HOLE_640K_START && next > HOLE_640K_START {
+            len -= next - HOLE_640K_START;
+            if len > 0 {
+                srat_memory(&mut t, base, len, node, MEM_AFFINITY_ENABLED);
+                entries += 1;
+            }
+            if next <= HOLE_640K_END {
+                next = HOLE_640K_END;
+                continue;
+            }
+            base = HOLE_640K_END;
+            len = next - HOLE_640K_END;
+        }
+        if base <= numa.below_4g && next > numa.below_4g {
+            len -= next - numa.below_4g;
+            if len > 0 {
+                srat_memory(&mut t, base, len, node, MEM_AFFINITY_ENABLED);
+                entries += 1;
+            }
+            base = super::memory::FOUR_GIB;
+            len = next - numa.below_4g;
+            next = base + len;
+        }
+        srat_memory(&mut t, base, len, node, MEM_AFFINITY_ENABLED);
+        entries += 1;
+    }
+    for _ in entries..numa.node_mem.len() + 2 {
+        srat_memory(&mut t, 0, 0, 0, 0);
+    }
+    t.finish()
+}
+
+/// The System Locality Information Table: the node distance matrix.
+fn slit(distances: &[Vec<u8>]) -> Vec<u8> {
+    let mut t = Table::new(b"SLIT", 1);
+    t.u64(distances.len() as u64);
+    for row in distances {
+        t.bytes(row);
+    }
+    t.finish()
+}
+
 /// Builds every table for the CPUs with these APIC IDs, laid out from
 /// [`ACPI_ADDR`]; returns the bytes to copy there and the RSDP's address.
-pub fn build(apic_ids: &[u32], s3: bool) -> (Vec<u8>, u64) {
+pub fn build(apic_ids: &[u32], s3: bool, numa: Option<&NumaTables<'_>>) -> (Vec<u8>, u64) {
     let base = ACPI_ADDR as u32;
     let mut blob = vec![0u8; 64]; // the RSDP goes first, at a 16-byte boundary
     let place = |blob: &mut Vec<u8>, table: Vec<u8>| -> u32 {
@@ -180,11 +267,22 @@ pub fn build(apic_ids: &[u32], s3: bool) -> (Vec<u8>, u64) {
     };
     let fadt_at = place(&mut blob, fadt(facs_at, dsdt_at));
     let madt_at = place(&mut blob, madt(apic_ids));
+    let mut tables = vec![fadt_at, madt_at];
+    if let Some(numa) = numa {
+        tables.push(place(&mut blob, srat(numa)));
+        if let Some(d) = numa.distances {
+            tables.push(place(&mut blob, slit(d)));
+        }
+    }
     let mut xsdt = Table::new(b"XSDT", 1);
-    xsdt.u64(u64::from(fadt_at)).u64(u64::from(madt_at));
+    for at in &tables {
+        xsdt.u64(u64::from(*at));
+    }
     let xsdt_at = place(&mut blob, xsdt.finish());
     let mut rsdt = Table::new(b"RSDT", 1);
-    rsdt.u32(fadt_at).u32(madt_at);
+    for at in &tables {
+        rsdt.u32(*at);
+    }
     let rsdt_at = place(&mut blob, rsdt.finish());
     let mut rsdp = Vec::with_capacity(36);
     rsdp.extend_from_slice(b"RSD PTR ");
@@ -207,7 +305,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_lengths() {
-        let (blob, rsdp) = build(&[0, 1, 2, 3], true);
+        let (blob, rsdp) = build(&[0, 1, 2, 3], true, None);
         assert_eq!(rsdp, ACPI_ADDR);
         assert_eq!(&blob[..8], b"RSD PTR ");
         assert_eq!(checksum(&blob[..20]), 0);
@@ -227,5 +325,44 @@ mod tests {
                 assert_eq!(u32::from_le_bytes(t[64..68].try_into().unwrap()), 0x604);
             }
         }
+    }
+
+    #[test]
+    fn srat_cuts_the_holes_and_pads_memory_entries() {
+        const MIB: u64 = 1 << 20;
+        let numa = NumaTables {
+            cpus: vec![(0, 0), (1, 1)],
+            node_mem: &[512 * MIB, 3584 * MIB],
+            below_4g: 3 << 30,
+            distances: Some(&[vec![10, 20], vec![20, 10]]),
+        };
+        let t = srat(&numa);
+        assert_eq!(&t[..4], b"SRAT");
+        assert_eq!(checksum(&t), 0);
+        let cpu = &t[48..64];
+        assert_eq!(&cpu[..4], &[0, 16, 0, 0]);
+        assert_eq!(&t[64..68], &[0, 16, 1, 1]);
+        let mems: Vec<(u32, u64, u64, u32)> = t[80..]
+            .chunks(40)
+            .map(|e| {
+                let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+                let u64_at = |o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap());
+                (u32_at(2), u64_at(8), u64_at(16), u32_at(28))
+            })
+            .collect();
+        assert_eq!(
+            mems,
+            [
+                (0, 0, 0xa0000, 1),
+                (0, 0x100000, 512 * MIB - 0x100000, 1),
+                (1, 512 * MIB, 2560 * MIB, 1),
+                (1, 4 << 30, 1024 * MIB, 1),
+            ]
+        );
+        let s = slit(numa.distances.unwrap());
+        assert_eq!(&s[36..], &[2, 0, 0, 0, 0, 0, 0, 0, 10, 20, 20, 10]);
+        let (blob, _) = build(&[0, 1], true, Some(&numa));
+        assert!(blob.windows(4).any(|w| w == b"SRAT"));
+        assert!(blob.windows(4).any(|w| w == b"SLIT"));
     }
 }

@@ -12,7 +12,11 @@
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use std::sync::Arc;
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
+};
 
 /// The PC machine's RAM layout (QEMU's i440FX with gigabyte alignment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,12 +69,53 @@ impl std::fmt::Display for MemoryError {
     }
 }
 
+/// Host memory that something else allocated (a memory backend
+/// object), unmapped when the last user lets go of it.
+pub struct HostMapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: plain memory owned by this value; nothing in it is tied to a
+// thread, and the value itself is never written after creation.
+unsafe impl Send for HostMapping {}
+// SAFETY: as above; shared access only reads the address and length.
+unsafe impl Sync for HostMapping {}
+
+impl HostMapping {
+    /// # Safety
+    /// `addr`/`len` must describe a readable and writable mapping that
+    /// nothing else unmaps: this value unmaps it on drop.
+    pub unsafe fn adopt(addr: *mut libc::c_void, len: usize) -> HostMapping {
+        HostMapping { addr, len }
+    }
+
+    pub fn addr(&self) -> *mut libc::c_void {
+        self.addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for HostMapping {
+    fn drop(&mut self) {
+        // SAFETY: addr/len describe a mapping this value owns.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
 pub struct GuestRam {
     pub layout: RamLayout,
     /// The descriptor behind every region, for dump and migration (None
     /// where RAM is anonymous memory).
     #[allow(dead_code)]
     pub memfd: Option<File>,
+    /// The memory backends RAM is made of (`-numa node,memdev=`), kept
+    /// alive as long as the regions pointing into them.
+    #[allow(dead_code)]
+    backing: Vec<Arc<HostMapping>>,
     pub mem: GuestMemoryMmap,
 }
 
@@ -92,6 +137,18 @@ fn shmem_gets_huge_pages() -> bool {
     })
 }
 
+/// Asks for transparent huge pages on every region, as QEMU does for
+/// each RAM block.
+fn advise_huge_pages(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        if let Ok(host) = mem.get_host_address(region.start_addr()) {
+            // SAFETY: advice on a mapping this process owns; it changes
+            // no contents. Refused advice costs only speed.
+            unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
 impl GuestRam {
     pub fn new(layout: RamLayout) -> Result<GuestRam, MemoryError> {
         let ram = if shmem_gets_huge_pages() {
@@ -107,16 +164,11 @@ impl GuestRam {
             GuestRam {
                 layout,
                 memfd: None,
+                backing: Vec::new(),
                 mem,
             }
         };
-        for region in ram.mem.iter() {
-            if let Ok(host) = ram.mem.get_host_address(region.start_addr()) {
-                // SAFETY: advice on a mapping this process owns; it
-                // changes no contents. Refused advice costs only speed.
-                unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
-            }
-        }
+        advise_huge_pages(&ram.mem);
         Ok(ram)
     }
 
@@ -146,6 +198,61 @@ impl GuestRam {
         Ok(GuestRam {
             layout,
             memfd: Some(memfd),
+            backing: Vec::new(),
+            mem,
+        })
+    }
+
+    /// RAM made of memory backends laid end to end, as QEMU builds its
+    /// RAM container from `-numa node,memdev=`: each backend covers the
+    /// next part of RAM, which the layout then places below and above
+    /// 4 GiB. Their sizes must add up to the layout's total.
+    pub fn from_backends(
+        layout: RamLayout,
+        backends: Vec<Arc<HostMapping>>,
+    ) -> Result<GuestRam, MemoryError> {
+        let total: u64 = backends.iter().map(|b| b.len() as u64).sum();
+        if total != layout.total() {
+            return Err(MemoryError::Map(format!(
+                "memory backends hold {total} bytes, RAM is {}",
+                layout.total()
+            )));
+        }
+        let mut regions = Vec::new();
+        let mut backend_start = 0u64;
+        for b in &backends {
+            let backend_end = backend_start + b.len() as u64;
+            for (gpa, size, ram_offset) in layout.regions() {
+                let start = ram_offset.max(backend_start);
+                let end = (ram_offset + size).min(backend_end);
+                if start >= end {
+                    continue;
+                }
+                // SAFETY: [start - backend_start, end - backend_start) lies
+                // inside the backend's mapping, which `backing` keeps alive
+                // as long as the region.
+                let region = unsafe {
+                    MmapRegion::build_raw(
+                        b.addr().cast::<u8>().add((start - backend_start) as usize),
+                        (end - start) as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                    )
+                }
+                .map_err(|e| MemoryError::Map(e.to_string()))?;
+                let guest = GuestRegionMmap::new(region, GuestAddress(gpa + (start - ram_offset)))
+                    .ok_or_else(|| MemoryError::Map("a region wraps the address space".into()))?;
+                regions.push(guest);
+            }
+            backend_start = backend_end;
+        }
+        let mem =
+            GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Map(e.to_string()))?;
+        advise_huge_pages(&mem);
+        Ok(GuestRam {
+            layout,
+            memfd: None,
+            backing: backends,
             mem,
         })
     }

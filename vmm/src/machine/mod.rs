@@ -357,6 +357,20 @@ const PCI_MMIO_START: u64 = 0xe000_0000;
 /// Where the VMM places PCI I/O BARs, as SeaBIOS does: from 0xc000 up.
 const PCI_IO_START: u64 = 0xc000;
 
+/// `-numa`, as the machine needs it.
+pub struct NumaLayout {
+    /// Bytes of RAM in each node, node 0 first; RAM is laid out node
+    /// after node.
+    pub node_mem: Vec<u64>,
+    /// The node of every possible CPU, by index.
+    pub cpu_node: Vec<u16>,
+    /// The distance table, when `-numa dist` gave one.
+    pub distances: Option<Vec<Vec<u8>>>,
+    /// With `memdev=`: each node's memory backend, node 0 first; guest
+    /// RAM is made of them.
+    pub backends: Vec<Arc<memory::HostMapping>>,
+}
+
 /// What the machine is built from.
 pub struct MachineConfig {
     pub ram_size: u64,
@@ -380,6 +394,9 @@ pub struct MachineConfig {
     pub firmware: Option<(String, Vec<u8>)>,
     /// `-nographic` (fw_cfg tells the firmware to use the serial port).
     pub nographic: bool,
+    /// `-numa`: the guest's NUMA nodes (SRAT/SLIT, and RAM made of
+    /// memory backends).
+    pub numa: Option<NumaLayout>,
 }
 
 pub struct Machine {
@@ -426,6 +443,8 @@ pub struct Machine {
     /// What the ISA interrupt lines did (kept across resets, as QEMU
     /// keeps its counters).
     irq_stats: Arc<IrqStats>,
+    /// `-numa` (its backends now belong to `ram`).
+    numa: Option<NumaLayout>,
 }
 
 /// The next free I/O range of `size` bytes (a power of two) from
@@ -488,7 +507,17 @@ impl Machine {
         vcpu::install_kick_handler();
         let kvm = Kvm::new().map_err(err("Could not access KVM kernel module"))?;
         let layout = RamLayout::pc(config.ram_size);
-        let ram = GuestRam::new(layout).map_err(err("guest memory"))?;
+        let mut numa = config.numa;
+        let backends = numa
+            .as_mut()
+            .map(|n| std::mem::take(&mut n.backends))
+            .unwrap_or_default();
+        let ram = if backends.is_empty() {
+            GuestRam::new(layout)
+        } else {
+            GuestRam::from_backends(layout, backends)
+        }
+        .map_err(err("guest memory"))?;
         let kernel = if let Some((path, image)) = &config.firmware {
             Kernel::Firmware(firmware::Firmware::load(path, image)?)
         } else if BzImage::is_bzimage(&config.kernel) {
@@ -556,6 +585,17 @@ impl Machine {
         let mut host_bridge = I440fx::new();
         let shadow = match &kernel {
             Kernel::Firmware(fw) => {
+                // The shadow area is copied from and to RAM at one host
+                // address: the first megabyte must be one mapping.
+                if ram
+                    .mem
+                    .find_region(GuestAddress(0))
+                    .is_none_or(|r| r.len() < firmware::SHADOW_END)
+                {
+                    return Err(MachineError(
+                        "-bios: the first NUMA node's memory must hold the first megabyte".into(),
+                    ));
+                }
                 let ram_host = ram
                     .mem
                     .get_host_address(GuestAddress(0))
@@ -653,6 +693,7 @@ impl Machine {
             shadow,
             i8042,
             irq_stats,
+            numa,
         };
         m.build_vm()?;
         Ok(m)
@@ -762,10 +803,14 @@ impl Machine {
         for region in self.ram.mem.iter() {
             let (start, len) = (region.start_addr().0, region.len());
             let end = start + len;
-            if self.shadow.is_some() && start < firmware::SHADOW_START && end > firmware::SHADOW_END
+            if self.shadow.is_some() && start < firmware::SHADOW_END && end > firmware::SHADOW_START
             {
-                slots.push((start, firmware::SHADOW_START - start));
-                slots.push((firmware::SHADOW_END, end - firmware::SHADOW_END));
+                if start < firmware::SHADOW_START {
+                    slots.push((start, firmware::SHADOW_START - start));
+                }
+                if end > firmware::SHADOW_END {
+                    slots.push((firmware::SHADOW_END, end - firmware::SHADOW_END));
+                }
             } else {
                 slots.push((start, len));
             }
@@ -789,7 +834,15 @@ impl Machine {
             GuestAddress(mptable::MPTABLE_ADDR),
         )
         .map_err(err("MP table"))?;
-        let (tables, rsdp) = acpi::build(&self.apic_ids(), self.acpi_s3);
+        let numa = self.numa.as_ref().map(|n| acpi::NumaTables {
+            cpus: (0..n.cpu_node.len() as u32)
+                .map(|i| (self.topology.apic_id(i), n.cpu_node[i as usize]))
+                .collect(),
+            node_mem: &n.node_mem,
+            below_4g: self.ram.layout.below_4g,
+            distances: n.distances.as_deref(),
+        });
+        let (tables, rsdp) = acpi::build(&self.apic_ids(), self.acpi_s3, numa.as_ref());
         mem.write_slice(&tables, GuestAddress(ACPI_ADDR))
             .map_err(err("ACPI tables"))?;
         match &self.kernel {

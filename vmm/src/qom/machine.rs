@@ -19,6 +19,8 @@ pub struct CpuTopology {
     pub count: u32,
     pub cores: u32,
     pub threads: u32,
+    /// Each CPU's NUMA node, by index (empty without `-numa`).
+    pub nodes: Vec<u16>,
 }
 
 /// One function on PCI bus 0, as the machine has it (query-pci's view).
@@ -244,6 +246,11 @@ fn cpu_state(index: u32, t: &CpuTopology) -> PropertyStore {
             PropInfo::new("thread-id", "int32", Access::ReadWrite),
             Value::from(index % threads),
         )
+        .with(
+            // -1: no NUMA node (QEMU's CPU_UNSET_NUMA_NODE_ID).
+            PropInfo::new("node-id", "int32", Access::ReadWrite),
+            Value::from(t.nodes.get(index as usize).map_or(-1, |n| i32::from(*n))),
+        )
 }
 
 fn machine_state(d: &MachineDescription) -> PropertyStore {
@@ -299,6 +306,7 @@ impl MachineDescription {
                 count: config.smp.cpus.max(1),
                 cores: config.smp.cores,
                 threads: config.smp.threads,
+                nodes: Vec::new(),
             }),
             serials: if has_machine {
                 config
@@ -498,7 +506,10 @@ fn add_virtio_blk(tree: &mut Tree, pci: &mut PciBus, p: &Peripheral, v: &VirtioB
 }
 
 /// The tree for `d`, and its PCI bus where the machine has one.
-pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
+/// The tree's root with the machine object and its containers, before
+/// the machine's devices: `-object`s are created here first (guest RAM
+/// may be made of memory backends), then [`populate`] adds the rest.
+pub fn build_root(d: &MachineDescription) -> Tree {
     let mut tree = Tree::new();
     let machine_type = types::machine_type(&d.machine_type);
     let machine = tree
@@ -509,11 +520,18 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
     }
     tree.container("/objects");
     tree.container("/chardevs");
+    tree
+}
+
+/// The machine's buses and board devices, in the order QEMU's pc
+/// machine creates them.
+pub fn populate(tree: &mut Tree, d: &MachineDescription) -> Option<PciBus> {
+    let machine = tree.container("/machine");
     let unattached = tree.container("/machine/unattached");
     let mut pci = d
         .cpus
         .is_some()
-        .then(|| PciBus::new(&mut tree, machine, &d.pci, d.ram_size));
+        .then(|| PciBus::new(tree, machine, &d.pci, d.ram_size));
     if let Some(t) = &d.cpus {
         for i in 0..t.count {
             let _ = tree.add_child(
@@ -549,7 +567,7 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
                 Vec::new()
             };
             bus.add(
-                &mut tree,
+                tree,
                 unattached,
                 "device[*]",
                 None,
@@ -566,7 +584,7 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
     if d.cpus.is_some() {
         // The board's ISA devices, as the pc machine creates them.
         add_device(
-            &mut tree,
+            tree,
             unattached,
             "device[*]",
             None,
@@ -576,7 +594,7 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
         // The in-kernel PIT (KVM's, with its lost ticks re-injected:
         // QEMU's `delay`).
         add_device(
-            &mut tree,
+            tree,
             unattached,
             "device[*]",
             None,
@@ -587,7 +605,7 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
         let com = [(0x3f8, 4), (0x2f8, 3), (0x3e8, 4), (0x2e8, 3)];
         for (index, (chardev, (iobase, irq))) in d.serials.iter().zip(com).enumerate() {
             add_device(
-                &mut tree,
+                tree,
                 unattached,
                 "device[*]",
                 None,
@@ -601,9 +619,9 @@ pub fn build(d: &MachineDescription) -> (Tree, Option<PciBus>) {
                 ],
             );
         }
-        add_device(&mut tree, unattached, "device[*]", None, "i8042", &[]);
+        add_device(tree, unattached, "device[*]", None, "i8042", &[]);
     }
-    (tree, pci)
+    pci
 }
 
 /// A `-device` or `device_add` device joins the tree (`pci`: the

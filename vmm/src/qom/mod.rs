@@ -26,13 +26,31 @@ pub struct Qom {
 }
 
 impl Qom {
+    /// The root, the machine object and the containers; the machine's
+    /// devices come with [`Qom::populate_machine`].
     pub fn new(machine: &machine::MachineDescription) -> Qom {
-        let (tree, pci) = machine::build(machine);
         Qom {
-            tree,
-            pci,
+            tree: machine::build_root(machine),
+            pci: None,
             anon_count: 0,
         }
+    }
+
+    /// The machine's buses and board devices join the tree, once the
+    /// machine exists (`pci`: the functions on its PCI bus; `cpu_nodes`:
+    /// each CPU's NUMA node, empty without `-numa`).
+    pub fn populate_machine(
+        &mut self,
+        config: &crate::cmdline::Config,
+        has_machine: bool,
+        pci: Vec<machine::PciFunction>,
+        cpu_nodes: &[u16],
+    ) {
+        let mut d = machine::MachineDescription::from_config(config, has_machine, pci);
+        if let Some(cpus) = &mut d.cpus {
+            cpus.nodes = cpu_nodes.to_vec();
+        }
+        self.pci = machine::populate(&mut self.tree, &d);
     }
 
     /// Where a new device goes: `/machine/peripheral/ID`, or for one
@@ -66,17 +84,14 @@ impl Qom {
         machine::add_peripheral(&mut self.tree, self.pci.as_mut(), p);
     }
 
-    /// The tree for this command line, with its `-object`s created;
+    /// The tree for this command line, with its `-object`s created
+    /// (before the machine, whose RAM may be made of memory backends);
     /// an error names the `-object` it comes from.
-    pub fn from_config(
-        config: &crate::cmdline::Config,
-        has_machine: bool,
-        pci: Vec<machine::PciFunction>,
-    ) -> Result<Qom, String> {
+    pub fn from_config(config: &crate::cmdline::Config, has_machine: bool) -> Result<Qom, String> {
         let mut qom = Qom::new(&machine::MachineDescription::from_config(
             config,
             has_machine,
-            pci,
+            Vec::new(),
         ));
         for o in &config.objects {
             let qom_type = o.get("qom-type").unwrap_or_default();
@@ -91,6 +106,20 @@ impl Qom {
                 .map_err(|e| format!("{}: {}", o.location, e.desc))?;
         }
         Ok(qom)
+    }
+
+    /// The memory backend at `path` (an id under /objects, or a QOM
+    /// path), as `-numa node,memdev=` names one.
+    pub fn memory_backend(&self, path: &str) -> Option<&objects::memory_backend::MemoryBackend> {
+        let obj = self.tree.resolve(path).ok().or_else(|| {
+            (!path.contains('/'))
+                .then(|| self.tree.resolve(&format!("/objects/{path}")).ok())
+                .flatten()
+        })?;
+        self.tree
+            .state(obj)
+            .as_any()
+            .downcast_ref::<objects::memory_backend::MemoryBackend>()
     }
 
     fn resolve(&self, path: &str) -> Result<tree::ObjectId, Error> {

@@ -2,12 +2,15 @@
 //! when the object is created, with QEMU's knobs (merge, dump, prealloc,
 //! NUMA policy), ready for guest RAM, NUMA nodes and DIMMs to map.
 
+use crate::machine::memory::HostMapping;
 use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
 use crate::qom::tree::Tree;
 use qmp::Error;
 use serde_json::Value;
 use std::any::Any;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// QEMU's MAX_NODES: the highest host node a policy can name, plus one.
 const MAX_NODES: u16 = 128;
@@ -25,23 +28,6 @@ pub enum Source {
     },
 }
 
-/// A host mapping, unmapped on drop.
-struct Mapping {
-    addr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; nothing in it
-// is tied to the creating thread.
-unsafe impl Send for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: addr/len describe a mapping this value created.
-        unsafe { libc::munmap(self.addr, self.len) };
-    }
-}
-
 pub struct MemoryBackend {
     type_name: &'static str,
     source: Source,
@@ -51,7 +37,9 @@ pub struct MemoryBackend {
     prealloc: bool,
     host_nodes: Vec<u16>,
     policy: usize,
-    mapping: Option<Mapping>,
+    mapping: Option<Arc<HostMapping>>,
+    /// Guest RAM is made of it (QEMU's "mapped"): object-del refuses.
+    in_guest: AtomicBool,
 }
 
 fn errno_error(what: &str) -> Error {
@@ -72,7 +60,20 @@ impl MemoryBackend {
             host_nodes: Vec::new(),
             policy: 0,
             mapping: None,
+            in_guest: AtomicBool::new(false),
         }
+    }
+
+    /// The memory, for guest RAM to be made of; None when something
+    /// already uses it for that (or it has none, which completion rules
+    /// out). The backend is in use from then on.
+    pub fn map_into_guest(&self) -> Option<Arc<HostMapping>> {
+        let m = self.mapping.clone()?;
+        (!self.in_guest.swap(true, Ordering::Relaxed)).then_some(m)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     pub fn memdev(&self, id: &str) -> qmp::qapi::Memdev {
@@ -92,7 +93,7 @@ impl MemoryBackend {
         if let Some(m) = &self.mapping {
             // SAFETY: advising on our own mapping. Failure (a kernel
             // without KSM, say) leaves the memory usable, as in QEMU.
-            unsafe { libc::madvise(m.addr, m.len, advice) };
+            unsafe { libc::madvise(m.addr(), m.len(), advice) };
         }
     }
 
@@ -114,8 +115,8 @@ impl MemoryBackend {
         if let Some(m) = &self.mapping {
             // SAFETY: page size query has no preconditions.
             let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-            let base = m.addr as *mut u8;
-            for off in (0..m.len).step_by(page) {
+            let base = m.addr().cast::<u8>();
+            for off in (0..m.len()).step_by(page) {
                 // SAFETY: off < len, inside our writable mapping; a
                 // volatile read-write keeps the content and forces a
                 // private page.
@@ -127,7 +128,7 @@ impl MemoryBackend {
         }
     }
 
-    fn map(&self) -> Result<Mapping, Error> {
+    fn map(&self) -> Result<HostMapping, Error> {
         let len = usize::try_from(self.size)
             .map_err(|_| Error::generic("memory backend size does not fit in the address space"))?;
         let (fd, flags, _file) = match &self.source {
@@ -165,10 +166,12 @@ impl MemoryBackend {
         if addr == libc::MAP_FAILED {
             return Err(errno_error("unable to map backing store for guest RAM"));
         }
-        Ok(Mapping { addr, len })
+        // SAFETY: a fresh read-write mapping of `len` bytes, owned by
+        // nothing else.
+        Ok(unsafe { HostMapping::adopt(addr, len) })
     }
 
-    fn bind(&self, m: &Mapping) -> Result<(), Error> {
+    fn bind(&self, m: &HostMapping) -> Result<(), Error> {
         let policy = self.policy;
         if !self.host_nodes.is_empty() && policy == 0 {
             return Err(Error::generic(
@@ -199,8 +202,8 @@ impl MemoryBackend {
         let r = unsafe {
             libc::syscall(
                 libc::SYS_mbind,
-                m.addr,
-                m.len,
+                m.addr(),
+                m.len(),
                 policy as u64,
                 mask.as_ptr(),
                 maxnode + 1,
@@ -359,12 +362,16 @@ impl ObjectState for MemoryBackend {
         }
         let m = self.map()?;
         self.bind(&m)?;
-        self.mapping = Some(m);
+        self.mapping = Some(Arc::new(m));
         self.apply_merge_and_dump();
         if self.prealloc {
             self.preallocate();
         }
         Ok(())
+    }
+
+    fn can_be_deleted(&self) -> bool {
+        !self.in_guest.load(Ordering::Relaxed)
     }
 
     fn as_any(&self) -> &dyn Any {
