@@ -5,6 +5,7 @@ pub mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod keymap;
+pub mod ps2;
 pub mod reset_control;
 pub mod serial;
 

@@ -566,8 +566,9 @@ impl Machine {
         for (uart, (port, _)) in serials.iter().zip(com) {
             insert(&pio, port, 8, uart.clone())?;
         }
-        // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4).
-        let i8042 = Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1))));
+        // One i8042 answers at 0x60 and 0x64 (offsets 0 and 4); its
+        // keyboard interrupts on ISA IRQ 1, its mouse on IRQ 12.
+        let i8042 = Arc::new(Mutex::new(I8042::new(sink.clone(), irq(1), irq(12))));
         insert(&pio, 0x60, 5, i8042.clone())?;
         let cmos = Arc::new(Mutex::new(Cmos::new(below, above, sink.clone(), irq(8))));
         insert(&pio, 0x70, 2, cmos.clone())?;
@@ -1042,8 +1043,6 @@ impl Machine {
         self.pm.lock().unwrap_or_else(|e| e.into_inner()).wake();
     }
 
-    /// An NMI to every vCPU. A running vCPU holds its descriptor inside
-    /// KVM_RUN, so the vCPUs stop for the moment it takes.
     /// The keyboard sends one key event (input-send-event).
     pub fn key_event(&self, key: devices::legacy::Key, down: bool) {
         self.i8042
@@ -1079,6 +1078,8 @@ impl Machine {
         }
     }
 
+    /// An NMI to every vCPU. A running vCPU holds its descriptor inside
+    /// KVM_RUN, so the vCPUs stop for the moment it takes.
     pub fn inject_nmi(&mut self) -> Result<(), MachineError> {
         self.with_vcpus_paused(|m| {
             for v in &m.vcpus {
@@ -1147,6 +1148,7 @@ impl Machine {
         }
         self.pci.reset();
         self.pm.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        self.i8042.lock().unwrap_or_else(|e| e.into_inner()).reset();
         self.running = running;
         if let Err(e) = self.build_vm() {
             (self.events)(MachineEvent::InternalError(format!("reset failed: {e}")));
