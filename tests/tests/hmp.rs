@@ -1322,3 +1322,54 @@ fn info_roms_is_empty_for_a_kernel_loaded_into_ram() {
     assert_eq!(hmp(&mut c, "info roms"), "");
     assert_eq!(hmp(&mut c, "info numa"), "0 nodes\r\n");
 }
+
+/// query-mice and `info mice` list the i8042's PS/2 mouse as QEMU 2.11's
+/// pc lists it (index 2: the keyboard's handler is 1); `mouse_set` takes
+/// mice only; without a board there is none.
+#[test]
+fn info_mice_lists_the_ps2_mouse() {
+    let vmm = VmmProcess::start(&["-S"]);
+    let mut c = vmm.qmp();
+    assert_eq!(
+        c.ok("query-mice", json!({})),
+        json!([{"name": "QEMU PS/2 Mouse", "index": 2, "current": true, "absolute": false}])
+    );
+    assert_eq!(hmp(&mut c, "info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
+    assert_eq!(hmp(&mut c, "mouse_set 2"), "");
+    assert_eq!(
+        hmp(&mut c, "mouse_set 1"),
+        "Input device 'QEMU PS/2 Keyboard' is not a mouse\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "mouse_set 5"),
+        "Mouse at index '5' not found\r\n"
+    );
+    assert_eq!(hmp(&mut c, "info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
+    // Before the guest runs, monitor input is dropped without a word;
+    // QMP's input-send-event says why.
+    assert_eq!(hmp(&mut c, "mouse_move 10 10"), "");
+    assert_eq!(hmp(&mut c, "mouse_button 1"), "");
+    let rel = json!({"events": [{"type": "rel", "data": {"axis": "x", "value": 1}}]});
+    let (_, desc) = c.err("input-send-event", rel.clone());
+    assert_eq!(desc, "VM not running");
+    let help = hmp(&mut c, "help");
+    for name in [
+        "mouse_move dx dy [dz] -- ",
+        "mouse_button state -- ",
+        "mouse_set index -- ",
+    ] {
+        assert!(help.contains(name), "{help}");
+    }
+
+    let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
+    let mut c = vmm.qmp();
+    assert_eq!(c.ok("query-mice", json!({})), json!([]));
+    assert_eq!(hmp(&mut c, "info mice"), "No mouse devices connected\r\n");
+    assert_eq!(
+        hmp(&mut c, "mouse_set 2"),
+        "Mouse at index '2' not found\r\n"
+    );
+    c.ok("cont", json!({}));
+    let (_, desc) = c.err("input-send-event", rel);
+    assert_eq!(desc, "Input handler not found for event type rel");
+}

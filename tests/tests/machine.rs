@@ -301,6 +301,40 @@ fn s3_suspends_and_system_wakeup_wakes_the_guest() {
     assert!(!c.event_names().contains(&"RESET".to_string()));
 }
 
+/// Input wakes a suspended guest as QEMU's PS/2 devices ask: any key
+/// does; the mouse only with a button held, which a mouse the guest
+/// never enabled does not record.
+#[test]
+fn a_key_wakes_a_suspended_guest_and_a_disabled_mouse_does_not() {
+    let mut g = Guest::start("acpi-suspend", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    c.wait_event("SUSPEND");
+    c.ok(
+        "input-send-event",
+        json!({"events": [{"type": "btn", "data": {"button": "left", "down": true}},
+                          {"type": "rel", "data": {"axis": "x", "value": 3}}]}),
+    );
+    let r = c.ok(
+        "human-monitor-command",
+        json!({"command-line": "mouse_button 1"}),
+    );
+    assert_eq!(r, "");
+    assert_eq!(c.ok("query-status", json!({}))["status"], "suspended");
+    c.ok(
+        "input-send-event",
+        json!({"events": [{"type": "key", "data": {"down": true,
+                           "key": {"type": "qcode", "data": "a"}}}]}),
+    );
+    c.wait_event("WAKEUP");
+    assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
+    assert!(
+        g.output().contains("ok acpi-suspend woke"),
+        "{}",
+        g.output()
+    );
+}
+
 #[test]
 fn query_pci_answers_what_the_guest_sees_on_bus_0() {
     let g = Guest::start("pci,idle", &[]);
@@ -627,12 +661,14 @@ fn send_key_and_sendkey_reach_the_guest_as_scancodes() {
         out.contains("keyboard got e0 1d e0 1c e0 9c e0 9d"),
         "{out}"
     );
-    // input-send-event: the keyboard takes key events; there is no
-    // pointer, so a move has no handler, as QEMU answers.
-    let rel = json!({"events": [{"type": "rel", "data": {"axis": "x", "value": 5}}]});
-    let (class, desc) = c.err("input-send-event", rel);
+    // input-send-event: the keyboard takes key events; nothing takes
+    // absolute motion, as QEMU answers (checked before any event goes).
+    let abs = json!({"events": [
+        {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "c"}}},
+        {"type": "abs", "data": {"axis": "x", "value": 5}}]});
+    let (class, desc) = c.err("input-send-event", abs);
     assert_eq!(class, "GenericError");
-    assert_eq!(desc, "Input handler not found for event type rel");
+    assert_eq!(desc, "Input handler not found for event type abs");
     let (class, _) = c.err(
         "input-send-event",
         json!({"device": "nosuch", "events": []}),
@@ -652,4 +688,86 @@ fn send_key_and_sendkey_reach_the_guest_as_scancodes() {
     let b = json!({"events": [key(true, json!({"type": "qcode", "data": "b"}))]});
     let (_, desc) = c.err("input-send-event", b);
     assert_eq!(desc, "VM not running");
+}
+
+/// The PS/2 mouse on the i8042's aux port: the guest checks the
+/// controller's aux commands and the mouse's replies itself, enables it,
+/// and prints the packets the host's input-send-event and HMP
+/// mouse_move/mouse_button make, burst by burst (QEMU's encoding: y
+/// upwards, +-127 per packet, the rest in further packets while the
+/// queue has room, then at the next sync); after the IntelliMouse knock
+/// packets carry the wheel.
+#[test]
+fn the_ps2_mouse_sends_the_packets_of_input_events() {
+    let g = Guest::start("mouse,idle", &[]);
+    let mut c = g.vmm.qmp();
+    g.wait_line("mouse waiting");
+    let rel =
+        |axis: &str, value: i64| json!({"type": "rel", "data": {"axis": axis, "value": value}});
+    let btn =
+        |button: &str, down: bool| json!({"type": "btn", "data": {"button": button, "down": down}});
+    let mut burst = 0;
+    let mut expect = |c: &mut QmpClient, send: &dyn Fn(&mut QmpClient), bytes: &str| {
+        burst += 1;
+        send(c);
+        let tag = format!("mouse got {burst}:");
+        let out = g.wait_line(&tag);
+        assert!(out.contains(&format!("{tag} {bytes}\n")), "{out}");
+    };
+    let events = |list: Vec<serde_json::Value>| {
+        move |c: &mut QmpClient| {
+            c.ok("input-send-event", json!({"events": list.clone()}));
+        }
+    };
+    let hmp = |line: &'static str| {
+        move |c: &mut QmpClient| {
+            let r = c.ok("human-monitor-command", json!({"command-line": line}));
+            assert_eq!(r, "");
+        }
+    };
+    expect(&mut c, &events(vec![rel("x", 5), rel("y", -3)]), "08 05 03");
+    expect(
+        &mut c,
+        &events(vec![rel("x", -10), rel("y", 20)]),
+        "38 f6 ec",
+    );
+    // -1000: four clipped packets fill the queue to 12 bytes; the rest
+    // goes with the next sync, here the left button's.
+    expect(
+        &mut c,
+        &events(vec![rel("x", -1000)]),
+        &["18 81 00"; 4].join(" "),
+    );
+    expect(
+        &mut c,
+        &events(vec![btn("left", true)]),
+        "19 81 00 19 81 00 19 81 00 19 91 00",
+    );
+    // HMP's state 2 is the right button.
+    expect(&mut c, &hmp("mouse_button 2"), "0b 00 00");
+    expect(&mut c, &events(vec![btn("left", false)]), "0a 00 00");
+    expect(&mut c, &hmp("mouse_button 0"), "08 00 00");
+    expect(&mut c, &hmp("mouse_move 4 -4"), "08 04 04");
+    g.wait_line("mouse wheel");
+    // A wheel notch down counts +1; HMP's positive dz is a notch up (-1),
+    // released in a second packet.
+    expect(
+        &mut c,
+        &events(vec![btn("wheel-down", true), btn("wheel-down", false)]),
+        "08 00 00 01",
+    );
+    expect(&mut c, &hmp("mouse_move 1 2 1"), "28 01 fe ff 08 00 00 00");
+    g.wait_line("ok mouse");
+    // The guest turned the mouse interrupt on: IRQ 12 fired.
+    let irq = c.ok("human-monitor-command", json!({"command-line": "info irq"}));
+    let irq = irq.as_str().unwrap_or_default();
+    assert!(
+        irq.lines().any(|l| l.starts_with("12: ") && l != "12: 0"),
+        "{irq}"
+    );
+    // The PS/2 mouse is relative: nothing takes absolute motion.
+    let abs = json!({"events": [{"type": "abs", "data": {"axis": "x", "value": 5}}]});
+    let (class, desc) = c.err("input-send-event", abs);
+    assert_eq!(class, "GenericError");
+    assert_eq!(desc, "Input handler not found for event type abs");
 }

@@ -33,6 +33,8 @@ pub struct Vmm {
     pub block: block::BlockGraph,
     /// `-numa`: the guest's NUMA nodes (None without any).
     pub numa: Option<crate::numa::NumaConfig>,
+    /// The input handlers (keyboard, mouse) and where events go.
+    pub input: crate::input::Input,
 }
 
 impl Vmm {
@@ -549,7 +551,7 @@ impl QmpCommands for Vmm {
     }
 
     fn query_mice(&mut self) -> Result<Vec<MouseInfo>, Error> {
-        not_implemented("query-mice")
+        Ok(self.input.mice())
     }
 
     fn send_key(&mut self, args: SendKeyArgs) -> Result<(), Error> {
@@ -577,7 +579,8 @@ impl QmpCommands for Vmm {
 
     fn input_send_event(&mut self, args: InputSendEventArgs) -> Result<(), Error> {
         // QEMU's checks, in its order: the console, the run state, a
-        // handler for every event (vmm has a keyboard, no pointer).
+        // handler for every event (the PS/2 keyboard takes keys, the
+        // PS/2 mouse buttons and relative motion; nothing takes abs).
         if let Some(device) = &args.device {
             if self
                 .qom
@@ -600,7 +603,7 @@ impl QmpCommands for Vmm {
         if let Some(e) = args
             .events
             .iter()
-            .find(|e| !matches!(e, InputEvent::Key(_)))
+            .find(|e| !self.input.has_handler(e.kind()))
         {
             return Err(Error::generic(format!(
                 "Input handler not found for event type {}",
@@ -608,19 +611,24 @@ impl QmpCommands for Vmm {
             )));
         }
         let Some(m) = self.vm.machine.as_ref() else {
-            return Err(Error::generic("Input handler not found for event type key"));
+            return Ok(());
         };
+        let mut wake = false;
         for e in &args.events {
-            if let InputEvent::Key(k) = e {
-                let key = match &k.key {
-                    KeyValue::Qcode(q) => devices::legacy::Key::from_qcode(q.as_str()),
-                    KeyValue::Number(n) => devices::legacy::Key::from_number(*n),
-                };
-                // A number no key has is dropped, as QEMU drops it.
-                if let Some(key) = key {
-                    m.key_event(key, k.down);
-                }
+            wake |= self.input.send(m, e).0;
+            // A key given by number goes through QEMU's key path, which
+            // syncs every handler at once.
+            if let InputEvent::Key(InputKeyEvent {
+                key: KeyValue::Number(_),
+                ..
+            }) = e
+            {
+                wake |= self.input.sync(m).0;
             }
+        }
+        wake |= self.input.sync(m).0;
+        if wake {
+            self.vm.wakeup().map_err(internal)?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod cmdline;
 mod commands;
 mod globals;
 mod hmp;
+mod input;
 mod kvm;
 mod machine;
 mod machines;
@@ -520,6 +521,7 @@ fn run(mut config: Config) -> ExitCode {
     if let Err(e) = add_devices(&config, machine.as_mut(), &mut qom, &mut block) {
         return fail(e);
     }
+    let input = input::Input::new(machine.is_some());
     let mut vm = Vm::new(config.start_paused, machine);
     vm.no_shutdown = config.no_shutdown;
     vm.no_reboot = config.no_reboot;
@@ -542,6 +544,7 @@ fn run(mut config: Config) -> ExitCode {
         chardevs,
         block,
         numa,
+        input,
     };
     let mut main_loop = match MainLoop::new(specs, chardev_monitors, signals, machine_events, vmm) {
         Ok(m) => m,

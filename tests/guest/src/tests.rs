@@ -25,6 +25,7 @@ pub const ALL: &[&str] = &[
     "virtio-busmaster",
     "virtio-pci-cfg",
     "keyboard",
+    "mouse",
     "virtio-resize",
     "virtio-blk-rw",
     "virtio-blk-bench",
@@ -88,6 +89,7 @@ pub fn run(name: &str) {
         "virtio-busmaster" => virtio_busmaster(),
         "virtio-pci-cfg" => virtio_pci_cfg(),
         "keyboard" => keyboard(),
+        "mouse" => mouse(),
         "virtio-resize" => virtio_resize(),
         "virtio-blk-rw" => virtio_blk_rw(),
         "virtio-blk-bench" => crate::blkbench::run(),
@@ -641,6 +643,155 @@ fn keyboard() {
             core::str::from_utf8(&line[..len.saturating_sub(1)]).unwrap_or("?")
         );
     }
+    say!("ok {}", T);
+}
+
+/// The i8042's next byte, and whether the mouse sent it (status bit 5);
+/// fails test `t` when none comes.
+fn kbc_read(t: &str) -> (u8, bool) {
+    if !time::wait_until(timeout(), || crate::x86::inb(0x64) & 1 != 0) {
+        fail(t, format_args!("no byte from the controller"));
+    }
+    let status = crate::x86::inb(0x64);
+    (crate::x86::inb(0x60), status & 0x20 != 0)
+}
+
+/// Sends `bytes` to the mouse (each through controller command 0xd4)
+/// and checks that it answers `want`, every byte flagged as the mouse's.
+fn mouse_expect(t: &str, what: &str, bytes: &[u8], want: &[u8]) {
+    for &b in bytes {
+        outb(0x64, 0xd4);
+        outb(0x60, b);
+    }
+    for (i, &w) in want.iter().enumerate() {
+        let (got, aux) = kbc_read(t);
+        if got != w || !aux {
+            fail(
+                t,
+                format_args!(
+                    "{}: byte {} is {:02x} (aux {}), expected {:02x}",
+                    what, i, got, aux, w
+                ),
+            );
+        }
+    }
+}
+
+/// Checks a controller command's one-byte answer (not the mouse's).
+fn kbc_expect(t: &str, what: &str, cmd: u8, want: u8) {
+    outb(0x64, cmd);
+    let (got, aux) = kbc_read(t);
+    if got != want || aux {
+        fail(
+            t,
+            format_args!("{}: {:02x} (aux {}), expected {:02x}", what, got, aux, want),
+        );
+    }
+}
+
+/// Prints the mouse's bytes in `bursts` bursts (each ends after 300 ms
+/// without a byte) as `mouse got N: xx xx...`, N counting from `first`.
+fn mouse_bursts(t: &str, first: u32, bursts: u32) {
+    for burst in first..first + bursts {
+        let mut bytes = [0u8; 32];
+        let mut n = 0;
+        loop {
+            let waited = if n == 0 {
+                time::wait_until(timeout(), || crate::x86::inb(0x64) & 1 != 0)
+            } else {
+                let mut more = false;
+                for _ in 0..300 {
+                    time::delay_us(1_000);
+                    if crate::x86::inb(0x64) & 1 != 0 {
+                        more = true;
+                        break;
+                    }
+                }
+                more
+            };
+            if !waited {
+                if n == 0 {
+                    fail(t, format_args!("no byte in burst {}", burst));
+                }
+                break;
+            }
+            while crate::x86::inb(0x64) & 1 != 0 {
+                let (b, aux) = kbc_read(t);
+                if !aux {
+                    fail(
+                        t,
+                        format_args!("burst {}: {:02x} not from the mouse", burst, b),
+                    );
+                }
+                if n < bytes.len() {
+                    bytes[n] = b;
+                    n += 1;
+                }
+            }
+        }
+        let mut line = [0u8; 96];
+        let mut len = 0;
+        for b in &bytes[..n] {
+            for c in [b >> 4, b & 0xf] {
+                line[len] = if c < 10 { b'0' + c } else { b'a' + c - 10 };
+                len += 1;
+            }
+            line[len] = b' ';
+            len += 1;
+        }
+        say!(
+            "{} got {}: {}",
+            t,
+            burst,
+            core::str::from_utf8(&line[..len.saturating_sub(1)]).unwrap_or("?")
+        );
+    }
+}
+
+/// The PS/2 mouse behind the i8042's aux port: the controller's aux
+/// commands, the mouse's replies (reset, id, status, wrap, remote mode
+/// and read data), then its packets while the host moves it: 8 bursts
+/// as a plain mouse, then after the IntelliMouse knock 2 bursts with the
+/// wheel byte.
+fn mouse() {
+    const T: &str = "mouse";
+    while crate::x86::inb(0x64) & 1 != 0 {
+        let _ = crate::x86::inb(0x60);
+    }
+    kbc_expect(T, "aux port test", 0xa9, 0x00);
+    outb(0x64, 0x20);
+    let (ccb, _) = kbc_read(T);
+    outb(0x64, 0xa7);
+    kbc_expect(T, "aux disabled", 0x20, ccb | 0x20);
+    outb(0x64, 0xa8);
+    // Aux port on, its interrupt (IRQ 12) on.
+    outb(0x64, 0x60);
+    outb(0x60, (ccb | 0x02) & !0x20);
+    kbc_expect(T, "command byte", 0x20, (ccb | 0x02) & !0x20);
+
+    mouse_expect(T, "reset", &[0xff], &[0xfa, 0xaa, 0x00]);
+    mouse_expect(T, "id", &[0xf2], &[0xfa, 0x00]);
+    mouse_expect(T, "status", &[0xe9], &[0xfa, 0x00, 0x02, 0x64]);
+    mouse_expect(T, "wrap", &[0xee, 0x5a, 0xec], &[0xfa, 0x5a, 0xfa]);
+    mouse_expect(
+        T,
+        "remote",
+        &[0xf0, 0xeb, 0xea],
+        &[0xfa, 0xfa, 0x08, 0x00, 0x00, 0xfa],
+    );
+    // 0xd3: a byte as if the mouse had sent it.
+    outb(0x64, 0xd3);
+    outb(0x60, 0x77);
+    mouse_expect(T, "aux output buffer", &[], &[0x77]);
+    mouse_expect(T, "enable", &[0xf4], &[0xfa]);
+    say!("{} waiting", T);
+    mouse_bursts(T, 1, 8);
+
+    // IntelliMouse: sample rates 200, 100, 80 make it id 3, with a wheel.
+    mouse_expect(T, "knock", &[0xf3, 200, 0xf3, 100, 0xf3, 80], &[0xfa; 6]);
+    mouse_expect(T, "wheel id", &[0xf2], &[0xfa, 0x03]);
+    say!("{} wheel", T);
+    mouse_bursts(T, 9, 2);
     say!("ok {}", T);
 }
 

@@ -50,6 +50,7 @@ pub use keyval::{
     keyval_bool, keyval_int, keyval_number, keyval_parse, keyval_size, keyval_uint,
     parse_keyval_or_json,
 };
+pub use numbers::strtol_prefix;
 #[allow(unused_imports)]
 pub use opts::{id_wellformed, is_help_option, Opts};
 #[allow(unused_imports)]

@@ -75,6 +75,28 @@ pub fn parse_i64(s: &str) -> Result<i64, NumError> {
     })
 }
 
+/// The value C's `strtol(s, NULL, 0)` gives: the longest prefix that
+/// is a number (0 when none is), clamped to the 64-bit range on
+/// overflow.
+pub fn strtol_prefix(s: &str) -> i64 {
+    let b = s.as_bytes();
+    let mut i = skip_space(b, 0);
+    let mut negative = false;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        negative = b[i] == b'-';
+        i += 1;
+    }
+    let (radix, start) = detect_radix(b, i);
+    let (value, _, overflow) = accumulate(b, start, radix);
+    match (negative, overflow) {
+        (false, true) => i64::MAX,
+        (true, true) => i64::MIN,
+        (false, false) => i64::try_from(value).unwrap_or(i64::MAX),
+        (true, false) if value > i64::MIN.unsigned_abs() => i64::MIN,
+        (true, false) => (value as i64).wrapping_neg(),
+    }
+}
+
 /// Returns the radix and the index of the first digit.  For octal the
 /// leading `0` is itself a digit, which `accumulate` handles by
 /// starting one position earlier.
@@ -229,5 +251,22 @@ pub fn parse_f64(s: &str) -> Result<f64, NumError> {
         Some((v, end)) if end == s.len() && v.is_finite() => Ok(v),
         Some((v, end)) if end == s.len() && v.is_infinite() => Err(NumError::Range),
         _ => Err(NumError::Invalid),
+    }
+}
+
+#[cfg(test)]
+mod strtol_tests {
+    use super::strtol_prefix;
+
+    #[test]
+    fn strtol_reads_the_longest_number_prefix() {
+        assert_eq!(strtol_prefix("12"), 12);
+        assert_eq!(strtol_prefix(" -0x10z"), -16);
+        assert_eq!(strtol_prefix("010"), 8);
+        assert_eq!(strtol_prefix("5px"), 5);
+        assert_eq!(strtol_prefix("x"), 0);
+        assert_eq!(strtol_prefix("0x"), 0);
+        assert_eq!(strtol_prefix("99999999999999999999"), i64::MAX);
+        assert_eq!(strtol_prefix("-99999999999999999999"), i64::MIN);
     }
 }

@@ -238,6 +238,27 @@ const COMMANDS: &[Cmd] = &[
         Run::Fn(sendkey),
     ),
     cmd(
+        "mouse_move",
+        "dx_str:s,dy_str:s,dz_str:s?",
+        "dx dy [dz]",
+        "move the mouse by dx, dy (and turn its wheel by dz)",
+        Run::Fn(mouse_move),
+    ),
+    cmd(
+        "mouse_button",
+        "button_state:i",
+        "state",
+        "set the mouse buttons held (1=left, 2=right, 4=middle)",
+        Run::Fn(mouse_button),
+    ),
+    cmd(
+        "mouse_set",
+        "index:i",
+        "index",
+        "pick the mouse that moves (the index info mice shows)",
+        Run::Fn(mouse_set),
+    ),
+    cmd(
         "system_reset",
         "",
         "",
@@ -596,7 +617,7 @@ const INFO_COMMANDS: &[Cmd] = &[
     ),
     cmd("name", "", "", "the guest's name", Run::Fn(info_name)),
     cmd("status", "", "", "the run state", Run::Fn(info_status)),
-    cmd("mice", "", "", "the mice", Run::Query("query-mice")),
+    cmd("mice", "", "", "the mice", Run::Fn(info_mice)),
     cmd("vnc", "", "", "the VNC server", Run::Query("query-vnc")),
     cmd("uuid", "", "", "the guest's UUID", Run::Fn(info_uuid)),
     cmd(
@@ -1009,6 +1030,109 @@ fn sendkey(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
         m.insert("hold-time".into(), json!(h));
     }
     qmp_call(ctx, "send-key", &m).map(drop)
+}
+
+/// Input from the monitor reaches the devices only while the guest runs
+/// or sleeps; otherwise QEMU drops it without a word.
+fn input_accepted(vmm: &Vmm) -> bool {
+    matches!(vmm.vm.runstate(), RunState::Running | RunState::Suspended)
+}
+
+/// Sends each group of events and syncs after it (a wheel notch's
+/// release is a group of its own), waking a suspended guest where the
+/// devices ask it.
+fn send_input(ctx: &mut Ctx<'_>, groups: &[Vec<InputEvent>]) -> Result<(), Error> {
+    let vmm = &mut *ctx.vmm;
+    let Some(m) = vmm.vm.machine.as_ref() else {
+        return Ok(());
+    };
+    let mut wake = false;
+    for group in groups {
+        if !input_accepted(vmm) {
+            continue;
+        }
+        for e in group {
+            wake |= vmm.input.send(m, e).0;
+        }
+        wake |= vmm.input.sync(m).0;
+    }
+    if wake {
+        vmm.system_wakeup()?;
+    }
+    Ok(())
+}
+
+fn rel(axis: InputAxis, value: i64) -> InputEvent {
+    InputEvent::Rel(InputMoveEvent { axis, value })
+}
+
+fn btn(button: InputButton, down: bool) -> InputEvent {
+    InputEvent::Btn(InputBtnEvent { button, down })
+}
+
+/// mouse_move: the numbers as C's strtol reads them (a bad one is 0),
+/// cut to 32 bits; a wheel turn of any size is one notch, pressed in one
+/// group and released in the next.
+fn mouse_move(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let num =
+        |key: &str| str_arg(args, key).map(|s| i64::from(crate::cmdline::strtol_prefix(s) as i32));
+    let mut groups = vec![vec![
+        rel(InputAxis::X, num("dx_str").unwrap_or(0)),
+        rel(InputAxis::Y, num("dy_str").unwrap_or(0)),
+    ]];
+    if let Some(dz) = num("dz_str").filter(|dz| *dz != 0) {
+        let wheel = if dz > 0 {
+            InputButton::WheelUp
+        } else {
+            InputButton::WheelDown
+        };
+        groups[0].push(btn(wheel, true));
+        groups.push(vec![btn(wheel, false)]);
+    }
+    send_input(ctx, &groups)
+}
+
+/// mouse_button: presses and releases what differs from the state it
+/// set last (left, middle, right in that order), in one group.
+fn mouse_button(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let state = int_arg(args, "button_state").unwrap_or(0);
+    let old = ctx.vmm.input.hmp_buttons;
+    if state == old {
+        return Ok(());
+    }
+    let events: Vec<InputEvent> = crate::input::HMP_BUTTONS
+        .iter()
+        .filter(|(_, bit)| old & bit != state & bit)
+        .map(|&(button, bit)| btn(button, state & bit != 0))
+        .collect();
+    ctx.vmm.input.hmp_buttons = state;
+    send_input(ctx, &[events])
+}
+
+fn mouse_set(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let index = int_arg(args, "index").unwrap_or(0);
+    if let Err(e) = ctx.vmm.input.set_current_mouse(index) {
+        let _ = writeln!(ctx.out, "{e}");
+    }
+    Ok(())
+}
+
+fn info_mice(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let mice = ctx.vmm.query_mice()?;
+    if mice.is_empty() {
+        ctx.out.push_str("No mouse devices connected\n");
+    }
+    for m in mice {
+        let _ = writeln!(
+            ctx.out,
+            "{} Mouse #{}: {}{}",
+            if m.current { '*' } else { ' ' },
+            m.index,
+            m.name,
+            if m.absolute { " (absolute)" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 fn ringbuf_read(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {

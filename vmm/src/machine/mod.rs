@@ -438,7 +438,8 @@ pub struct Machine {
     running: bool,
     /// With -bios: the KVM slots of the BIOS shadow area.
     shadow: Option<Arc<Mutex<firmware::ShadowRam>>>,
-    /// The keyboard controller, for keys the monitor sends.
+    /// The keyboard controller, for the keys and mouse events the
+    /// monitor sends.
     i8042: Arc<Mutex<I8042>>,
     /// What the ISA interrupt lines did (kept across resets, as QEMU
     /// keeps its counters).
@@ -1049,6 +1050,31 @@ impl Machine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .key_event(key, down);
+    }
+
+    /// The PS/2 mouse moves (input-send-event `rel`, HMP mouse_move).
+    pub fn mouse_motion(&self, axis: qmp::qapi::InputAxis, value: i64) {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mouse_motion(axis, value);
+    }
+
+    /// A PS/2 mouse button goes down or up.
+    pub fn mouse_button(&self, button: qmp::qapi::InputButton, down: bool) {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mouse_button(button, down);
+    }
+
+    /// The PS/2 mouse sends what its events added up to; true while a
+    /// button is held.
+    pub fn mouse_sync(&self) -> bool {
+        self.i8042
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mouse_sync()
     }
 
     /// Presses `keys` in order, then after `hold` releases them in the
