@@ -1,6 +1,6 @@
 //! Everything a guest touches: buses, legacy platform devices, ACPI power
 //! management; PCI, virtio, IDE, watchdogs, TPM, input, display and VNC,
-//! chardev and network backends arrive with their issues.
+//! chardev, entropy (rng) and network backends arrive with their issues.
 //!
 //! Devices talk to the machine only through [`platform`]'s traits
 //! (interrupt lines, requests), never to the VMM directly.
@@ -11,6 +11,7 @@ pub mod chardev;
 pub mod legacy;
 pub mod pci;
 pub mod platform;
+pub mod rng;
 pub mod state;
 pub mod virtio;
 

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use stream::{Conn, Mode, Stream};
 
 pub use mux::{set_commit_hook, MAX_MUX};
+pub(crate) use socket::os_text;
 pub use stream::{IN_CAP, OUT_CAP};
 
 /// A change of the backend's state, as QEMU's `CHR_EVENT_*`.
