@@ -919,7 +919,8 @@ impl QmpCommands for Vmm {
     }
 
     fn qom_set(&mut self, args: QomSetArgs) -> Result<(), Error> {
-        self.qom.set(&args.path, &args.property, &args.value)
+        self.qom
+            .set(&args.path, &args.property, &args.value, &self.chardevs)
     }
 
     fn change(&mut self, _args: ChangeArgs) -> Result<(), Error> {
@@ -979,8 +980,12 @@ impl QmpCommands for Vmm {
     }
 
     fn object_add(&mut self, args: ObjectAddArgs) -> Result<(), Error> {
-        self.qom
-            .object_add(&args.qom_type, &args.id, args.props.as_ref())
+        self.qom.object_add(
+            &args.qom_type,
+            &args.id,
+            args.props.as_ref(),
+            &self.chardevs,
+        )
     }
 
     fn object_del(&mut self, args: ObjectDelArgs) -> Result<(), Error> {

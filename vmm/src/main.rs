@@ -495,7 +495,7 @@ fn run(mut config: Config) -> ExitCode {
     }
     let has_machine = config.machine.type_name != "none";
     // Objects first: guest RAM may be made of memory backends.
-    let mut qom = match qom::Qom::from_config(&config, has_machine) {
+    let mut qom = match qom::Qom::from_config(&config, has_machine, &chardevs) {
         Ok(q) => q,
         Err(e) => return fail(e),
     };

@@ -957,7 +957,9 @@ fn object_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
         .collect();
     // As QEMU's monitor: the properties are option strings, converted
     // by type as -object converts them.
-    ctx.vmm.qom.object_add_cmdline(&qom_type, &id, &props)
+    ctx.vmm
+        .qom
+        .object_add_cmdline(&qom_type, &id, &props, &ctx.vmm.chardevs)
 }
 
 fn qom_list(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {

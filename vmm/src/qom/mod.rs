@@ -9,7 +9,8 @@ pub mod props;
 pub mod tree;
 pub mod types;
 
-use props::PropInput;
+use ::devices::chardev::Registry;
+use props::{Env, PropInput};
 use qmp::qapi::{IOThreadInfo, Memdev, ObjectPropertyInfo, ObjectTypeInfo};
 use qmp::Error;
 use serde_json::{Map, Value};
@@ -85,9 +86,14 @@ impl Qom {
     }
 
     /// The tree for this command line, with its `-object`s created
-    /// (before the machine, whose RAM may be made of memory backends);
-    /// an error names the `-object` it comes from.
-    pub fn from_config(config: &crate::cmdline::Config, has_machine: bool) -> Result<Qom, String> {
+    /// (before the machine, whose RAM may be made of memory backends,
+    /// and after the chardevs, which an rng-egd uses); an error names
+    /// the `-object` it comes from.
+    pub fn from_config(
+        config: &crate::cmdline::Config,
+        has_machine: bool,
+        chardevs: &Registry,
+    ) -> Result<Qom, String> {
         let mut qom = Qom::new(&machine::MachineDescription::from_config(
             config,
             has_machine,
@@ -102,7 +108,7 @@ impl Qom {
                 .filter(|(k, _)| k != "qom-type")
                 .cloned()
                 .collect();
-            qom.object_add_cmdline(qom_type, id, &items)
+            qom.object_add_cmdline(qom_type, id, &items, chardevs)
                 .map_err(|e| format!("{}: {}", o.location, e.desc))?;
         }
         Ok(qom)
@@ -146,9 +152,19 @@ impl Qom {
         self.tree.get(obj, property)
     }
 
-    pub fn set(&mut self, path: &str, property: &str, value: &Value) -> Result<(), Error> {
+    pub fn set(
+        &mut self,
+        path: &str,
+        property: &str,
+        value: &Value,
+        chardevs: &Registry,
+    ) -> Result<(), Error> {
         let obj = self.resolve(path)?;
-        self.tree.set(obj, &PropInput::json(property, value))
+        self.tree.set(
+            obj,
+            &PropInput::json(property, value),
+            &Env::with_chardevs(chardevs),
+        )
     }
 
     pub fn list_types(implements: Option<&str>, include_abstract: bool) -> Vec<ObjectTypeInfo> {
@@ -169,6 +185,7 @@ impl Qom {
         qom_type: &str,
         id: &str,
         props: Option<&Value>,
+        chardevs: &Registry,
     ) -> Result<(), Error> {
         let empty = Map::new();
         let props = match props {
@@ -180,7 +197,8 @@ impl Qom {
                 ))
             }
         };
-        objects::add(&mut self.tree, qom_type, id, props, false).map(drop)
+        let env = Env::with_chardevs(chardevs);
+        objects::add(&mut self.tree, qom_type, id, props, false, &env).map(drop)
     }
 
     /// `-object TYPE,id=ID,prop=value,...`: values are strings.
@@ -189,12 +207,14 @@ impl Qom {
         qom_type: &str,
         id: &str,
         items: &[(String, String)],
+        chardevs: &Registry,
     ) -> Result<(), Error> {
         let mut props = Map::new();
         for (k, v) in items {
             props.insert(k.clone(), Value::from(v.clone()));
         }
-        objects::add(&mut self.tree, qom_type, id, &props, true).map(drop)
+        let env = Env::with_chardevs(chardevs);
+        objects::add(&mut self.tree, qom_type, id, &props, true, &env).map(drop)
     }
 
     pub fn object_del(&mut self, id: &str) -> Result<(), Error> {

@@ -147,6 +147,22 @@ pub fn permission_denied() -> Error {
     Error::generic("Insufficient permission to perform this operation")
 }
 
+/// What an object may take from outside the tree while it is set up:
+/// the chardevs (an rng-egd becomes a chardev's frontend). None where
+/// the caller has no chardevs to offer.
+#[derive(Clone, Copy, Default)]
+pub struct Env<'a> {
+    pub chardevs: Option<&'a devices::chardev::Registry>,
+}
+
+impl<'a> Env<'a> {
+    pub fn with_chardevs(chardevs: &'a devices::chardev::Registry) -> Env<'a> {
+        Env {
+            chardevs: Some(chardevs),
+        }
+    }
+}
+
 /// The behaviour of an object in the tree: its own properties (children
 /// and links are the tree's), and for user-creatable objects the steps
 /// of object-add and object-del.
@@ -163,6 +179,15 @@ pub trait ObjectState: Send {
     /// the object's name under /objects; `tree` as for `set`).
     fn complete(&mut self, _id: &str, _tree: &Tree) -> Result<(), Error> {
         Ok(())
+    }
+    /// `set` for objects that take something outside the tree (`env`);
+    /// the others keep this default. Every caller goes through it.
+    fn set_in(&mut self, input: &PropInput, tree: &Tree, _env: &Env) -> Result<(), Error> {
+        self.set(input, tree)
+    }
+    /// `complete` with what lies outside the tree, as `set_in`.
+    fn complete_in(&mut self, id: &str, tree: &Tree, _env: &Env) -> Result<(), Error> {
+        self.complete(id, tree)
     }
     /// object-del refuses an object something still uses.
     fn can_be_deleted(&self) -> bool {

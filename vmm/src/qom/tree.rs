@@ -2,7 +2,7 @@
 //! properties, `link<T>` properties between them, path resolution as
 //! QEMU does it (absolute and partial paths), and property access.
 
-use super::props::{permission_denied, Access, ObjectState, PropInfo, PropInput};
+use super::props::{permission_denied, Access, Env, ObjectState, PropInfo, PropInput};
 use super::types;
 use qmp::Error;
 use serde_json::Value;
@@ -321,7 +321,9 @@ impl Tree {
         n.state.get(name)
     }
 
-    pub fn set(&mut self, id: ObjectId, input: &PropInput) -> Result<(), Error> {
+    /// Sets a property; `env` is what the object may take from outside
+    /// the tree.
+    pub fn set(&mut self, id: ObjectId, input: &PropInput, env: &Env) -> Result<(), Error> {
         let n = self.node(id);
         // `type`, children and links vmm builds are fixed: QEMU gives
         // them no setter either.
@@ -335,7 +337,7 @@ impl Tree {
         if info.access == Access::ReadOnly {
             return Err(permission_denied());
         }
-        self.with_state(id, |state, tree| state.set(input, tree))
+        self.with_state(id, |state, tree| state.set_in(input, tree, env))
     }
 
     /// Runs `f` on `id`'s state with the rest of the tree readable; `id`

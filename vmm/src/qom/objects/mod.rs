@@ -3,10 +3,11 @@
 
 pub mod iothread;
 pub mod memory_backend;
+pub mod rng;
 pub mod secret;
 pub mod throttle_group;
 
-use super::props::{ObjectState, PropInput};
+use super::props::{Env, ObjectState, PropInput};
 use super::tree::{ObjectId, Tree};
 use super::types;
 use qmp::Error;
@@ -20,6 +21,8 @@ fn instantiate(type_name: &str) -> Option<Box<dyn ObjectState>> {
         "secret" => Box::new(secret::Secret::new()),
         "iothread" => Box::new(iothread::IoThread::new()),
         "throttle-group" => Box::new(throttle_group::ThrottleGroup::new()),
+        "rng-random" => Box::new(rng::RngRandom::new()),
+        "rng-egd" => Box::new(rng::RngEgd::new()),
         "memory-backend-ram" => Box::new(MemoryBackend::new("memory-backend-ram", Source::Ram)),
         "memory-backend-file" => Box::new(MemoryBackend::new(
             "memory-backend-file",
@@ -35,13 +38,15 @@ fn instantiate(type_name: &str) -> Option<Box<dyn ObjectState>> {
 
 /// object-add and `-object`: checks the type, sets every property in the
 /// order given, places the object at /objects/ID and completes it; on any
-/// error nothing remains. `keyval`: the values are command-line strings.
+/// error nothing remains. `keyval`: the values are command-line strings;
+/// `env`: what the object may take from outside the tree.
 pub fn add(
     tree: &mut Tree,
     type_name: &str,
     id: &str,
     props: &Map<String, Value>,
     keyval: bool,
+    env: &Env,
 ) -> Result<ObjectId, Error> {
     let Some(t) = types::find(type_name) else {
         return Err(Error::generic(format!("invalid object type: {type_name}")));
@@ -69,18 +74,19 @@ pub fn add(
         if info.access == super::props::Access::ReadOnly {
             return Err(super::props::permission_denied());
         }
-        state.set(
+        state.set_in(
             &PropInput {
                 name,
                 value,
                 keyval,
             },
             tree,
+            env,
         )?;
     }
     let objects = tree.container("/objects");
     let obj = tree.add_child(objects, id, type_name, state)?;
-    if let Err(e) = tree.with_state(obj, |state, tree| state.complete(id, tree)) {
+    if let Err(e) = tree.with_state(obj, |state, tree| state.complete_in(id, tree, env)) {
         tree.remove(obj);
         return Err(e);
     }
