@@ -6,6 +6,8 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+# The tls-creds tests make their certificates with it.
+command -v openssl >/dev/null || need_apt+=(openssl)
 # The firmware the -bios tests boot (Debian's SeaBIOS build).
 [ -e /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
 

@@ -114,9 +114,10 @@ pub const TYPES: &[TypeDef] = &[
     ty("rng-backend", TYPE_OBJECT, true, USER_CREATABLE),
     ty("rng-random", "rng-backend", false, &[]),
     ty("rng-egd", "rng-backend", false, &[]),
-    ty("tls-creds", TYPE_OBJECT, true, USER_CREATABLE),
-    ty("tls-creds-x509", "tls-creds", false, &[]),
-    ty("tls-creds-anon", "tls-creds", false, &[]),
+    // The abstract base is not user-creatable itself; each kind is.
+    ty("tls-creds", TYPE_OBJECT, true, &[]),
+    ty("tls-creds-x509", "tls-creds", false, USER_CREATABLE),
+    ty("tls-creds-anon", "tls-creds", false, USER_CREATABLE),
 ];
 
 pub fn find(name: &str) -> Option<&'static TypeDef> {

@@ -6,6 +6,7 @@ pub mod memory_backend;
 pub mod rng;
 pub mod secret;
 pub mod throttle_group;
+pub mod tls_creds;
 
 use super::props::{Env, ObjectState, PropInput};
 use super::tree::{ObjectId, Tree};
@@ -23,6 +24,8 @@ fn instantiate(type_name: &str) -> Option<Box<dyn ObjectState>> {
         "throttle-group" => Box::new(throttle_group::ThrottleGroup::new()),
         "rng-random" => Box::new(rng::RngRandom::new()),
         "rng-egd" => Box::new(rng::RngEgd::new()),
+        "tls-creds-x509" => Box::new(tls_creds::TlsCredsX509::new()),
+        "tls-creds-anon" => Box::new(tls_creds::TlsCredsAnon::new()),
         "memory-backend-ram" => Box::new(MemoryBackend::new("memory-backend-ram", Source::Ram)),
         "memory-backend-file" => Box::new(MemoryBackend::new(
             "memory-backend-file",
