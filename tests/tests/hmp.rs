@@ -105,8 +105,11 @@ fn errors_and_unknown_commands_print_qemus_texts() {
     assert_eq!(hmp(&mut c, "info foo"), "unknown command: 'info foo'\r\n");
     assert_eq!(hmp(&mut c, ""), "");
     // A command whose QMP counterpart has not landed prints its error.
-    let (_, desc) = c.err("query-tpm", json!({}));
-    assert_eq!(hmp(&mut c, "info tpm"), format!("{desc}\r\n"));
+    let (_, desc) = c.err("query-migrate-cache-size", json!({}));
+    assert_eq!(
+        hmp(&mut c, "info migrate_cache_size"),
+        format!("{desc}\r\n")
+    );
     let (_, desc) = c.err("set_link", json!({"name": "n0", "up": false}));
     assert_eq!(hmp(&mut c, "set_link n0 off"), format!("{desc}\r\n"));
     assert_eq!(

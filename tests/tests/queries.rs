@@ -291,3 +291,39 @@ fn query_qmp_schema_has_qemu_shape_and_matches_the_oracle_where_unchanged() {
     assert!(same >= 170, "only {same} identical; differing: {differ:?}");
     assert!(differ.len() <= 15, "{differ:?}");
 }
+
+/// What vmm has none of yet (block jobs, a balloon, VNC, a TPM, DIMMs,
+/// NICs) is reported as QEMU reports a machine without them, in QMP and
+/// in the human monitor.
+#[test]
+fn queries_for_absent_subsystems_answer_as_qemu_without_them() {
+    let vmm = VmmProcess::start(&["-S", "-nodefaults"]);
+    let mut c = vmm.qmp();
+    assert_eq!(c.ok("query-block-jobs", json!({})), json!([]));
+    assert_eq!(c.ok("query-vnc", json!({})), json!({"enabled": false}));
+    assert_eq!(c.ok("query-vnc-servers", json!({})), json!([]));
+    assert_eq!(c.ok("query-tpm", json!({})), json!([]));
+    assert_eq!(c.ok("query-memory-devices", json!({})), json!([]));
+    assert_eq!(
+        c.err("query-balloon", json!({})),
+        (
+            "DeviceNotActive".to_string(),
+            "No balloon device has been activated".to_string()
+        )
+    );
+    let mut hmp = |line: &str| {
+        c.ok("human-monitor-command", json!({ "command-line": line }))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(hmp("info block-jobs"), "No active jobs\r\n");
+    assert_eq!(hmp("info vnc"), "None\r\n");
+    assert_eq!(
+        hmp("info balloon"),
+        "No balloon device has been activated\r\n"
+    );
+    assert_eq!(hmp("info tpm"), "");
+    assert_eq!(hmp("info memory-devices"), "");
+    assert_eq!(hmp("info network"), "");
+}

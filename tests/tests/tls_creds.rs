@@ -950,6 +950,43 @@ fn x509_key_formats_and_passwords() {
     );
     let enc = dir_with("server-cert.pem", "enc-key.pem");
     assert_eq!(load(&mut qmp, &enc, json!({"passwordid": "pw"})), None);
+    // The password may itself arrive encrypted, as management layers
+    // pass it: AES-256-CBC under a master-key secret (keyid) with an iv.
+    // Decrypted, it unlocks the key.
+    let sealed = Command::new("openssl")
+        .args([
+            "enc",
+            "-aes-256-cbc",
+            "-a",
+            "-K",
+            &"11".repeat(32),
+            "-iv",
+            "30313233343536373839616263646566",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(stdin) = child.stdin.as_mut() {
+                stdin.write_all(b"hunter2")?;
+            }
+            child.wait_with_output()
+        })
+        .expect("openssl enc");
+    let sealed = String::from_utf8_lossy(&sealed.stdout).trim().to_string();
+    qmp.ok(
+        "object-add",
+        json!({"qom-type": "secret", "id": "master",
+               "props": {"data": "ERERERERERERERERERERERERERERERERERERERERERE=", "format": "base64"}}),
+    );
+    qmp.ok(
+        "object-add",
+        json!({"qom-type": "secret", "id": "sealed",
+               "props": {"data": sealed, "format": "base64", "keyid": "master",
+                         "iv": "MDEyMzQ1Njc4OWFiY2RlZg=="}}),
+    );
+    assert_eq!(load(&mut qmp, &enc, json!({"passwordid": "sealed"})), None);
     let cannot = "Cannot load certificate 'D/server-cert.pem' & key 'D/server-key.pem'";
     assert_eq!(
         load(&mut qmp, &enc, json!({})),

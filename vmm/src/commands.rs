@@ -257,7 +257,8 @@ impl QmpCommands for Vmm {
     }
 
     fn query_block_jobs(&mut self) -> Result<Vec<BlockJobInfo>, Error> {
-        not_implemented("query-block-jobs")
+        // No command that starts a block job has landed, so none runs.
+        Ok(Vec::new())
     }
 
     fn block_passwd(&mut self, _args: BlockPasswdArgs) -> Result<(), Error> {
@@ -519,7 +520,9 @@ impl QmpCommands for Vmm {
     }
 
     fn query_tpm(&mut self) -> Result<Vec<TPMInfo>, Error> {
-        not_implemented("query-tpm")
+        // vmm builds no TPM device (-tpmdev is refused), so none is
+        // listed.
+        Ok(Vec::new())
     }
 
     fn set_password(&mut self, _args: SetPasswordArgs) -> Result<(), Error> {
@@ -539,11 +542,20 @@ impl QmpCommands for Vmm {
     }
 
     fn query_vnc(&mut self) -> Result<VncInfo, Error> {
-        not_implemented("query-vnc")
+        // No VNC server runs (-vnc is refused until it lands): QEMU's
+        // answer for a display without one.
+        Ok(VncInfo {
+            enabled: false,
+            host: None,
+            family: None,
+            service: None,
+            auth: None,
+            clients: None,
+        })
     }
 
     fn query_vnc_servers(&mut self) -> Result<Vec<VncInfo2>, Error> {
-        not_implemented("query-vnc-servers")
+        Ok(Vec::new())
     }
 
     fn change_vnc_password(&mut self, _args: ChangeVncPasswordArgs) -> Result<(), Error> {
@@ -792,7 +804,11 @@ impl QmpCommands for Vmm {
     }
 
     fn query_balloon(&mut self) -> Result<BalloonInfo, Error> {
-        not_implemented("query-balloon")
+        // vmm has no balloon device type yet, so none can be active.
+        Err(Error::new(
+            QapiErrorClass::DeviceNotActive,
+            "No balloon device has been activated",
+        ))
     }
 
     fn query_pci(&mut self) -> Result<Vec<PciInfo>, Error> {
@@ -1049,7 +1065,8 @@ impl QmpCommands for Vmm {
     }
 
     fn query_memory_devices(&mut self) -> Result<Vec<MemoryDeviceInfo>, Error> {
-        not_implemented("query-memory-devices")
+        // vmm has no pc-dimm or nvdimm device type, so none is plugged.
+        Ok(Vec::new())
     }
 
     fn query_acpi_ospm_status(&mut self) -> Result<Vec<ACPIOSTInfo>, Error> {
