@@ -751,7 +751,7 @@ fn pci_bus_and_devices() {
 #[test]
 fn memory_backends_and_query_memdev() {
     let dir = TempDir::new("memfile");
-    let (_vmm, mut qmp) = start(&["-object", "memory-backend-ram,id=ram0,size=4M,prealloc=on"]);
+    let (vmm, mut qmp) = start(&["-object", "memory-backend-ram,id=ram0,size=4M,prealloc=on"]);
     assert_eq!(
         qmp.err(
             "object-add",
@@ -800,6 +800,52 @@ fn memory_backends_and_query_memdev() {
     qmp.ok("object-del", json!({"id": "ram0"}));
     qmp.ok("object-del", json!({"id": "file0"}));
     assert_eq!(qmp.ok("query-memdev", json!({})), json!([]));
+
+    // share (every backend) and align (file backends), as QEMU's: the
+    // kernel's map shows a shared mapping, and the file mapped at an
+    // address that is a multiple of align.
+    let maps = || std::fs::read_to_string(format!("/proc/{}/maps", vmm.child.id())).expect("maps");
+    let shared_anon = |m: &str| {
+        m.lines()
+            .filter(|l| l.contains(" rw-s ") && l.contains("/dev/zero"))
+            .count()
+    };
+    let before = shared_anon(&maps());
+    qmp.ok(
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": "sh", "props": {"size": 1048576, "share": true}}),
+    );
+    assert_eq!(get(&mut qmp, "/objects/sh", "share"), json!(true));
+    assert_eq!(shared_anon(&maps()), before + 1);
+    let aligned = dir.path().join("aligned");
+    qmp.ok(
+        "object-add",
+        json!({"qom-type": "memory-backend-file", "id": "al",
+               "props": {"size": 65536, "mem-path": aligned.to_str(), "align": 2097152}}),
+    );
+    assert_eq!(get(&mut qmp, "/objects/al", "align"), json!(2097152));
+    let line = maps()
+        .lines()
+        .find(|l| l.ends_with(aligned.to_str().expect("path")))
+        .expect("the file is mapped")
+        .to_string();
+    let start = u64::from_str_radix(line.split('-').next().expect("range"), 16).expect("hex");
+    assert_eq!(start % 2097152, 0, "{line}");
+    assert_eq!(
+        qmp.err(
+            "object-add",
+            json!({"qom-type": "memory-backend-file", "id": "odd",
+                   "props": {"size": 65536, "mem-path": aligned.to_str(), "align": 1000}})
+        ),
+        generic("alignment 0x3e8 must be multiples of page size 0x1000")
+    );
+    assert_eq!(
+        qmp.err(
+            "qom-set",
+            json!({"path": "/objects/al", "property": "align", "value": 4096})
+        ),
+        generic("cannot change property value")
+    );
 }
 
 #[test]

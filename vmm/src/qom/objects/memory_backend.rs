@@ -23,8 +23,9 @@ pub enum Source {
     Ram,
     File {
         mem_path: Option<String>,
-        share: bool,
         discard_data: bool,
+        /// `align`: where the mapping starts (0: the file's page size).
+        align: u64,
     },
 }
 
@@ -32,6 +33,9 @@ pub struct MemoryBackend {
     type_name: &'static str,
     source: Source,
     size: u64,
+    /// `share`: the memory is MAP_SHARED (a file's pages, or anonymous
+    /// memory other processes can be handed).
+    share: bool,
     merge: bool,
     dump: bool,
     prealloc: bool,
@@ -54,6 +58,7 @@ impl MemoryBackend {
             type_name,
             source,
             size: 0,
+            share: false,
             merge: true,
             dump: true,
             prealloc: false,
@@ -131,40 +136,96 @@ impl MemoryBackend {
     fn map(&self) -> Result<HostMapping, Error> {
         let len = usize::try_from(self.size)
             .map_err(|_| Error::generic("memory backend size does not fit in the address space"))?;
-        let (fd, flags, _file) = match &self.source {
-            Source::Ram => (
-                -1,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                None,
-            ),
-            Source::File {
-                mem_path, share, ..
-            } => {
-                let Some(path) = mem_path else {
-                    return Err(Error::generic("mem-path property not set"));
-                };
-                let file = open_backing_file(path, self.size)?;
-                let flags = if *share {
-                    libc::MAP_SHARED
-                } else {
-                    libc::MAP_PRIVATE
-                };
-                (file.as_raw_fd(), flags, Some(file))
-            }
+        let share = if self.share {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
         };
-        // SAFETY: a fresh mapping at an address the kernel chooses.
-        let addr = unsafe {
+        let (mem_path, align) = match &self.source {
+            Source::Ram => {
+                // SAFETY: a fresh mapping at an address the kernel chooses.
+                let addr = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        share | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                };
+                if addr == libc::MAP_FAILED {
+                    return Err(errno_error("unable to map backing store for guest RAM"));
+                }
+                // SAFETY: a fresh read-write mapping of `len` bytes, owned
+                // by nothing else.
+                return Ok(unsafe { HostMapping::adopt(addr, len) });
+            }
+            Source::File {
+                mem_path, align, ..
+            } => (mem_path, *align),
+        };
+        let Some(path) = mem_path else {
+            return Err(Error::generic("mem-path property not set"));
+        };
+        let file = open_backing_file(path, self.size)?;
+        let page = file_page_size(&file);
+        if align % page != 0 {
+            return Err(Error::generic(format!(
+                "alignment 0x{align:x} must be multiples of page size 0x{page:x}"
+            )));
+        }
+        let align = usize::try_from(align.max(page))
+            .map_err(|_| Error::generic("alignment does not fit in the address space"))?;
+        // Reserve room to place the mapping at an aligned address, as
+        // QEMU's qemu_ram_mmap does, then give back what is left over.
+        let reserve = len.checked_add(align).ok_or_else(|| {
+            Error::generic("memory backend size does not fit in the address space")
+        })?;
+        // SAFETY: a fresh inaccessible reservation the kernel places.
+        let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
+                reserve,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
                 0,
             )
         };
-        if addr == libc::MAP_FAILED {
+        if base == libc::MAP_FAILED {
             return Err(errno_error("unable to map backing store for guest RAM"));
+        }
+        let start = (base as usize).next_multiple_of(align);
+        // SAFETY: [start, start + len) lies inside the reservation made
+        // above, which MAP_FIXED replaces with the file's pages.
+        let addr = unsafe {
+            libc::mmap(
+                start as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                share | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        let head = start - base as usize;
+        let tail = reserve - head - len;
+        if addr == libc::MAP_FAILED {
+            let e = errno_error("unable to map backing store for guest RAM");
+            // SAFETY: the whole reservation is ours.
+            unsafe { libc::munmap(base, reserve) };
+            return Err(e);
+        }
+        // SAFETY: the parts of our reservation before and after the file
+        // mapping, which nothing uses.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
         }
         // SAFETY: a fresh read-write mapping of `len` bytes, owned by
         // nothing else.
@@ -225,6 +286,41 @@ impl MemoryBackend {
     }
 }
 
+impl Drop for MemoryBackend {
+    /// `discard-data`: the file's contents need not survive the object
+    /// (QEMU punches them out rather than writing them back).
+    fn drop(&mut self) {
+        if let (
+            Source::File {
+                discard_data: true, ..
+            },
+            Some(m),
+        ) = (&self.source, &self.mapping)
+        {
+            // SAFETY: advice on our own mapping, which nothing else uses
+            // once the object goes (guest RAM's backends cannot be
+            // deleted).
+            unsafe { libc::madvise(m.addr(), m.len(), libc::MADV_REMOVE) };
+        }
+    }
+}
+
+/// The page size behind `file`: a hugetlbfs file's huge page size, else
+/// the host's.
+fn file_page_size(file: &std::fs::File) -> u64 {
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    // SAFETY: fstatfs fills the struct for a descriptor we own.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } == 0
+        && fs.f_type as i64 == HUGETLBFS_MAGIC
+    {
+        return fs.f_bsize as u64;
+    }
+    // SAFETY: a page size query has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u64
+}
+
 /// The file behind memory-backend-file: a directory gets a fresh,
 /// unlinked file; a file is created if missing and grown to `size`.
 fn open_backing_file(path: &str, size: u64) -> Result<std::fs::File, Error> {
@@ -274,11 +370,12 @@ impl ObjectState for MemoryBackend {
             PropInfo::new("size", "int", Access::ReadWrite),
             PropInfo::new("host-nodes", "int", Access::ReadWrite),
             PropInfo::new("policy", "HostMemPolicy", Access::ReadWrite),
+            PropInfo::new("share", "bool", Access::ReadWrite),
         ];
         if let Source::File { .. } = self.source {
-            p.push(PropInfo::new("mem-path", "string", Access::ReadWrite));
-            p.push(PropInfo::new("share", "bool", Access::ReadWrite));
             p.push(PropInfo::new("discard-data", "bool", Access::ReadWrite));
+            p.push(PropInfo::new("mem-path", "string", Access::ReadWrite));
+            p.push(PropInfo::new("align", "int", Access::ReadWrite));
         }
         p
     }
@@ -294,8 +391,9 @@ impl ObjectState for MemoryBackend {
             ("mem-path", Source::File { mem_path, .. }) => {
                 Value::from(mem_path.clone().unwrap_or_default())
             }
-            ("share", Source::File { share, .. }) => Value::from(*share),
+            ("share", _) => Value::from(self.share),
             ("discard-data", Source::File { discard_data, .. }) => Value::from(*discard_data),
+            ("align", Source::File { align, .. }) => Value::from(*align),
             _ => return Err(crate::qom::props::permission_denied()),
         })
     }
@@ -336,20 +434,32 @@ impl ObjectState for MemoryBackend {
                 self.host_nodes = nodes;
             }
             "policy" => self.policy = input.choice(POLICIES)?,
-            name => {
+            "share" => {
                 self.frozen()?;
+                self.share = input.bool()?;
+            }
+            name => {
+                let frozen = self.frozen();
                 let Source::File {
                     mem_path,
-                    share,
                     discard_data,
+                    align,
                 } = &mut self.source
                 else {
                     return Err(crate::qom::props::permission_denied());
                 };
                 match name {
-                    "mem-path" => *mem_path = Some(input.str()?),
-                    "share" => *share = input.bool()?,
-                    _ => *discard_data = input.bool()?,
+                    // What happens to the file at the end may change
+                    // any time, as in QEMU.
+                    "discard-data" => *discard_data = input.bool()?,
+                    "mem-path" => {
+                        frozen?;
+                        *mem_path = Some(input.str()?);
+                    }
+                    _ => {
+                        frozen?;
+                        *align = input.size()?;
+                    }
                 }
             }
         }

@@ -31,8 +31,8 @@ fn instantiate(type_name: &str) -> Option<Box<dyn ObjectState>> {
             "memory-backend-file",
             Source::File {
                 mem_path: None,
-                share: false,
                 discard_data: false,
+                align: 0,
             },
         )),
         _ => return None,
