@@ -17,6 +17,7 @@ the PIT unless CPUID gives the frequency); boot time is not counted.
   ``-drive file=IMG,if=none,id=d0,format=raw,cache=none,aio=native -device
   virtio-blk-pci,drive=d0,disable-legacy=on`` (a modern-only device, 1af4:1042;
   on ``pc`` QEMU's default, and vmm's, is a transitional device, 1af4:1001).
+- ``--aio threads`` gives both VMMs ``aio=threads`` instead (worker threads).
 - fio: ``--filename=IMG --direct=1 --ioengine=io_uring`` (libaio if io_uring
   does not start) with the same pattern, block size, queue depth, region and
   duration, one job.
@@ -73,20 +74,20 @@ def rows(seq_qd):
             Row("read", MIB, seq_qd), Row("write", MIB, seq_qd)]
 
 
-def vmm_argv(binary, guest, img, append):
+def vmm_argv(binary, guest, img, append, aio):
     return [binary, "-nodefaults", "-m", "256", "-kernel", guest, "-append", append,
             "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-            "-drive", "file=%s,if=none,id=d0,format=raw,cache.direct=on,aio=native" % img,
+            "-drive", "file=%s,if=none,id=d0,format=raw,cache.direct=on,aio=%s" % (img, aio),
             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
 
 
-def qemu_argv(binary, guest, img, append, cpu):
+def qemu_argv(binary, guest, img, append, cpu, aio):
     cpu_args = ["-cpu", cpu] if cpu else []
     return [binary, "-enable-kvm", *cpu_args, "-machine", "pc", "-m", "256",
             "-nodefaults", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", guest, "-append", append,
-            "-drive", "file=%s,if=none,id=d0,format=raw,cache=none,aio=native" % img,
+            "-drive", "file=%s,if=none,id=d0,format=raw,cache=none,aio=%s" % (img, aio),
             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
 
 
@@ -223,6 +224,9 @@ def main():
                     help="QEMU -cpu value; '' for QEMU's default model")
     ap.add_argument("--timeout", type=float, default=120.0, help="bound of one boot (s)")
     ap.add_argument("--json", help="write every raw figure to this file")
+    ap.add_argument("--aio", choices=("native", "threads"), default="native",
+                    help="aio= of both VMMs' drive: native (io_uring in vmm, linux-aio in "
+                         "QEMU) or threads (worker threads in both); default native")
     args = ap.parse_args()
 
     guest = os.path.abspath(args.guest)
@@ -252,8 +256,8 @@ def run(args, rws, guest, vmm_bin, img, region):
         region, ",".join(r.guest_job(args.secs) for r in rws))
     engine = pick_fio_engine(args.fio, img)
     targets = {
-        "vmm": vmm_argv(vmm_bin, guest, img, append),
-        "qemu": qemu_argv(args.qemu, guest, img, append, args.qemu_cpu or None),
+        "vmm": vmm_argv(vmm_bin, guest, img, append, args.aio),
+        "qemu": qemu_argv(args.qemu, guest, img, append, args.qemu_cpu or None, args.aio),
     }
     res = {"vmm": [], "qemu": [], "fio": []}
     clocks = {}

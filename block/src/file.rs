@@ -6,7 +6,8 @@
 //!
 //! `aio=native` is accepted and checked as QEMU checks it. Devices reach
 //! the file asynchronously through its `HostExtent` (virtio-blk's I/O
-//! thread submits to io_uring, whatever `aio=` says); the positional I/O
+//! thread submits to io_uring with `aio=native`, to worker threads with
+//! `aio=threads`, as QEMU's linux-aio and thread pool); the positional I/O
 //! here serves the synchronous path (qemu-io, flushes, discards, image
 //! probing, requests the asynchronous path gave back).
 
@@ -36,6 +37,9 @@ pub struct FileOptions {
     /// `locking` resolved: on or auto take locks, off does not.
     pub locking: bool,
     pub host_device: bool,
+    /// `aio=native`: devices submit to io_uring; `aio=threads` (QEMU's
+    /// default): to a pool of worker threads.
+    pub native_aio: bool,
 }
 
 pub(crate) struct FileDriver {
@@ -52,6 +56,7 @@ pub(crate) struct FileDriver {
     locking: bool,
     /// The locks held now: (perm, shared).
     held: Mutex<(u64, u64)>,
+    native_aio: bool,
 }
 
 fn open_error(filename: &str, e: &io::Error) -> BlockError {
@@ -94,6 +99,7 @@ impl FileDriver {
             rmw: Mutex::new(()),
             locking: o.locking,
             held: Mutex::new((0, perm::ALL)),
+            native_aio: o.native_aio,
         })
     }
 
@@ -287,6 +293,7 @@ impl Driver for FileDriver {
             file: self.file.clone(),
             base: 0,
             align: self.align.max(1),
+            native_aio: self.native_aio,
             nodes: Vec::new(),
         })
     }
@@ -464,6 +471,7 @@ mod tests {
             direct,
             locking: true,
             host_device: false,
+            native_aio: false,
         }
     }
 

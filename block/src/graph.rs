@@ -936,5 +936,6 @@ fn open_file(f: &BlockdevOptionsFile, flags: &NodeFlags, host_device: bool) -> R
         direct: flags.direct,
         locking: f.locking != Some(OnOffAuto::Off),
         host_device,
+        native_aio: f.aio == Some(BlockdevAioOptions::Native),
     })
 }

@@ -74,6 +74,8 @@ pub struct HostExtent {
     /// O_DIRECT alignment of offsets, lengths and buffer addresses (1
     /// without O_DIRECT).
     pub align: u64,
+    /// `aio=native` on the file: io_uring rather than worker threads.
+    pub native_aio: bool,
     /// The nodes on the way down with the offset of the top node's byte 0
     /// in each, so that a write done in the file still counts in each
     /// (`wr_highest_offset`).

@@ -13,6 +13,7 @@ pub mod pci;
 pub mod platform;
 pub mod rng;
 pub mod state;
+pub mod thread_pool;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, SharedDevice};

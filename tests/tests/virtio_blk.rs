@@ -363,10 +363,26 @@ fn the_guest_benchmark_workload_runs_with_requests_in_flight() {
     assert_eq!(c.ok("query-status", json!({}))["status"], "running");
 }
 
+/// How many of `pid`'s threads are I/O worker threads (`aio=threads`).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == "worker")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs the benchmark workload's sequential jobs (QD 8: the guest hands
 /// the device 8 adjacent requests at once) on `drive_opts` and returns
-/// query-blockstats' counters for the disk.
-fn sequential_jobs_stats(drive_opts: &str, device_opts: &str) -> serde_json::Value {
+/// query-blockstats' counters for the disk, with the worker threads
+/// the process has just after (they end 10 s after their last job).
+fn sequential_jobs_stats(drive_opts: &str, device_opts: &str) -> (serde_json::Value, usize) {
     let dir = TempDir::new("vblk-merge");
     let img = make_image(dir.path(), 1 << 20);
     let serial = dir.path().join("com1.log");
@@ -387,6 +403,7 @@ fn sequential_jobs_stats(drive_opts: &str, device_opts: &str) -> serde_json::Val
         l.contains("ok virtio-blk-bench") || l.contains("fail")
     });
     assert!(out.contains("ok virtio-blk-bench jobs=2"), "{out}");
+    let workers = worker_threads(vmm.child.id());
     // Every write reached the file: the pattern over the whole disk.
     assert_holds_the_write_pattern(&img);
     let stats = c.ok("query-blockstats", json!({}));
@@ -394,15 +411,17 @@ fn sequential_jobs_stats(drive_opts: &str, device_opts: &str) -> serde_json::Val
         .as_array()
         .and_then(|a| a.iter().find(|s| s["device"] == "d0"))
         .unwrap_or_else(|| panic!("no d0 in {stats}"));
-    disk["stats"].clone()
+    (disk["stats"].clone(), workers)
 }
 
 /// Adjacent requests of one batch go to the host file as one transfer,
 /// and query-blockstats counts them as QEMU does: every request an
-/// operation, all but the first of a transfer merged.
+/// operation, all but the first of a transfer merged. With `aio=threads`
+/// (the default) worker threads do the transfers, as QEMU's thread pool.
 #[test]
 fn adjacent_requests_are_merged_and_counted_as_qemu_counts_them() {
-    let s = sequential_jobs_stats("", "");
+    let (s, workers) = sequential_jobs_stats("", "");
+    assert!(workers >= 1, "no worker threads with aio=threads");
     assert_eq!(s["wr_operations"], 16, "{s}");
     assert_eq!(s["wr_bytes"], 16 * 65536, "{s}");
     assert_eq!(s["rd_operations"], 32, "{s}");
@@ -415,7 +434,7 @@ fn adjacent_requests_are_merged_and_counted_as_qemu_counts_them() {
 
 #[test]
 fn request_merging_off_sends_each_request_alone() {
-    let s = sequential_jobs_stats("", ",request-merging=off");
+    let (s, _) = sequential_jobs_stats(",aio=threads", ",request-merging=off");
     assert_eq!(s["wr_operations"], 16, "{s}");
     assert_eq!(s["rd_operations"], 32, "{s}");
     assert_eq!(s["wr_merged"], 0, "{s}");
@@ -424,7 +443,7 @@ fn request_merging_off_sends_each_request_alone() {
 
 /// With O_DIRECT (`cache.direct=on,aio=native`, the benchmark's
 /// configuration) the same requests go straight from guest memory to the
-/// file; where the temporary directory's file system refuses O_DIRECT
+/// file through io_uring, no worker thread involved; where the temporary directory's file system refuses O_DIRECT
 /// (tmpfs before Linux 6.6) the test says so and checks nothing.
 #[test]
 fn requests_reach_an_o_direct_file_from_guest_memory() {
@@ -440,7 +459,8 @@ fn requests_reach_an_o_direct_file_from_guest_memory() {
         eprintln!("skipped: the temporary directory does not support O_DIRECT");
         return;
     }
-    let s = sequential_jobs_stats(",cache.direct=on,aio=native", "");
+    let (s, workers) = sequential_jobs_stats(",cache.direct=on,aio=native", "");
+    assert_eq!(workers, 0, "aio=native used worker threads");
     assert_eq!(s["wr_operations"], 16, "{s}");
     assert_eq!(s["rd_operations"], 32, "{s}");
     assert!(s["rd_merged"].as_i64().unwrap_or(0) >= 7, "{s}");

@@ -126,6 +126,7 @@ impl devices::virtio::block::BlockBackend for DiskBackend {
                 fd: extent.fd(),
                 base: extent.base,
                 align: extent.align,
+                native_aio: extent.native_aio,
                 done: Arc::new(HostIo {
                     blk: self.blk.clone(),
                     extent,

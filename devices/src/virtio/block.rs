@@ -26,6 +26,8 @@ pub struct HostFile {
     pub base: u64,
     /// O_DIRECT alignment of offsets, lengths and buffer addresses.
     pub align: u64,
+    /// `aio=native`: io_uring; otherwise worker threads.
+    pub native_aio: bool,
     pub done: Arc<dyn HostIoDone>,
 }
 

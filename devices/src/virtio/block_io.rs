@@ -1,13 +1,16 @@
 //! virtio-blk's I/O thread: takes requests off the queues when the
 //! driver kicks them (an eventfd KVM signals itself), sends reads and
-//! writes to the host file through io_uring straight from guest memory,
-//! many in flight at once, and completes them as the host does. Requests
+//! writes to the host file straight from guest memory, many in flight at
+//! once, and completes them as the host does: through io_uring with
+//! `aio=native`, through a pool of worker threads with `aio=threads` (as
+//! QEMU's thread pool) or where io_uring is unavailable. Requests
 //! the direct path cannot take (a graph the drivers must see, unaligned
 //! buffers under O_DIRECT, flush, discard, write-zeroes, get-id, and any
 //! that failed there) run synchronously through the block backend.
 
 use super::block::{BlockBackend, HostFile};
 use super::VirtioInterrupt;
+use crate::thread_pool::{IoThreadPool, Job};
 use io_uring::{opcode, types, IoUring};
 use qmp::qapi::BlockErrorAction;
 use std::collections::VecDeque;
@@ -47,6 +50,7 @@ const MAX_IOVECS: usize = 1024;
 /// epoll tokens past the queue indices.
 const TOKEN_CONTROL: u64 = u64::MAX;
 const TOKEN_RING: u64 = u64::MAX - 1;
+const TOKEN_POOL: u64 = u64::MAX - 2;
 
 /// One guest buffer of a request.
 #[derive(Clone, Copy)]
@@ -86,9 +90,11 @@ struct InFlight {
     offset: u64,
     bytes: u64,
     started: Instant,
+    /// A worker thread runs it (not io_uring).
+    pooled: bool,
 }
 
-/// One io_uring slot: the transfer in it, its requests and its iovecs,
+/// One transfer slot (an io_uring or thread pool job): the transfer in it, its requests and its iovecs,
 /// which must stay where they are until the kernel is done with them.
 #[derive(Default)]
 struct Slot {
@@ -215,6 +221,12 @@ struct Exec {
     notify_on_empty: bool,
     interrupt: Arc<dyn VirtioInterrupt>,
     ring: Option<(IoUring, EventFd)>,
+    /// Workers for `aio=threads`, and for everything without io_uring.
+    pool: IoThreadPool,
+    /// Transfers the pool has (the rest of `in_flight` is io_uring's).
+    pooled: usize,
+    /// Completions taken from the pool (reused).
+    pool_done: Vec<(u64, i32)>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     in_flight: usize,
@@ -247,8 +259,8 @@ impl Server {
     fn new(s: WorkerSetup) -> io::Result<Server> {
         let depth: u32 = s.queues.iter().map(|q| u32::from(q.max_size())).sum();
         let entries = depth.clamp(1, 4096).next_power_of_two();
-        // Without io_uring (an old kernel, a sandbox) every request takes
-        // the synchronous path.
+        // Without io_uring (an old kernel, a sandbox) the worker threads
+        // take every transfer.
         let ring = match IoUring::new(entries) {
             Ok(ring) => {
                 let fd = EventFd::new(libc::EFD_NONBLOCK)?;
@@ -257,7 +269,8 @@ impl Server {
             }
             Err(_) => None,
         };
-        let slots = if ring.is_some() { entries as usize } else { 0 };
+        let slots = entries as usize;
+        let pool = IoThreadPool::new("worker")?;
         let queues = s.queues.len();
         Ok(Server {
             mem: s.mem,
@@ -271,6 +284,9 @@ impl Server {
                 notify_on_empty: s.notify_on_empty,
                 interrupt: s.interrupt,
                 ring,
+                pool,
+                pooled: 0,
+                pool_done: Vec::new(),
                 slots: (0..slots).map(|_| Slot::default()).collect(),
                 free: (0..slots).rev().collect(),
                 in_flight: 0,
@@ -328,6 +344,8 @@ impl Server {
                             let _ = fd.read();
                         }
                     }
+                    // reap() below takes the pool's completions.
+                    TOKEN_POOL => {}
                     q => {
                         let q = q as usize;
                         if let Some(k) = self.kicks.get(q) {
@@ -376,6 +394,9 @@ impl Server {
                     return true;
                 }
             }
+            if exec.pooled > 0 && exec.pool.has_completions() {
+                return true;
+            }
             if has_requests(queues) {
                 return true;
             }
@@ -415,6 +436,7 @@ impl Server {
         if let Some((_, fd)) = &self.exec.ring {
             add(fd.as_raw_fd(), TOKEN_RING)?;
         }
+        add(self.exec.pool.completion_fd(), TOKEN_POOL)?;
         for (i, k) in self.kicks.iter().enumerate() {
             add(k.as_raw_fd(), i as u64)?;
         }
@@ -480,13 +502,17 @@ impl Server {
     fn drain(&mut self) {
         while self.exec.in_flight > 0 {
             self.exec.submit();
-            let Some((ring, _)) = &self.exec.ring else {
-                break;
-            };
-            if let Err(e) = ring.submit_and_wait(1) {
-                if e.kind() != io::ErrorKind::Interrupted {
+            if self.exec.in_flight > self.exec.pooled {
+                let Some((ring, _)) = &self.exec.ring else {
                     break;
+                };
+                if let Err(e) = ring.submit_and_wait(1) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        break;
+                    }
                 }
+            } else {
+                self.exec.pool.wait();
             }
             self.reap();
         }
@@ -545,6 +571,14 @@ impl Server {
         let Server {
             mem, queues, exec, ..
         } = self;
+        if exec.pooled > 0 {
+            let mut done = std::mem::take(&mut exec.pool_done);
+            exec.pool.take_completions(&mut done);
+            for (slot, result) in done.drain(..) {
+                exec.complete(mem, queues, slot as usize, result);
+            }
+            exec.pool_done = done;
+        }
         let mut done = [(0u64, 0i32); 64];
         loop {
             let Some((ring, _)) = exec.ring.as_mut() else {
@@ -798,12 +832,14 @@ impl Exec {
                 let (Some(index), Some(file)) = (self.free.pop(), self.host.clone()) else {
                     return Err(req);
                 };
+                let pooled = !file.native_aio || self.ring.is_none();
                 self.slots[index].busy = Some(InFlight {
                     file,
                     write,
                     offset,
                     bytes: 0,
                     started: Instant::now(),
+                    pooled,
                 });
                 self.in_flight += 1;
                 self.staged = Some(index);
@@ -853,22 +889,40 @@ impl Exec {
         }
     }
 
-    /// Puts the transfers made in this pass in the submission queue and
-    /// tells the kernel.
+    /// Puts the transfers made in this pass in io_uring's submission
+    /// queue or the pool's, and tells the kernel.
     fn submit(&mut self) {
         self.stage_out();
-        let Some((ring, _)) = self.ring.as_mut() else {
-            return;
-        };
         while let Some(&index) = self.unsent.front() {
             let slot = &self.slots[index];
             let Some(f) = slot.busy.as_ref() else {
                 self.unsent.pop_front();
                 continue;
             };
-            let fd = types::Fd(f.file.fd);
             let (iov, n) = (slot.iovecs.as_ptr(), slot.iovecs.len() as u32);
             let at = f.file.base + f.offset;
+            if f.pooled {
+                let job = Job {
+                    fd: f.file.fd,
+                    iov,
+                    iovcnt: n as i32,
+                    offset: at as i64,
+                    write: f.write,
+                    tag: index as u64,
+                };
+                // SAFETY: as for io_uring below: the slot keeps the iovecs
+                // and the file, and the memory stays mapped until the
+                // completion is reaped (drain waits for it).
+                unsafe { self.pool.submit(job) };
+                self.pooled += 1;
+                self.unsent.pop_front();
+                continue;
+            }
+            let Some((ring, _)) = self.ring.as_mut() else {
+                self.unsent.pop_front();
+                continue;
+            };
+            let fd = types::Fd(f.file.fd);
             let entry = if f.write {
                 opcode::Writev::new(fd, iov, n).offset(at).build()
             } else {
@@ -887,7 +941,9 @@ impl Exec {
         }
         // Errors (EBUSY with a full completion queue) leave the entries
         // queued for the next submit.
-        let _ = ring.submit();
+        if let Some((ring, _)) = self.ring.as_mut() {
+            let _ = ring.submit();
+        }
     }
 
     /// The host finished slot `index` with `result` (bytes or -errno).
@@ -902,6 +958,9 @@ impl Exec {
         slot.iovecs.clear();
         self.free.push(index);
         self.in_flight -= 1;
+        if f.pooled {
+            self.pooled -= 1;
+        }
         let ok = u64::try_from(result).ok() == Some(f.bytes);
         if ok {
             let n = requests.len() as u32;
