@@ -224,6 +224,8 @@ def main():
                     help="QEMU -cpu value; '' for QEMU's default model")
     ap.add_argument("--timeout", type=float, default=120.0, help="bound of one boot (s)")
     ap.add_argument("--json", help="write every raw figure to this file")
+    ap.add_argument("--rows", help="only these rows, 1-based and comma-separated "
+                                   "(e.g. 3,4 for the QD 32 rows)")
     ap.add_argument("--aio", choices=("native", "threads"), default="native",
                     help="aio= of both VMMs' drive: native (io_uring in vmm, linux-aio in "
                          "QEMU) or threads (worker threads in both); default native")
@@ -232,6 +234,8 @@ def main():
     guest = os.path.abspath(args.guest)
     vmm_bin = os.path.abspath(args.vmm)
     rws = rows(args.seq_qd)
+    if args.rows:
+        rws = [rws[int(i) - 1] for i in args.rows.split(",")]
     workdir = None
     if args.image:
         img = os.path.abspath(args.image)

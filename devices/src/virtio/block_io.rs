@@ -261,7 +261,17 @@ impl Server {
         let entries = depth.clamp(1, 4096).next_power_of_two();
         // Without io_uring (an old kernel, a sandbox) the worker threads
         // take every transfer.
-        let ring = match IoUring::new(entries) {
+        // Cooperative task running: the kernel does not interrupt this
+        // thread (an IPI, dear on a nested host) to post each completion;
+        // it flags them, and the thread's next system call posts them
+        // (the poll loop below makes one when the flag is up). Kernels
+        // before 5.19 get a plain ring.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries));
+        let ring = match ring {
             Ok(ring) => {
                 let fd = EventFd::new(libc::EFD_NONBLOCK)?;
                 ring.submitter().register_eventfd(fd.as_raw_fd())?;
@@ -390,6 +400,9 @@ impl Server {
         let start = Instant::now();
         loop {
             if let Some((ring, _)) = exec.ring.as_mut() {
+                if ring.submission().taskrun() {
+                    let _ = ring.submit();
+                }
                 if !ring.completion().is_empty() {
                     return true;
                 }
