@@ -208,6 +208,10 @@ pub struct VirtioPci {
     legacy_ioevents_at: Option<u16>,
     /// Bus mastering as the device last heard of it.
     bus_master_seen: bool,
+    /// Bus mastering went off under a running device: QEMU takes
+    /// DRIVER_OK back, and the device (queues as they were) waits until
+    /// the driver sets it again.
+    suspended: bool,
     qdev_id: String,
 }
 
@@ -371,6 +375,7 @@ impl VirtioPci {
             bar0: None,
             legacy_ioevents_at: None,
             bus_master_seen: false,
+            suspended: false,
             qdev_id,
         })
     }
@@ -461,6 +466,7 @@ impl VirtioPci {
     fn reset(&mut self) {
         self.device.reset();
         self.status = 0;
+        self.suspended = false;
         self.sync_ioevents();
         for k in &self.kicks {
             // A kick left from before the reset means nothing now.
@@ -529,6 +535,9 @@ impl VirtioPci {
 
     /// The driver changed the command register: bus mastering on or off
     /// reaches the device (no guest memory access while off) and MSI-X.
+    /// Turning it off under a running device takes DRIVER_OK back, as
+    /// QEMU's virtio-pci does: the device then waits, its queues as they
+    /// were, until the driver sets DRIVER_OK again.
     fn sync_bus_master(&mut self) {
         let on = self.config.u16(config::COMMAND) & config::COMMAND_MASTER != 0;
         if on == self.bus_master_seen {
@@ -541,6 +550,11 @@ impl VirtioPci {
         drop(i);
         if self.status & STATUS_DRIVER_OK != 0 {
             self.device.bus_master(on);
+            if !on {
+                self.status &= !STATUS_DRIVER_OK;
+                self.suspended = true;
+                self.sync_ioevents();
+            }
         }
     }
 
@@ -707,7 +721,13 @@ impl VirtioPci {
             }
         }
         self.status = status & !STATUS_NEEDS_RESET;
-        if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken() {
+        if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && self.suspended {
+            // Back from a bus-master clear: the same device goes on.
+            self.suspended = false;
+            if self.bus_master_seen {
+                self.device.bus_master(true);
+            }
+        } else if status & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 && !self.broken() {
             if self.legacy_driver() {
                 // Legacy drivers have no FEATURES_OK step: what they
                 // wrote last is what they use.
@@ -844,6 +864,7 @@ impl PciFunction for VirtioPci {
         self.config = self.initial_config.clone();
         self.sync_msix_control();
         self.bus_master_seen = false;
+        self.suspended = false;
         self.interrupts().bus_master = false;
         let mut i = self.interrupts();
         i.table.iter_mut().for_each(|e| {

@@ -828,7 +828,8 @@ fn virtio_pci_cfg() {
 }
 
 /// With bus mastering off the device must leave guest memory alone: a
-/// request made then stays untouched until the driver turns it back on.
+/// request made then stays untouched until the driver turns it back on
+/// and, as under QEMU, sets DRIVER_OK again.
 fn virtio_busmaster() {
     const T: &str = "virtio-busmaster";
     let mut blk = probe_blk(T);
@@ -846,7 +847,19 @@ fn virtio_busmaster() {
             format_args!("the device used guest memory with bus mastering off"),
         );
     }
+    // QEMU takes DRIVER_OK back when bus mastering goes off under a
+    // running device; turning it on again is not enough to go on.
+    let status = blk.device_status();
+    say!("{} bus-master off: status={:#x}", T, status);
+    if status & 4 != 0 {
+        fail(T, format_args!("DRIVER_OK stayed with bus mastering off"));
+    }
     blk.set_bus_master(true);
+    time::delay_us(200_000);
+    if blk.completed() {
+        fail(T, format_args!("the device went on before DRIVER_OK came back"));
+    }
+    blk.set_device_status(status | 4);
     match blk.wait_completion() {
         Ok(0) => say!("ok {}", T),
         Ok(s) => fail(
