@@ -2,7 +2,7 @@
 //! that `memdev=` names (a file backend's pages are the guest's), the
 //! nodes and CPUs as query-cpus, query-hotpluggable-cpus, qom-get and
 //! `info numa` report them, object-del refusing a backend in use, and
-//! QEMU's start-up errors.
+//! QEMU's start-up errors; `-mem-path` and `-mem-prealloc`.
 
 use serde_json::{json, Value};
 use std::io::{Seek, SeekFrom, Write};
@@ -230,4 +230,92 @@ fn numa_start_up_errors_are_qemus() {
         ),
         "{err}"
     );
+}
+
+/// The guest-physical RAM ranges of `pid`'s maps whose line contains
+/// `needle`.
+fn mapped_lines(pid: u32, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `-mem-path`: guest RAM is a private mapping of a file, a fresh
+/// unlinked one in a directory (named as QEMU names it) or the file
+/// given, created at RAM's size; `-mem-prealloc` touches it all.
+#[test]
+fn mem_path_backs_guest_ram_with_a_file() {
+    let dir = TempDir::new("mem-path");
+    let serial = dir.path().join("serial.log");
+    let d = dir.path().to_str().expect("path").to_string();
+    let args = guest_args("idle", &serial, &["-mem-path", &d, "-mem-prealloc"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    vmm_tests::wait_for_text(&serial, std::time::Duration::from_secs(30), |t| {
+        t.contains("vmm-guest: idle")
+    });
+    let lines = mapped_lines(vmm.child.id(), &format!("{d}/qemu_back_mem.pc.ram."));
+    assert!(!lines.is_empty(), "no RAM mapping from {d}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with("(deleted)") && l.contains(" rw-p ")),
+        "{lines:?}"
+    );
+    drop(vmm);
+
+    let file = dir.path().join("ram.img");
+    let f = file.to_str().expect("path").to_string();
+    let serial2 = dir.path().join("serial2.log");
+    let args = guest_args("idle", &serial2, &["-mem-path", &f]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    vmm_tests::wait_for_text(&serial2, std::time::Duration::from_secs(30), |t| {
+        t.contains("vmm-guest: idle")
+    });
+    assert_eq!(
+        std::fs::metadata(&file).map(|m| m.len()).ok(),
+        Some(256 << 20)
+    );
+    assert!(!mapped_lines(vmm.child.id(), &f).is_empty());
+}
+
+/// A path that cannot hold RAM: QEMU's error, then ordinary RAM; with
+/// `-mem-prealloc` start-up fails instead.
+#[test]
+fn mem_path_that_cannot_be_opened_falls_back_unless_prealloc() {
+    let text =
+        "can't open backing store /nonexistent/dir/ram for guest RAM: No such file or directory";
+    let mut vmm = VmmProcess::start(&[
+        "-nodefaults",
+        "-S",
+        "-m",
+        "64",
+        "-mem-path",
+        "/nonexistent/dir/ram",
+    ]);
+    let mut qmp = vmm.qmp();
+    assert_eq!(qmp.ok("query-status", json!({}))["status"], "prelaunch");
+    qmp.ok("quit", json!({}));
+    vmm.wait_exit();
+    let err = vmm.stderr();
+    assert!(err.contains(text), "{err}");
+    assert!(
+        err.contains("falling back to regular RAM allocation."),
+        "{err}"
+    );
+    let (status, _out, err) = run_vmm(&[
+        "-nodefaults",
+        "-S",
+        "-m",
+        "64",
+        "-mem-path",
+        "/nonexistent/dir/ram",
+        "-mem-prealloc",
+    ]);
+    assert!(!status.success());
+    assert!(err.contains(text), "{err}");
 }

@@ -43,8 +43,6 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("incoming", "migration"),
     ("watchdog", "watchdog devices"),
     ("smbios", "SMBIOS tables"),
-    ("mem-path", "file-backed guest memory"),
-    ("mem-prealloc", "file-backed guest memory"),
 ];
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -349,11 +347,44 @@ fn build_machine(
         pit_reinject: board.pit_reinject,
         firmware,
         nographic: config.nographic,
+        ram_file: file_backed_ram(config, numa.as_ref())?,
         numa,
     };
     Machine::new(machine_config, sink)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// `-mem-path`: guest RAM mapped privately from a file (or a fresh file
+/// in a directory), touched whole first with `-mem-prealloc`; unless
+/// `-numa node,memdev=` gives RAM its backends. As in QEMU, a file that
+/// cannot be mapped falls back to ordinary RAM, unless preallocation was
+/// asked for.
+fn file_backed_ram(
+    config: &Config,
+    numa: Option<&machine::NumaLayout>,
+) -> Result<Option<Arc<machine::memory::HostMapping>>, String> {
+    let Some(path) = &config.mem_path else {
+        return Ok(None);
+    };
+    if numa.is_some_and(|n| !n.backends.is_empty()) {
+        return Ok(None);
+    }
+    use qom::objects::memory_backend::{map_file, preallocate};
+    match map_file(path, "pc.ram", config.memory.size, 0, false) {
+        Ok(m) => {
+            if config.mem_prealloc {
+                preallocate(&m);
+            }
+            Ok(Some(Arc::new(m)))
+        }
+        Err(e) if config.mem_prealloc => Err(e.desc),
+        Err(e) => {
+            eprintln!("vmm: {}", e.desc);
+            eprintln!("vmm: falling back to regular RAM allocation.");
+            Ok(None)
+        }
+    }
 }
 
 /// `-numa`: the nodes, checked against the CPUs, RAM and memory

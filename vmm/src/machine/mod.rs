@@ -397,6 +397,9 @@ pub struct MachineConfig {
     /// `-numa`: the guest's NUMA nodes (SRAT/SLIT, and RAM made of
     /// memory backends).
     pub numa: Option<NumaLayout>,
+    /// `-mem-path`: the file mapping guest RAM is made of (without
+    /// `-numa node,memdev=`).
+    pub ram_file: Option<Arc<memory::HostMapping>>,
 }
 
 pub struct Machine {
@@ -513,10 +516,12 @@ impl Machine {
             .as_mut()
             .map(|n| std::mem::take(&mut n.backends))
             .unwrap_or_default();
-        let ram = if backends.is_empty() {
-            GuestRam::new(layout)
-        } else {
+        let ram = if !backends.is_empty() {
             GuestRam::from_backends(layout, backends)
+        } else if let Some(file) = config.ram_file {
+            GuestRam::from_backends(layout, vec![file])
+        } else {
+            GuestRam::new(layout)
         }
         .map_err(err("guest memory"))?;
         let kernel = if let Some((path, image)) = &config.firmware {

@@ -47,7 +47,10 @@ pub struct MemoryBackend {
 }
 
 fn errno_error(what: &str) -> Error {
-    Error::generic(format!("{what}: {}", std::io::Error::last_os_error()))
+    Error::generic(format!(
+        "{what}: {}",
+        block::strerror(&std::io::Error::last_os_error())
+    ))
 }
 
 impl MemoryBackend {
@@ -115,25 +118,14 @@ impl MemoryBackend {
         });
     }
 
-    /// Touches every page so the host backs them now.
     fn preallocate(&self) {
         if let Some(m) = &self.mapping {
-            // SAFETY: page size query has no preconditions.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-            let base = m.addr().cast::<u8>();
-            for off in (0..m.len()).step_by(page) {
-                // SAFETY: off < len, inside our writable mapping; a
-                // volatile read-write keeps the content and forces a
-                // private page.
-                unsafe {
-                    let p = base.add(off);
-                    p.write_volatile(p.read_volatile());
-                }
-            }
+            preallocate(m);
         }
     }
 
-    fn map(&self) -> Result<HostMapping, Error> {
+    /// `id`: the object's name, which names its file in a directory.
+    fn map(&self, id: &str) -> Result<HostMapping, Error> {
         let len = usize::try_from(self.size)
             .map_err(|_| Error::generic("memory backend size does not fit in the address space"))?;
         let share = if self.share {
@@ -168,68 +160,13 @@ impl MemoryBackend {
         let Some(path) = mem_path else {
             return Err(Error::generic("mem-path property not set"));
         };
-        let file = open_backing_file(path, self.size)?;
-        let page = file_page_size(&file);
-        if align % page != 0 {
-            return Err(Error::generic(format!(
-                "alignment 0x{align:x} must be multiples of page size 0x{page:x}"
-            )));
-        }
-        let align = usize::try_from(align.max(page))
-            .map_err(|_| Error::generic("alignment does not fit in the address space"))?;
-        // Reserve room to place the mapping at an aligned address, as
-        // QEMU's qemu_ram_mmap does, then give back what is left over.
-        let reserve = len.checked_add(align).ok_or_else(|| {
-            Error::generic("memory backend size does not fit in the address space")
-        })?;
-        // SAFETY: a fresh inaccessible reservation the kernel places.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                reserve,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(errno_error("unable to map backing store for guest RAM"));
-        }
-        let start = (base as usize).next_multiple_of(align);
-        // SAFETY: [start, start + len) lies inside the reservation made
-        // above, which MAP_FIXED replaces with the file's pages.
-        let addr = unsafe {
-            libc::mmap(
-                start as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                share | libc::MAP_FIXED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        let head = start - base as usize;
-        let tail = reserve - head - len;
-        if addr == libc::MAP_FAILED {
-            let e = errno_error("unable to map backing store for guest RAM");
-            // SAFETY: the whole reservation is ours.
-            unsafe { libc::munmap(base, reserve) };
-            return Err(e);
-        }
-        // SAFETY: the parts of our reservation before and after the file
-        // mapping, which nothing uses.
-        unsafe {
-            if head > 0 {
-                libc::munmap(base, head);
-            }
-            if tail > 0 {
-                libc::munmap((start + len) as *mut libc::c_void, tail);
-            }
-        }
-        // SAFETY: a fresh read-write mapping of `len` bytes, owned by
-        // nothing else.
-        Ok(unsafe { HostMapping::adopt(addr, len) })
+        map_file(
+            path,
+            &format!("/objects/{id}"),
+            self.size,
+            align,
+            self.share,
+        )
     }
 
     fn bind(&self, m: &HostMapping) -> Result<(), Error> {
@@ -286,6 +223,104 @@ impl MemoryBackend {
     }
 }
 
+/// Maps `size` bytes of the file at `path` (a directory: a fresh,
+/// unlinked file in it named after the region `name`) at a multiple of
+/// `align` (0: the file's page size), shared with the file or private:
+/// memory-backend-file's memory and `-mem-path`'s guest RAM.
+pub fn map_file(
+    path: &str,
+    name: &str,
+    size: u64,
+    align: u64,
+    share: bool,
+) -> Result<HostMapping, Error> {
+    let len = usize::try_from(size)
+        .map_err(|_| Error::generic("memory backend size does not fit in the address space"))?;
+    let share = if share {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let file = open_backing_file(path, name, size)?;
+    let page = file_page_size(&file);
+    if !align.is_multiple_of(page) {
+        return Err(Error::generic(format!(
+            "alignment 0x{align:x} must be multiples of page size 0x{page:x}"
+        )));
+    }
+    let align = usize::try_from(align.max(page))
+        .map_err(|_| Error::generic("alignment does not fit in the address space"))?;
+    // Reserve room to place the mapping at an aligned address, as
+    // QEMU's qemu_ram_mmap does, then give back what is left over.
+    let reserve = len
+        .checked_add(align)
+        .ok_or_else(|| Error::generic("memory backend size does not fit in the address space"))?;
+    // SAFETY: a fresh inaccessible reservation the kernel places.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            reserve,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(errno_error("unable to map backing store for guest RAM"));
+    }
+    let start = (base as usize).next_multiple_of(align);
+    // SAFETY: [start, start + len) lies inside the reservation made
+    // above, which MAP_FIXED replaces with the file's pages.
+    let addr = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            share | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    let head = start - base as usize;
+    let tail = reserve - head - len;
+    if addr == libc::MAP_FAILED {
+        let e = errno_error("unable to map backing store for guest RAM");
+        // SAFETY: the whole reservation is ours.
+        unsafe { libc::munmap(base, reserve) };
+        return Err(e);
+    }
+    // SAFETY: the parts of our reservation before and after the file
+    // mapping, which nothing uses.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base, head);
+        }
+        if tail > 0 {
+            libc::munmap((start + len) as *mut libc::c_void, tail);
+        }
+    }
+    // SAFETY: a fresh read-write mapping of `len` bytes, owned by
+    // nothing else.
+    Ok(unsafe { HostMapping::adopt(addr, len) })
+}
+
+/// Touches every page so the host backs them now (`prealloc`,
+/// `-mem-prealloc`).
+pub fn preallocate(m: &HostMapping) {
+    // SAFETY: page size query has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let base = m.addr().cast::<u8>();
+    for off in (0..m.len()).step_by(page) {
+        // SAFETY: off < len, inside a writable mapping; a volatile
+        // read-write keeps the content and forces a private page.
+        unsafe {
+            let p = base.add(off);
+            p.write_volatile(p.read_volatile());
+        }
+    }
+}
+
 impl Drop for MemoryBackend {
     /// `discard-data`: the file's contents need not survive the object
     /// (QEMU punches them out rather than writing them back).
@@ -323,10 +358,12 @@ fn file_page_size(file: &std::fs::File) -> u64 {
 
 /// The file behind memory-backend-file: a directory gets a fresh,
 /// unlinked file; a file is created if missing and grown to `size`.
-fn open_backing_file(path: &str, size: u64) -> Result<std::fs::File, Error> {
+fn open_backing_file(path: &str, name: &str, size: u64) -> Result<std::fs::File, Error> {
     let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
     let file = if is_dir {
-        let mut tmp = std::ffi::CString::new(format!("{path}/qemu_back_mem.XXXXXX"))
+        // QEMU's name: the region's, with '/' made '_' for mkstemp.
+        let name = name.replace('/', "_");
+        let mut tmp = std::ffi::CString::new(format!("{path}/qemu_back_mem.{name}.XXXXXX"))
             .map_err(|_| Error::generic("mem-path contains a NUL byte"))?
             .into_bytes_with_nul();
         // SAFETY: mkstemp edits the NUL-terminated template in place.
@@ -349,7 +386,8 @@ fn open_backing_file(path: &str, size: u64) -> Result<std::fs::File, Error> {
             .open(path)
             .map_err(|e| {
                 Error::generic(format!(
-                    "can't open backing store {path} for guest RAM: {e}"
+                    "can't open backing store {path} for guest RAM: {}",
+                    block::strerror(&e)
                 ))
             })?
     };
@@ -466,11 +504,11 @@ impl ObjectState for MemoryBackend {
         Ok(())
     }
 
-    fn complete(&mut self, _id: &str, _tree: &Tree) -> Result<(), Error> {
+    fn complete(&mut self, id: &str, _tree: &Tree) -> Result<(), Error> {
         if self.size == 0 {
             return Err(Error::generic("can't create backend with size 0"));
         }
-        let m = self.map()?;
+        let m = self.map(id)?;
         self.bind(&m)?;
         self.mapping = Some(Arc::new(m));
         self.apply_merge_and_dump();
