@@ -289,14 +289,15 @@ fn mem_path_backs_guest_ram_with_a_file() {
 fn mem_path_that_cannot_be_opened_falls_back_unless_prealloc() {
     let text =
         "can't open backing store /nonexistent/dir/ram for guest RAM: No such file or directory";
-    let mut vmm = VmmProcess::start(&[
+    const ARGS: &[&str] = &[
         "-nodefaults",
         "-S",
         "-m",
         "64",
         "-mem-path",
         "/nonexistent/dir/ram",
-    ]);
+    ];
+    let mut vmm = VmmProcess::start(ARGS);
     let mut qmp = vmm.qmp();
     assert_eq!(qmp.ok("query-status", json!({}))["status"], "prelaunch");
     qmp.ok("quit", json!({}));
@@ -307,15 +308,7 @@ fn mem_path_that_cannot_be_opened_falls_back_unless_prealloc() {
         err.contains("falling back to regular RAM allocation."),
         "{err}"
     );
-    let (status, _out, err) = run_vmm(&[
-        "-nodefaults",
-        "-S",
-        "-m",
-        "64",
-        "-mem-path",
-        "/nonexistent/dir/ram",
-        "-mem-prealloc",
-    ]);
+    let (status, _out, err) = run_vmm(&[ARGS, &["-mem-prealloc"]].concat());
     assert!(!status.success());
     assert!(err.contains(text), "{err}");
 }
