@@ -1151,6 +1151,42 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
         ]
     );
     assert!(mtree.ends_with("\r\n\r\n"), "{mtree}");
+
+    // The flat views: RAM split around the PCI hole (the part above
+    // 4 GiB from pc.ram's offset 3 GiB), the APIC window over the PCI
+    // space; every bus master, off, shares the empty view.
+    let flat = hmp(&mut c, "info mtree -f");
+    assert_eq!(
+        mtree_section(&flat, "FlatView #0"),
+        [
+            " AS \"memory\", root: system",
+            " AS \"cpu-memory-0\", root: system",
+            " Root memory region: system",
+            "  0000000000000000-00000000bfffffff (prio 0, ram): pc.ram",
+            "  00000000fec00000-00000000fec00fff (prio 0, i/o): kvm-ioapic",
+            "  00000000fee00000-00000000feefffff (prio 4096, i/o): kvm-apic-msi",
+            "  0000000100000000-000000015fffffff (prio 0, ram): pc.ram @00000000c0000000",
+        ],
+        "{flat}"
+    );
+    let io = mtree_section(&flat, "FlatView #1");
+    for want in [
+        " AS \"I/O\", root: io",
+        "  0000000000000cf8-0000000000000cf8 (prio 0, i/o): pci-conf-idx",
+        "  0000000000000cf9-0000000000000cf9 (prio 1, i/o): piix3-reset-control",
+        "  0000000000000cfa-0000000000000cfb (prio 0, i/o): pci-conf-idx @0000000000000002",
+    ] {
+        assert!(io.contains(&want), "{want:?} missing:\n{flat}");
+    }
+    let off = mtree_section(&flat, "FlatView #2");
+    assert!(
+        off.contains(&" AS \"virtio-blk-pci\", root: bus master container"),
+        "{flat}"
+    );
+    assert_eq!(
+        off[off.len() - 2..],
+        [" Root memory region: (none)", "  No rendered FlatView"]
+    );
 }
 
 #[test]
@@ -1250,6 +1286,29 @@ fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
     assert_eq!(
         mtree_section(&mtree, "address-space: virtio-blk-pci")[1],
         "    0000000000000000-ffffffffffffffff (prio 0, i/o): alias bus master @system 0000000000000000-ffffffffffffffff"
+    );
+    // Its bus-master space now renders to the system view, and the
+    // flat view has the virtio structures where the BAR put them.
+    let flat = hmp(&mut c, "info mtree -f");
+    let system = mtree_section(&flat, "FlatView #0");
+    assert!(
+        system.contains(&" AS \"virtio-blk-pci\", root: bus master container"),
+        "{flat}"
+    );
+    let bar4 = blk["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .find(|r| r["bar"] == 4)
+        .and_then(|r| r["address"].as_u64())
+        .expect("BAR 4");
+    let common = format!(
+        "  {bar4:016x}-{:016x} (prio 0, i/o): virtio-pci-common",
+        bar4 + 0xfff
+    );
+    assert!(
+        system.contains(&common.as_str()),
+        "{common:?} missing:\n{flat}"
     );
 }
 

@@ -82,6 +82,25 @@ fn guest_ram_is_made_of_the_node_backends() {
         "2 nodes\r\nnode 0 cpus: 1\r\nnode 0 size: 128 MB\r\nnode 0 plugged: 0 MB\r\n\
          node 1 cpus: 0\r\nnode 1 size: 128 MB\r\nnode 1 plugged: 0 MB\r\n"
     );
+    // pc.ram is a container of the two backends, named as QEMU names a
+    // file backend's region (its path), and the flat view shows them.
+    let mtree = hmp(&mut qmp, "info mtree");
+    assert!(
+        mtree.contains(
+            "memory-region: pc.ram\r\n  0000000000000000-000000000fffffff (prio 0, i/o): pc.ram\r\n\
+             \x20   0000000000000000-0000000007ffffff (prio 0, ram): /objects/m0\r\n\
+             \x20   0000000008000000-000000000fffffff (prio 0, ram): /objects/m1\r\n"
+        ),
+        "{mtree}"
+    );
+    let flat = hmp(&mut qmp, "info mtree -f");
+    assert!(
+        flat.contains(
+            "  0000000000000000-0000000007ffffff (prio 0, ram): /objects/m0\r\n\
+             \x20 0000000008000000-000000000fffffff (prio 0, ram): /objects/m1\r\n"
+        ),
+        "{flat}"
+    );
     let cpus = qmp.ok("query-cpus", json!({}));
     assert_eq!(
         cpus[0]["props"],

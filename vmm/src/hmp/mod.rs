@@ -687,9 +687,9 @@ const INFO_COMMANDS: &[Cmd] = &[
     ),
     cmd(
         "mtree",
-        "",
-        "",
-        "the memory regions of every address space",
+        "flatview:-f",
+        "[-f]",
+        "the memory regions of every address space (-f: as flat views)",
         Run::Fn(mtree::info_mtree),
     ),
     cmd(

@@ -4,7 +4,9 @@
 //! alias points at. Regions are built from the machine as it is now:
 //! the RAM split, the ports and MMIO of the devices vmm builds, and the
 //! PCI BARs where the guest has them mapped (with the virtio and MSI-X
-//! structures the function's capabilities place in them).
+//! structures the function's capabilities place in them). With `-f`,
+//! each address space's flat view: what the guest reaches at each
+//! address once priorities and aliases are resolved, as QEMU renders it.
 
 use super::qtree::{isa_objects, pci_devices, PciDev};
 use super::Ctx;
@@ -40,6 +42,9 @@ struct Region {
     priority: i32,
     ram: bool,
     enabled: bool,
+    /// A container: only its subregions are reached (QEMU's regions
+    /// without ops); the others answer where no subregion does.
+    container: bool,
     /// The region this one is a window on, and where in it.
     alias: Option<(Rc<Region>, u64)>,
     children: Vec<Region>,
@@ -54,6 +59,7 @@ impl Region {
             priority: 0,
             ram: false,
             enabled: true,
+            container: false,
             alias: None,
             children: Vec::new(),
         }
@@ -62,6 +68,14 @@ impl Region {
     fn alias(name: &str, addr: u64, size: u128, target: &Rc<Region>, offset: u64) -> Region {
         Region {
             alias: Some((target.clone(), offset)),
+            size,
+            ..Region::io(name, addr, 0)
+        }
+    }
+
+    fn container(name: &str, addr: u64, size: u128) -> Region {
+        Region {
+            container: true,
             size,
             ..Region::io(name, addr, 0)
         }
@@ -128,6 +142,189 @@ fn print_region(
     children.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.priority.cmp(&a.priority)));
     for c in children {
         print_region(out, c, level + 1, start, aliases);
+    }
+}
+
+/// One piece of a flat view: guest addresses [start, end) reach
+/// `region` from `offset` on.
+struct FlatRange {
+    start: u128,
+    end: u128,
+    region: *const Region,
+    name: String,
+    priority: i32,
+    ram: bool,
+    offset: u128,
+}
+
+/// QEMU's render_memory_region: `r` at `base` (its parent's address),
+/// seen through `clip`, adds what it answers for to `view` (kept by
+/// address) where nothing rendered before it already answers. Higher
+/// priorities render first; at equal priority the later subregion.
+fn render(view: &mut Vec<FlatRange>, r: &Region, base: i128, clip: (i128, i128)) {
+    if !r.enabled {
+        return;
+    }
+    let base = base + i128::from(r.addr);
+    let clip = (clip.0.max(base), clip.1.min(base + r.size as i128));
+    if clip.0 >= clip.1 {
+        return;
+    }
+    if let Some((target, offset)) = &r.alias {
+        let base = base - i128::from(target.addr) - i128::from(*offset);
+        return render(view, target, base, clip);
+    }
+    let mut order: Vec<usize> = (0..r.children.len()).collect();
+    order.sort_by(|&a, &b| {
+        r.children[b]
+            .priority
+            .cmp(&r.children[a].priority)
+            .then(b.cmp(&a))
+    });
+    for i in order {
+        render(view, &r.children[i], base, clip);
+    }
+    if r.container || (!r.ram && r.alias.is_none() && !r.children.is_empty()) {
+        return;
+    }
+    // The gaps of [clip.0, clip.1) that nothing covers yet.
+    let mut at = clip.0;
+    let mut i = view.partition_point(|f| (f.end as i128) <= at);
+    while at < clip.1 {
+        let next = view
+            .get(i)
+            .map_or(clip.1, |f| (f.start as i128).clamp(at, clip.1));
+        if next > at {
+            view.insert(
+                i,
+                FlatRange {
+                    start: at as u128,
+                    end: next as u128,
+                    region: r,
+                    name: r.name.clone(),
+                    priority: r.priority,
+                    ram: r.ram,
+                    offset: (at - base) as u128,
+                },
+            );
+            i += 1;
+        }
+        match view.get(i) {
+            Some(f) if (f.start as i128) < clip.1 => {
+                at = f.end as i128;
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+}
+
+/// The flat view of `root`: rendered, then adjacent pieces of one region
+/// joined (QEMU's flatview_simplify).
+fn flatten(root: &Region) -> Vec<FlatRange> {
+    let mut view = Vec::new();
+    render(&mut view, root, 0, (0, WHOLE as i128));
+    let mut out: Vec<FlatRange> = Vec::with_capacity(view.len());
+    for f in view {
+        if let Some(p) = out.last_mut() {
+            if std::ptr::eq(p.region, f.region)
+                && p.end == f.start
+                && p.offset + (p.end - p.start) == f.offset
+            {
+                p.end = f.end;
+                continue;
+            }
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// The region a flat view is made from (QEMU's
+/// memory_region_get_flatview_root): through aliases that show their
+/// whole target and containers whose one enabled child covers them at
+/// 0; None when nothing is enabled.
+fn flatview_root(r: &Region) -> Option<&Region> {
+    let mut r = r;
+    loop {
+        if !r.enabled {
+            return None;
+        }
+        if let Some((target, offset)) = &r.alias {
+            if *offset == 0 && r.size >= target.size {
+                r = target;
+                continue;
+            }
+            return Some(r);
+        }
+        if r.container || !r.children.is_empty() {
+            let mut enabled = r.children.iter().filter(|c| c.enabled);
+            match (enabled.next(), enabled.next()) {
+                (None, _) => return None,
+                (Some(only), None) if only.addr == 0 && r.size >= only.size => {
+                    r = only;
+                    continue;
+                }
+                _ => return Some(r),
+            }
+        }
+        return Some(r);
+    }
+}
+
+/// `info mtree -f`: one flat view per distinct root, with the address
+/// spaces that share it (QEMU prints them in its hash table's order,
+/// vmm in the order of their first address space).
+fn print_flat_views(out: &mut String, spaces: &[(String, Rc<Region>)]) {
+    type View<'a> = (Option<&'a Region>, Vec<&'a (String, Rc<Region>)>);
+    let mut views: Vec<View<'_>> = Vec::new();
+    for space in spaces {
+        let root = flatview_root(&space.1);
+        let same = |v: &Option<&Region>| match (v, root) {
+            (Some(a), Some(b)) => std::ptr::eq(*a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        match views.iter_mut().find(|(v, _)| same(v)) {
+            Some((_, list)) => list.push(space),
+            None => views.push((root, vec![space])),
+        }
+    }
+    for (n, (root, list)) in views.iter().enumerate() {
+        let _ = writeln!(out, "FlatView #{n}");
+        for (name, r) in list {
+            let _ = write!(out, " AS \"{name}\", root: {}", r.name);
+            if let Some((target, _)) = &r.alias {
+                let _ = write!(out, ", alias {}", target.name);
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            " Root memory region: {}",
+            root.map_or("(none)", |r| r.name.as_str())
+        );
+        let ranges = root.map(flatten).unwrap_or_default();
+        if ranges.is_empty() {
+            out.push_str("  No rendered FlatView\n\n");
+            continue;
+        }
+        for f in ranges {
+            let kind = if f.ram { "ram" } else { "i/o" };
+            let _ = write!(
+                out,
+                "  {:016x}-{:016x} (prio {}, {kind}): {}",
+                f.start as u64,
+                (f.end - 1) as u64,
+                f.priority,
+                f.name
+            );
+            if f.offset != 0 {
+                let _ = write!(out, " @{:016x}", f.offset as u64);
+            }
+            out.push('\n');
+        }
+        out.push('\n');
     }
 }
 
@@ -207,9 +404,15 @@ fn bar_region(d: &PciDev, bar: usize, addr: u64, size: u64) -> Region {
     } else {
         format!("{}-bar{bar}", d.type_name)
     };
-    let children = virtio.into_iter().chain(msix).collect();
-    // BARs sit over whatever else is in the PCI space.
-    Region::io(&name, addr, size).priority(1).with(children)
+    let children: Vec<Region> = virtio.into_iter().chain(msix).collect();
+    // BARs sit over whatever else is in the PCI space; one holding
+    // structures is a container of them, as in QEMU.
+    let bar = if children.is_empty() {
+        Region::io(&name, addr, size)
+    } else {
+        Region::container(&name, addr, size.into())
+    };
+    bar.priority(1).with(children)
 }
 
 /// The mapped BARs of every function: (memory ones, I/O ones).
@@ -234,26 +437,17 @@ fn bar_regions(pci: &[PciDev]) -> (Vec<Region>, Vec<Region>) {
 /// The `system` region: RAM below 4 GiB, the PCI space under it all, the
 /// IOAPIC and APIC windows, and RAM above 4 GiB.
 fn system_region(vmm: &Vmm, pci_bars: Vec<Region>) -> Region {
-    let root = Region::io("system", 0, 0);
+    let root = Region::container("system", 0, WHOLE);
     let Some(m) = vmm.vm.machine.as_ref() else {
-        return Region {
-            size: WHOLE,
-            ..root
-        };
+        return root;
     };
     let layout = m.ram_layout();
-    let ram = Rc::new(Region {
-        ram: true,
-        ..Region::io("pc.ram", 0, layout.total())
-    });
+    let ram = Rc::new(guest_ram_region(vmm, layout.total()));
     let mut children = vec![
         Region::alias("ram-below-4g", 0, layout.below_4g.into(), &ram, 0),
-        Region {
-            size: WHOLE,
-            ..Region::io("pci", 0, 0)
-        }
-        .priority(-1)
-        .with(pci_bars),
+        Region::container("pci", 0, WHOLE)
+            .priority(-1)
+            .with(pci_bars),
         Region::io("kvm-ioapic", IOAPIC_BASE, IOAPIC_SIZE),
         Region::io("kvm-apic-msi", APIC_BASE, APIC_SIZE).priority(APIC_PRIORITY),
     ];
@@ -266,10 +460,44 @@ fn system_region(vmm: &Vmm, pci_bars: Vec<Region>) -> Region {
             layout.below_4g,
         ));
     }
-    Region {
-        size: WHOLE,
-        ..root.with(children)
+    root.with(children)
+}
+
+/// `pc.ram`: one RAM region, or with `-numa node,memdev=` a container of
+/// the backends' regions end to end (a RAM backend's region is named by
+/// its id, a file backend's by its path, as QEMU names them).
+fn guest_ram_region(vmm: &Vmm, total: u64) -> Region {
+    let memdevs: Vec<(String, u64)> = vmm
+        .numa
+        .as_ref()
+        .map(|n| {
+            n.nodes
+                .iter()
+                .filter_map(|node| Some((node.memdev.clone()?, node.mem)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if memdevs.is_empty() {
+        return Region {
+            ram: true,
+            ..Region::io("pc.ram", 0, total)
+        };
     }
+    let mut at = 0;
+    let mut children = Vec::new();
+    for (path, size) in memdevs {
+        let id = path.rsplit('/').next().unwrap_or(&path).to_string();
+        let name = match vmm.qom.type_at(&format!("/objects/{id}")).as_deref() {
+            Some("memory-backend-file") => format!("/objects/{id}"),
+            _ => id,
+        };
+        children.push(Region {
+            ram: true,
+            ..Region::io(&name, at, size)
+        });
+        at += size;
+    }
+    Region::container("pc.ram", 0, u128::from(total)).with(children)
 }
 
 /// A u64 property of an object of the tree.
@@ -303,7 +531,7 @@ fn isa_ports(tree: &Tree) -> Vec<Region> {
 /// The `io` region: KVM's PICs, the ISA devices, the ACPI PM block, PCI
 /// configuration and reset, and the mapped I/O BARs.
 fn io_region(vmm: &Vmm, pci: &[PciDev], pci_bars: Vec<Region>) -> Region {
-    let root = Region::io("io", 0, 0x1_0000);
+    let root = Region::container("io", 0, 0x1_0000);
     if vmm.vm.machine.is_none() {
         return root;
     }
@@ -320,11 +548,13 @@ fn io_region(vmm: &Vmm, pci: &[PciDev], pci_bars: Vec<Region>) -> Region {
     ];
     children.extend(isa_ports(&vmm.qom.tree));
     if pci.iter().any(|d| d.type_name == "PIIX4_PM") {
-        children.push(Region::io("piix4-pm", PM_BASE, PM_LEN).with(vec![
-            Region::io("acpi-evt", PM1_EVT_OFFSET, 4),
-            Region::io("acpi-cnt", PM1_CNT_OFFSET, 2),
-            Region::io("acpi-tmr", PM_TMR_OFFSET, 4),
-        ]));
+        children.push(
+            Region::container("piix4-pm", PM_BASE, PM_LEN.into()).with(vec![
+                Region::io("acpi-evt", PM1_EVT_OFFSET, 4),
+                Region::io("acpi-cnt", PM1_CNT_OFFSET, 2),
+                Region::io("acpi-tmr", PM_TMR_OFFSET, 4),
+            ]),
+        );
     }
     children.extend(pci_bars);
     root.with(children)
@@ -335,11 +565,7 @@ fn io_region(vmm: &Vmm, pci: &[PciDev], pci_bars: Vec<Region>) -> Region {
 fn bus_master_region(d: &PciDev, system: &Rc<Region>) -> Region {
     let mut window = Region::alias("bus master", 0, WHOLE, system, 0);
     window.enabled = d.config_u16(config::COMMAND) & COMMAND_MASTER != 0;
-    Region {
-        size: WHOLE,
-        ..Region::io("bus master container", 0, 0)
-    }
-    .with(vec![window])
+    Region::container("bus master container", 0, WHOLE).with(vec![window])
 }
 
 /// Every address space as (name, root), in the order QEMU creates them.
@@ -362,11 +588,16 @@ fn address_spaces(vmm: &Vmm) -> Vec<(String, Rc<Region>)> {
     spaces
 }
 
-/// `info mtree`.
-pub(super) fn info_mtree(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+/// `info mtree [-f]`.
+pub(super) fn info_mtree(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let spaces = address_spaces(ctx.vmm);
     let out = &mut ctx.out;
+    if args.get("flatview") == Some(&crate::hmp::parse::Arg::Bool(true)) {
+        print_flat_views(out, &spaces);
+        return Ok(());
+    }
     let mut aliases = Vec::new();
-    for (name, root) in address_spaces(ctx.vmm) {
+    for (name, root) in spaces {
         let _ = writeln!(out, "address-space: {name}");
         print_region(out, &root, 1, 0, &mut aliases);
         out.push('\n');
@@ -413,6 +644,40 @@ mod tests {
         );
         assert_eq!(aliases.len(), 1);
         assert_eq!(aliases[0].name, "pc.ram");
+    }
+
+    #[test]
+    fn flat_views_resolve_priorities_aliases_and_containers() {
+        let ram = Rc::new(Region {
+            ram: true,
+            ..Region::io("ram", 0, 0x4000)
+        });
+        // A container with RAM through an alias at 0x1000 (its second
+        // half), a low-priority I/O region under all of it, and a
+        // high-priority one punching a hole in the RAM.
+        let root = Region::container("root", 0, 0x10000).with(vec![
+            Region::alias("ram-part", 0x1000, 0x2000, &ram, 0x2000),
+            Region::io("under", 0, 0x8000).priority(-1),
+            Region::io("hole", 0x1800, 0x100).priority(2),
+        ]);
+        let got: Vec<(u128, u128, String, u128)> = flatten(&root)
+            .into_iter()
+            .map(|f| (f.start, f.end, f.name, f.offset))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0x1000, "under".to_string(), 0),
+                (0x1000, 0x1800, "ram".to_string(), 0x2000),
+                (0x1800, 0x1900, "hole".to_string(), 0),
+                (0x1900, 0x3000, "ram".to_string(), 0x2900),
+                (0x3000, 0x8000, "under".to_string(), 0x3000),
+            ]
+        );
+        // An alias showing all of its target is the target's view.
+        let window = Region::container("bus", 0, 0x10000)
+            .with(vec![Region::alias("all", 0, 0x4000, &ram, 0)]);
+        assert!(std::ptr::eq(flatview_root(&window).expect("root"), &*ram));
     }
 
     #[test]
