@@ -225,6 +225,19 @@ fn numa_start_up_errors_are_qemus() {
     );
     fails(&["-numa", "node,nodeid=1"], "numa: Node ID missing: 0");
     fails(
+        &[
+            "-object",
+            "memory-backend-ram,id=a,size=134218000",
+            "-object",
+            "memory-backend-ram,id=b,size=134217456",
+            "-numa",
+            "node,memdev=a",
+            "-numa",
+            "node,memdev=b",
+        ],
+        "memdev=a: node 0's memory (0x8000110 bytes) is not a multiple of the page size",
+    );
+    fails(
         &["-machine", "none", "-numa", "node"],
         "NUMA is not supported by this machine-type",
     );

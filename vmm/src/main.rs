@@ -416,8 +416,16 @@ fn configure_numa(
         eprintln!("vmm: warning: {w}");
     }
     let mut backends = Vec::new();
-    for node in &numa.nodes {
+    for (i, node) in numa.nodes.iter().enumerate() {
         let Some(path) = &node.memdev else { continue };
+        // KVM maps memory in whole pages; QEMU would leave the odd
+        // bytes to emulation, vmm refuses them.
+        if !node.mem.is_multiple_of(4096) {
+            return Err(format!(
+                "memdev={path}: node {i}'s memory (0x{:x} bytes) is not a multiple of the page size (4 KiB), which vmm needs to map it into KVM",
+                node.mem
+            ));
+        }
         let backend = qom
             .memory_backend(path)
             .ok_or_else(|| format!("memdev={path} is ambiguous"))?;
