@@ -392,6 +392,36 @@ impl QmpClient {
     }
 }
 
+/// A GenericError answer with this text, as `QmpClient::err` gives it.
+pub fn generic(desc: &str) -> (String, String) {
+    ("GenericError".to_string(), desc.to_string())
+}
+
+impl QmpClient {
+    /// name -> type of every property qom-list reports at `path`.
+    pub fn qom_props(&mut self, path: &str) -> std::collections::BTreeMap<String, String> {
+        self.ok("qom-list", serde_json::json!({ "path": path }))
+            .as_array()
+            .expect("qom-list answers a list")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["type"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// qom-get of `property` at `path`.
+    pub fn qom_get(&mut self, path: &str, property: &str) -> Value {
+        self.ok(
+            "qom-get",
+            serde_json::json!({ "path": path, "property": property }),
+        )
+    }
+}
+
 /// (class, desc) of an error response.
 pub fn error_of(r: &Value) -> Option<(String, String)> {
     let e = r.get("error")?;

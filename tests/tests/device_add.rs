@@ -7,11 +7,7 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vmm_tests::{guest_args, run_vmm, wait_for_text, QmpClient, TempDir, VmmProcess};
-
-fn generic(desc: &str) -> (String, String) {
-    ("GenericError".to_string(), desc.to_string())
-}
+use vmm_tests::{generic, guest_args, run_vmm, wait_for_text, QmpClient, TempDir, VmmProcess};
 
 fn make_image(dir: &Path, name: &str, size: usize) -> PathBuf {
     let img = dir.join(name);
@@ -41,10 +37,6 @@ fn start_stopped(dir: &Path, test: &str, serial: &Path) -> (VmmProcess, QmpClien
     let vmm = VmmProcess::start(&args);
     let qmp = vmm.qmp();
     (vmm, qmp)
-}
-
-fn get(qmp: &mut QmpClient, path: &str, property: &str) -> Value {
-    qmp.ok("qom-get", json!({ "path": path, "property": property }))
 }
 
 fn hmp(c: &mut QmpClient, line: &str) -> String {
@@ -93,15 +85,12 @@ fn a_device_added_before_the_guest_runs_serves_the_guest() {
         "{props:?}"
     );
     assert!(has("parent_bus", "link<bus>"), "{props:?}");
-    assert_eq!(get(&mut c, "/machine/peripheral/vd0", "drive"), "d0");
+    assert_eq!(c.qom_get("/machine/peripheral/vd0", "drive"), "d0");
+    assert_eq!(c.qom_get("/machine/peripheral/vd0", "serial"), "vmm-disk-1");
+    assert_eq!(c.qom_get("/machine/peripheral/vd0", "addr"), 0x10);
+    assert_eq!(c.qom_get("/machine/peripheral/vd0", "hotplugged"), true);
     assert_eq!(
-        get(&mut c, "/machine/peripheral/vd0", "serial"),
-        "vmm-disk-1"
-    );
-    assert_eq!(get(&mut c, "/machine/peripheral/vd0", "addr"), 0x10);
-    assert_eq!(get(&mut c, "/machine/peripheral/vd0", "hotplugged"), true);
-    assert_eq!(
-        get(&mut c, "/machine/peripheral/vd0", "type"),
+        c.qom_get("/machine/peripheral/vd0", "type"),
         "virtio-blk-pci"
     );
     // query-pci and query-block see it.
@@ -318,7 +307,7 @@ fn hmp_device_add_and_device_del() {
     );
     assert!(props.contains("virtio-blk-pci.secs=uint32\r\n"), "{props}");
     assert_eq!(hmp(&mut c, "device_add virtio-blk-pci,drive=d0,id=vd0"), "");
-    assert_eq!(get(&mut c, "/machine/peripheral/vd0", "drive"), "d0");
+    assert_eq!(c.qom_get("/machine/peripheral/vd0", "drive"), "d0");
     assert_eq!(
         hmp(&mut c, "device_add virtio-blk-pci,drive=d0,id=vd0"),
         "Duplicate ID 'vd0' for device\r\n"

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
-use vmm_tests::{run_vmm, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, run_vmm, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults"];
@@ -18,24 +18,6 @@ fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let vmm = VmmProcess::start(&args);
     let qmp = vmm.qmp();
     (vmm, qmp)
-}
-
-fn props(qmp: &mut QmpClient, path: &str) -> BTreeMap<String, String> {
-    qmp.ok("qom-list", json!({ "path": path }))
-        .as_array()
-        .expect("qom-list answers a list")
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or_default().to_string(),
-                p["type"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn get(qmp: &mut QmpClient, path: &str, property: &str) -> Value {
-    qmp.ok("qom-get", json!({ "path": path, "property": property }))
 }
 
 fn set_err(qmp: &mut QmpClient, path: &str, property: &str, value: Value) -> (String, String) {
@@ -50,10 +32,6 @@ fn add_err(qmp: &mut QmpClient, qom_type: &str, id: &str, props: Value) -> (Stri
         "object-add",
         json!({"qom-type": qom_type, "id": id, "props": props}),
     )
-}
-
-fn generic(desc: &str) -> (String, String) {
-    ("GenericError".to_string(), desc.to_string())
 }
 
 fn hmp(qmp: &mut QmpClient, line: &str) -> String {
@@ -82,7 +60,7 @@ fn rng_random() {
     let (vmm, mut qmp) = start(&["-object", &pool_arg]);
     let pid = vmm.child.id();
 
-    let list = props(&mut qmp, "/objects/r0");
+    let list = qmp.qom_props("/objects/r0");
     let expected: BTreeMap<String, String> = [
         ("type", "string"),
         ("opened", "bool"),
@@ -92,12 +70,9 @@ fn rng_random() {
     .map(|(n, t)| (n.to_string(), t.to_string()))
     .collect();
     assert_eq!(list, expected);
-    assert_eq!(get(&mut qmp, "/objects/r0", "type"), "rng-random");
-    assert_eq!(get(&mut qmp, "/objects/r0", "opened"), json!(true));
-    assert_eq!(
-        get(&mut qmp, "/objects/r0", "filename"),
-        json!(pool.to_str())
-    );
+    assert_eq!(qmp.qom_get("/objects/r0", "type"), "rng-random");
+    assert_eq!(qmp.qom_get("/objects/r0", "opened"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/r0", "filename"), json!(pool.to_str()));
     // The file is open from completion on.
     assert!(holds_open(pid, &pool));
 
@@ -117,8 +92,8 @@ fn rng_random() {
 
     // QEMU 2.11's default file.
     qmp.ok("object-add", json!({"qom-type": "rng-random", "id": "r1"}));
-    assert_eq!(get(&mut qmp, "/objects/r1", "filename"), "/dev/random");
-    assert_eq!(get(&mut qmp, "/objects/r1", "opened"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/r1", "filename"), "/dev/random");
+    assert_eq!(qmp.qom_get("/objects/r1", "opened"), json!(true));
 
     assert_eq!(
         add_err(
@@ -133,7 +108,7 @@ fn rng_random() {
         add_err(&mut qmp, "rng-random", "bad", json!({"filename": 1})),
         generic("Invalid parameter type for 'filename', expected: string")
     );
-    assert!(!props(&mut qmp, "/objects").contains_key("bad"));
+    assert!(!qmp.qom_props("/objects").contains_key("bad"));
 
     // object-del closes the file.
     qmp.ok("object-del", json!({"id": "r0"}));
@@ -209,14 +184,14 @@ fn rng_egd() {
         .recv_timeout(Duration::from_secs(10))
         .expect("vmm connected to the EGD server");
 
-    let list = props(&mut qmp, "/objects/egd0");
+    let list = qmp.qom_props("/objects/egd0");
     assert_eq!(list.get("chardev").map(String::as_str), Some("string"));
     assert_eq!(list.get("opened").map(String::as_str), Some("bool"));
     assert_eq!(list.get("type").map(String::as_str), Some("string"));
     assert_eq!(list.len(), 3, "{list:?}");
-    assert_eq!(get(&mut qmp, "/objects/egd0", "type"), "rng-egd");
-    assert_eq!(get(&mut qmp, "/objects/egd0", "chardev"), "c0");
-    assert_eq!(get(&mut qmp, "/objects/egd0", "opened"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/egd0", "type"), "rng-egd");
+    assert_eq!(qmp.qom_get("/objects/egd0", "chardev"), "c0");
+    assert_eq!(qmp.qom_get("/objects/egd0", "opened"), json!(true));
     let chardevs = qmp.ok("query-chardev", json!({}));
     let c0 = chardevs
         .as_array()
@@ -249,7 +224,7 @@ fn rng_egd() {
         add_err(&mut qmp, "rng-egd", "egd1", json!({})),
         generic("Parameter 'chardev' expects a valid character device")
     );
-    assert!(!props(&mut qmp, "/objects").contains_key("egd1"));
+    assert!(!qmp.qom_props("/objects").contains_key("egd1"));
     assert_eq!(
         set_err(&mut qmp, "/objects/egd0", "chardev", json!("s0")),
         generic(DENIED)
@@ -267,7 +242,7 @@ fn rng_egd() {
         "object-add",
         json!({"qom-type": "rng-egd", "id": "egd1", "props": {"chardev": "c1"}}),
     );
-    assert_eq!(get(&mut qmp, "/objects/egd1", "chardev"), "c1");
+    assert_eq!(qmp.qom_get("/objects/egd1", "chardev"), "c1");
     assert_eq!(
         qmp.err(
             "chardev-change",
@@ -285,7 +260,7 @@ fn rng_egd() {
     // The human monitor's object_add takes the chardev as well.
     qmp.ok("chardev-add", json!({"id": "c2", "backend": null_backend}));
     assert_eq!(hmp(&mut qmp, "object_add rng-egd,id=h,chardev=c2"), "");
-    assert_eq!(get(&mut qmp, "/objects/h", "chardev"), "c2");
+    assert_eq!(qmp.qom_get("/objects/h", "chardev"), "c2");
     assert_eq!(
         qmp.err("chardev-remove", json!({"id": "c2"})),
         generic("Chardev 'c2' is busy")

@@ -4,11 +4,7 @@
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use vmm_tests::{error_of, QmpClient, VmmProcess};
-
-fn generic(desc: &str) -> (String, String) {
-    ("GenericError".into(), desc.into())
-}
+use vmm_tests::{error_of, generic, QmpClient, VmmProcess};
 
 #[test]
 fn greeting_names_qemu_2_11_50_and_vmm() {

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use vmm_tests::{run_vmm, Oracle, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, run_vmm, Oracle, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults", "-smp", "2"];
@@ -13,29 +13,6 @@ fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let vmm = VmmProcess::start(&args);
     let qmp = vmm.qmp();
     (vmm, qmp)
-}
-
-/// name -> type of every property qom-list reports.
-fn props(qmp: &mut QmpClient, path: &str) -> BTreeMap<String, String> {
-    qmp.ok("qom-list", json!({ "path": path }))
-        .as_array()
-        .expect("qom-list answers a list")
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or_default().to_string(),
-                p["type"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn get(qmp: &mut QmpClient, path: &str, property: &str) -> Value {
-    qmp.ok("qom-get", json!({ "path": path, "property": property }))
-}
-
-fn generic(desc: &str) -> (String, String) {
-    ("GenericError".to_string(), desc.to_string())
 }
 
 #[test]
@@ -46,16 +23,16 @@ fn tree_after_start() {
         "-device",
         "isa-debug-exit,id=dbg,iobase=0xf4,iosize=4",
     ]);
-    let root = props(&mut qmp, "/");
+    let root = qmp.qom_props("/");
     assert_eq!(root["machine"], "child<pc-i440fx-2.11-machine>");
     assert_eq!(root["objects"], "child<container>");
     assert_eq!(root["chardevs"], "child<container>");
     assert_eq!(root["type"], "string");
-    let machine = props(&mut qmp, "/machine");
+    let machine = qmp.qom_props("/machine");
     for c in ["peripheral", "peripheral-anon", "unattached"] {
         assert_eq!(machine[c], "child<container>", "{machine:?}");
     }
-    assert_eq!(get(&mut qmp, "/machine", "type"), "pc-i440fx-2.11-machine");
+    assert_eq!(qmp.qom_get("/machine", "type"), "pc-i440fx-2.11-machine");
 
     // Every vCPU is where query-cpus says it is.
     let cpus = qmp.ok("query-cpus", json!({}));
@@ -64,13 +41,13 @@ fn tree_after_start() {
     for (i, cpu) in cpus.iter().enumerate() {
         let path = cpu["qom_path"].as_str().expect("qom_path");
         assert_eq!(path, format!("/machine/unattached/device[{i}]"));
-        assert_eq!(get(&mut qmp, path, "type"), "qemu64-x86_64-cpu");
-        assert_eq!(get(&mut qmp, path, "apic-id"), json!(i));
-        assert_eq!(get(&mut qmp, path, "realized"), json!(true));
+        assert_eq!(qmp.qom_get(path, "type"), "qemu64-x86_64-cpu");
+        assert_eq!(qmp.qom_get(path, "apic-id"), json!(i));
+        assert_eq!(qmp.qom_get(path, "realized"), json!(true));
     }
 
     // The board's ISA devices follow the CPUs.
-    let unattached = props(&mut qmp, "/machine/unattached");
+    let unattached = qmp.qom_props("/machine/unattached");
     let kinds: BTreeSet<&str> = unattached
         .values()
         .filter_map(|t| t.strip_prefix("child<")?.strip_suffix('>'))
@@ -83,24 +60,24 @@ fn tree_after_start() {
         .find(|(_, t)| *t == "child<isa-serial>")
         .map(|(n, _)| format!("/machine/unattached/{n}"))
         .expect("serial");
-    assert_eq!(get(&mut qmp, &serial, "iobase"), json!(0x3f8));
-    assert_eq!(get(&mut qmp, &serial, "irq"), json!(4));
-    assert_eq!(get(&mut qmp, &serial, "chardev"), json!("serial0"));
+    assert_eq!(qmp.qom_get(&serial, "iobase"), json!(0x3f8));
+    assert_eq!(qmp.qom_get(&serial, "irq"), json!(4));
+    assert_eq!(qmp.qom_get(&serial, "chardev"), json!("serial0"));
 
     // -device with an id lands under peripheral, with its properties.
     assert_eq!(
-        props(&mut qmp, "/machine/peripheral")["dbg"],
+        qmp.qom_props("/machine/peripheral")["dbg"],
         "child<isa-debug-exit>"
     );
     assert_eq!(
-        get(&mut qmp, "/machine/peripheral/dbg", "iobase"),
+        qmp.qom_get("/machine/peripheral/dbg", "iobase"),
         json!(0xf4)
     );
-    assert_eq!(get(&mut qmp, "/machine/peripheral/dbg", "iosize"), json!(4));
+    assert_eq!(qmp.qom_get("/machine/peripheral/dbg", "iosize"), json!(4));
     // A partial path finds the same object; a child reads as its path.
-    assert_eq!(get(&mut qmp, "dbg", "iosize"), json!(4));
+    assert_eq!(qmp.qom_get("dbg", "iosize"), json!(4));
     assert_eq!(
-        get(&mut qmp, "/machine", "peripheral"),
+        qmp.qom_get("/machine", "peripheral"),
         json!("/machine/peripheral")
     );
     // i8042's I/O regions are children, as QEMU's instance init makes.
@@ -109,11 +86,11 @@ fn tree_after_start() {
         .find(|(_, t)| *t == "child<i8042>")
         .map(|(n, _)| format!("/machine/unattached/{n}"))
         .expect("i8042");
-    let kbd = props(&mut qmp, &i8042);
+    let kbd = qmp.qom_props(&i8042);
     assert_eq!(kbd["i8042-data[0]"], "child<qemu:memory-region>");
     assert_eq!(kbd["a20[0]"], "link<irq>");
     assert_eq!(
-        get(&mut qmp, &format!("{i8042}/i8042-cmd[0]"), "addr"),
+        qmp.qom_get(&format!("{i8042}/i8042-cmd[0]"), "addr"),
         json!(0x64)
     );
 }
@@ -133,10 +110,10 @@ fn anonymous_device_goes_to_peripheral_anon() {
             "Device 'device[0]' not found".to_string()
         )
     );
-    let anon = props(&mut qmp, "/machine/peripheral-anon");
+    let anon = qmp.qom_props("/machine/peripheral-anon");
     assert_eq!(anon["device[0]"], "child<isa-debug-exit>");
     assert_eq!(
-        get(&mut qmp, "/machine/peripheral-anon/device[0]", "iobase"),
+        qmp.qom_get("/machine/peripheral-anon/device[0]", "iobase"),
         json!(0x501)
     );
     assert_eq!(
@@ -213,26 +190,26 @@ fn qom_errors_are_qemus() {
 #[test]
 fn qom_set_then_get() {
     let (_vmm, mut qmp) = start(&[]);
-    assert_eq!(get(&mut qmp, "/machine", "kernel"), "");
+    assert_eq!(qmp.qom_get("/machine", "kernel"), "");
     qmp.ok(
         "qom-set",
         json!({"path": "/machine", "property": "append", "value": "console=ttyS0"}),
     );
-    assert_eq!(get(&mut qmp, "/machine", "append"), "console=ttyS0");
+    assert_eq!(qmp.qom_get("/machine", "append"), "console=ttyS0");
     qmp.ok(
         "qom-set",
         json!({"path": "/machine", "property": "mem-merge", "value": false}),
     );
-    assert_eq!(get(&mut qmp, "/machine", "mem-merge"), json!(false));
+    assert_eq!(qmp.qom_get("/machine", "mem-merge"), json!(false));
 
     // A live object: the iothread's polling bound, seen by query-iothreads.
     qmp.ok("object-add", json!({"qom-type": "iothread", "id": "io0"}));
-    assert_eq!(get(&mut qmp, "/objects/io0", "poll-max-ns"), json!(32768));
+    assert_eq!(qmp.qom_get("/objects/io0", "poll-max-ns"), json!(32768));
     qmp.ok(
         "qom-set",
         json!({"path": "/objects/io0", "property": "poll-max-ns", "value": 1000}),
     );
-    assert_eq!(get(&mut qmp, "/objects/io0", "poll-max-ns"), json!(1000));
+    assert_eq!(qmp.qom_get("/objects/io0", "poll-max-ns"), json!(1000));
     let threads = qmp.ok("query-iothreads", json!({}));
     assert_eq!(threads[0]["poll-max-ns"], json!(1000));
     assert_eq!(
@@ -326,7 +303,7 @@ fn object_add_and_del_errors() {
         add(&mut qmp, "secret", "s", json!({})),
         generic("Either 'file' or 'data' must be provided")
     );
-    assert!(!props(&mut qmp, "/objects").contains_key("s"));
+    assert!(!qmp.qom_props("/objects").contains_key("s"));
 }
 
 #[test]
@@ -335,13 +312,13 @@ fn secrets() {
     let file = dir.path().join("pw");
     std::fs::write(&file, "from-a-file").expect("write");
     let (_vmm, mut qmp) = start(&["-object", "secret,id=cmd,data=aGVsbG8=,format=base64"]);
-    assert_eq!(get(&mut qmp, "/objects/cmd", "loaded"), json!(true));
-    assert_eq!(get(&mut qmp, "/objects/cmd", "format"), json!("base64"));
+    assert_eq!(qmp.qom_get("/objects/cmd", "loaded"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/cmd", "format"), json!("base64"));
     qmp.ok(
         "object-add",
         json!({"qom-type": "secret", "id": "f", "props": {"file": file.to_str()}}),
     );
-    assert_eq!(get(&mut qmp, "/objects/f", "file"), json!(file.to_str()));
+    assert_eq!(qmp.qom_get("/objects/f", "file"), json!(file.to_str()));
     let add = |qmp: &mut QmpClient, props: Value| {
         qmp.err(
             "object-add",
@@ -379,7 +356,7 @@ fn secrets() {
         "GenericError"
     );
     // QEMU 2.11's `loaded` reads whether `data` is set.
-    assert_eq!(get(&mut qmp, "/objects/f", "loaded"), json!(false));
+    assert_eq!(qmp.qom_get("/objects/f", "loaded"), json!(false));
     qmp.ok("object-del", json!({"id": "f"}));
 }
 
@@ -464,12 +441,9 @@ fn encrypted_secrets() {
         base64(&inner)
     );
     let (_vmm, mut qmp) = start(&["-object", &key_arg, "-object", &inner_arg]);
-    assert_eq!(get(&mut qmp, "/objects/inner", "keyid"), json!("master"));
+    assert_eq!(qmp.qom_get("/objects/inner", "keyid"), json!("master"));
     // qom-get shows the ciphertext as given, never the plaintext.
-    assert_eq!(
-        get(&mut qmp, "/objects/inner", "data"),
-        json!(base64(&inner))
-    );
+    assert_eq!(qmp.qom_get("/objects/inner", "data"), json!(base64(&inner)));
 
     // A later object-add reads the decrypted `inner` as its key: raw
     // ciphertext from a file.
@@ -566,7 +540,7 @@ fn encrypted_secrets() {
         ),
         generic("Incorrect number of padding bytes (32) found on decrypted data")
     );
-    assert!(!props(&mut qmp, "/objects").contains_key("bad"));
+    assert!(!qmp.qom_props("/objects").contains_key("bad"));
 
     // Loading again after a property changed decrypts again.
     qmp.ok(
@@ -630,15 +604,15 @@ fn pci_bus_and_devices() {
         "-device",
         "virtio-blk-pci,drive=d1,addr=0x5",
     ]);
-    let machine = props(&mut qmp, "/machine");
+    let machine = qmp.qom_props("/machine");
     assert_eq!(machine["i440fx"], "child<i440FX-pcihost>");
-    let host = props(&mut qmp, "/machine/i440fx");
+    let host = qmp.qom_props("/machine/i440fx");
     assert_eq!(host["pci.0"], "child<PCI>");
-    let bus = props(&mut qmp, "/machine/i440fx/pci.0");
+    let bus = qmp.qom_props("/machine/i440fx/pci.0");
     assert_eq!(bus["type"], "string");
     assert_eq!(bus["realized"], "bool");
     assert_eq!(bus["hotplug-handler"], "link<hotplug-handler>");
-    assert_eq!(get(&mut qmp, "/machine/i440fx/pci.0", "type"), "PCI");
+    assert_eq!(qmp.qom_get("/machine/i440fx/pci.0", "type"), "PCI");
 
     // The bus's child[N] links reach every function query-pci lists,
     // board functions first, the -device ones after in command-line
@@ -654,17 +628,17 @@ fn pci_bus_and_devices() {
     let mut order = Vec::new();
     for n in 0..bus.keys().filter(|k| k.starts_with("child[")).count() {
         let link = format!("child[{n}]");
-        let path = get(&mut qmp, "/machine/i440fx/pci.0", &link);
+        let path = qmp.qom_get("/machine/i440fx/pci.0", &link);
         let path = path.as_str().expect("link path").to_string();
         assert_eq!(
             format!(
                 "link<{}>",
-                get(&mut qmp, &path, "type").as_str().unwrap_or("")
+                qmp.qom_get(&path, "type").as_str().unwrap_or("")
             ),
             bus[&link]
         );
-        assert_eq!(get(&mut qmp, &path, "parent_bus"), "/machine/i440fx/pci.0");
-        reached.insert(get(&mut qmp, &path, "addr").as_i64().unwrap_or(-1));
+        assert_eq!(qmp.qom_get(&path, "parent_bus"), "/machine/i440fx/pci.0");
+        reached.insert(qmp.qom_get(&path, "addr").as_i64().unwrap_or(-1));
         order.push(path);
     }
     assert_eq!(reached, listed);
@@ -681,29 +655,29 @@ fn pci_bus_and_devices() {
         i440fx.starts_with("/machine/unattached/device["),
         "{i440fx}"
     );
-    assert_eq!(get(&mut qmp, i440fx, "type"), "i440FX");
-    assert_eq!(get(&mut qmp, i440fx, "addr"), json!(0));
-    assert_eq!(get(&mut qmp, &order[1], "type"), "PIIX3");
-    assert_eq!(get(&mut qmp, &order[1], "multifunction"), json!(true));
+    assert_eq!(qmp.qom_get(i440fx, "type"), "i440FX");
+    assert_eq!(qmp.qom_get(i440fx, "addr"), json!(0));
+    assert_eq!(qmp.qom_get(&order[1], "type"), "PIIX3");
+    assert_eq!(qmp.qom_get(&order[1], "multifunction"), json!(true));
 
     // The named device: its properties, its backend and the bus between.
     let p = "/machine/peripheral/disk0";
-    let dev = props(&mut qmp, p);
+    let dev = qmp.qom_props(p);
     assert_eq!(dev["virtio-backend"], "child<virtio-blk-device>");
     assert_eq!(dev["virtio-bus"], "child<virtio-pci-bus>");
     assert_eq!(dev["parent_bus"], "link<bus>");
     assert_eq!(dev["addr"], "int32");
     assert_eq!(dev["drive"], "str");
-    assert_eq!(get(&mut qmp, p, "type"), "virtio-blk-pci");
-    assert_eq!(get(&mut qmp, p, "drive"), "d0");
-    assert_eq!(get(&mut qmp, p, "serial"), "abc");
-    assert_eq!(get(&mut qmp, p, "logical_block_size"), json!(4096));
-    assert_eq!(get(&mut qmp, p, "addr"), json!(2 * 8));
-    assert_eq!(get(&mut qmp, p, "romfile"), "efi-virtio.rom");
+    assert_eq!(qmp.qom_get(p, "type"), "virtio-blk-pci");
+    assert_eq!(qmp.qom_get(p, "drive"), "d0");
+    assert_eq!(qmp.qom_get(p, "serial"), "abc");
+    assert_eq!(qmp.qom_get(p, "logical_block_size"), json!(4096));
+    assert_eq!(qmp.qom_get(p, "addr"), json!(2 * 8));
+    assert_eq!(qmp.qom_get(p, "romfile"), "efi-virtio.rom");
     // `auto` resolved by realize: transitional on the conventional bus.
     assert_eq!(dev["disable-legacy"], "OnOffAuto");
-    assert_eq!(get(&mut qmp, p, "disable-legacy"), "off");
-    assert_eq!(get(&mut qmp, p, "realized"), json!(true));
+    assert_eq!(qmp.qom_get(p, "disable-legacy"), "off");
+    assert_eq!(qmp.qom_get(p, "realized"), json!(true));
     // query-block's qdev path resolves to the backend.
     let blocks = qmp.ok("query-block", json!({}));
     let qdev = blocks
@@ -714,28 +688,28 @@ fn pci_bus_and_devices() {
         .map(|b| b["qdev"].as_str().unwrap_or("").to_string())
         .expect("d0");
     assert_eq!(qdev, "/machine/peripheral/disk0/virtio-backend");
-    assert_eq!(get(&mut qmp, &qdev, "type"), "virtio-blk-device");
-    assert_eq!(get(&mut qmp, &qdev, "drive"), "d0");
+    assert_eq!(qmp.qom_get(&qdev, "type"), "virtio-blk-device");
+    assert_eq!(qmp.qom_get(&qdev, "drive"), "d0");
     assert_eq!(
-        get(&mut qmp, &qdev, "parent_bus"),
+        qmp.qom_get(&qdev, "parent_bus"),
         "/machine/peripheral/disk0/virtio-bus"
     );
     assert_eq!(
-        get(&mut qmp, &format!("{p}/virtio-bus"), "child[0]"),
+        qmp.qom_get(&format!("{p}/virtio-bus"), "child[0]"),
         json!(qdev)
     );
     // Anonymous devices: addr=0x5, then the if=virtio drive in the first
     // free slot after disk0's.
     assert_eq!(
-        get(&mut qmp, "/machine/peripheral-anon/device[0]", "addr"),
+        qmp.qom_get("/machine/peripheral-anon/device[0]", "addr"),
         json!(5 * 8)
     );
     assert_eq!(
-        get(&mut qmp, "/machine/peripheral-anon/device[0]", "drive"),
+        qmp.qom_get("/machine/peripheral-anon/device[0]", "drive"),
         "d1"
     );
     assert_eq!(
-        get(&mut qmp, "/machine/peripheral-anon/device[1]", "addr"),
+        qmp.qom_get("/machine/peripheral-anon/device[1]", "addr"),
         json!(3 * 8)
     );
     // A realized device's properties are fixed.
@@ -781,7 +755,7 @@ fn memory_backends_and_query_memdev() {
              "host-nodes": [], "policy": "default"},
         ])
     );
-    assert_eq!(get(&mut qmp, "/objects/file0", "share"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/file0", "share"), json!(true));
     assert_eq!(
         qmp.err(
             "qom-set",
@@ -815,7 +789,7 @@ fn memory_backends_and_query_memdev() {
         "object-add",
         json!({"qom-type": "memory-backend-ram", "id": "sh", "props": {"size": 1048576, "share": true}}),
     );
-    assert_eq!(get(&mut qmp, "/objects/sh", "share"), json!(true));
+    assert_eq!(qmp.qom_get("/objects/sh", "share"), json!(true));
     assert_eq!(shared_anon(&maps()), before + 1);
     let aligned = dir.path().join("aligned");
     qmp.ok(
@@ -823,7 +797,7 @@ fn memory_backends_and_query_memdev() {
         json!({"qom-type": "memory-backend-file", "id": "al",
                "props": {"size": 65536, "mem-path": aligned.to_str(), "align": 2097152}}),
     );
-    assert_eq!(get(&mut qmp, "/objects/al", "align"), json!(2097152));
+    assert_eq!(qmp.qom_get("/objects/al", "align"), json!(2097152));
     let line = maps()
         .lines()
         .find(|l| l.ends_with(aligned.to_str().expect("path")))
@@ -1007,7 +981,7 @@ fn the_pci_host_reports_qemus_pci_holes() {
     // (2 GiB, x-pci-hole64-fix) starts after it on a 1 GiB boundary.
     // QEMU 7.2 with -machine pc-i440fx-2.11 answers the same.
     let (_vmm, mut qmp) = start(&["-m", "4G"]);
-    let host = |qmp: &mut QmpClient, p: &str| get(qmp, "/machine/i440fx", p);
+    let host = |qmp: &mut QmpClient, p: &str| qmp.qom_get("/machine/i440fx", p);
     assert_eq!(host(&mut qmp, "pci-hole-start"), json!(0xc000_0000u64));
     assert_eq!(host(&mut qmp, "pci-hole-end"), json!(0xfec0_0000u64));
     assert_eq!(host(&mut qmp, "pci-hole64-start"), json!(5u64 << 30));
@@ -1015,7 +989,7 @@ fn the_pci_host_reports_qemus_pci_holes() {
     assert_eq!(host(&mut qmp, "pci-hole64-size"), json!(2u64 << 30));
     assert_eq!(host(&mut qmp, "x-pci-hole64-fix"), json!(true));
     assert_eq!(
-        get(&mut qmp, "/machine/i440fx/pci-conf-idx[0]", "addr"),
+        qmp.qom_get("/machine/i440fx/pci-conf-idx[0]", "addr"),
         json!(0xcf8)
     );
 }
@@ -1077,12 +1051,12 @@ fn throttle_groups() {
         "-object",
         "throttle-group,id=cmd,x-iops-total=100,x-iops-total-max=200",
     ]);
-    let limits = get(&mut qmp, "/objects/cmd", "limits");
+    let limits = qmp.qom_get("/objects/cmd", "limits");
     assert_eq!(limits["iops-total"], json!(100));
     assert_eq!(limits["iops-total-max"], json!(200));
     assert_eq!(limits["bps-read-max-length"], json!(1));
     assert_eq!(limits.as_object().map(|m| m.len()), Some(19));
-    assert_eq!(get(&mut qmp, "/objects/cmd", "x-iops-total"), json!(100));
+    assert_eq!(qmp.qom_get("/objects/cmd", "x-iops-total"), json!(100));
 
     let add = |qmp: &mut QmpClient, props: Value| {
         qmp.err(
@@ -1131,7 +1105,7 @@ fn throttle_groups() {
         "qom-set",
         json!({"path": "/objects/tg", "property": "limits", "value": {"bps-total": 2000, "bps-total-max": 4000}}),
     );
-    let limits = get(&mut qmp, "/objects/tg", "limits");
+    let limits = qmp.qom_get("/objects/tg", "limits");
     assert_eq!(limits["bps-total"], json!(2000));
     assert_eq!(limits["bps-total-max"], json!(4000));
     assert_eq!(

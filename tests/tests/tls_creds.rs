@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vmm_tests::{run_vmm, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, run_vmm, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults"];
@@ -17,10 +17,6 @@ fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let vmm = VmmProcess::start(&args);
     let qmp = vmm.qmp();
     (vmm, qmp)
-}
-
-fn generic(desc: &str) -> (String, String) {
-    ("GenericError".to_string(), desc.to_string())
 }
 
 fn have_openssl(test: &str) -> bool {
@@ -262,25 +258,8 @@ fn server_files() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn props(qmp: &mut QmpClient, path: &str) -> BTreeMap<String, String> {
-    qmp.ok("qom-list", json!({ "path": path }))
-        .as_array()
-        .expect("qom-list answers a list")
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or_default().to_string(),
-                p["type"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn get(qmp: &mut QmpClient, id: &str, property: &str) -> Value {
-    qmp.ok(
-        "qom-get",
-        json!({ "path": format!("/objects/{id}"), "property": property }),
-    )
+    qmp.qom_get(&format!("/objects/{id}"), property)
 }
 
 fn add_x509(qmp: &mut QmpClient, id: &str, props: Value) -> Value {
@@ -299,7 +278,7 @@ fn server_error(qmp: &mut QmpClient, dir: &Path, extra: Value) -> (String, Strin
     }
     let r = add_x509(qmp, "bad", p);
     let e = vmm_tests::error_of(&r).unwrap_or_else(|| panic!("object-add did not fail: {r}"));
-    assert!(!props(qmp, "/objects").contains_key("bad"));
+    assert!(!qmp.qom_props("/objects").contains_key("bad"));
     e
 }
 
@@ -335,7 +314,7 @@ fn x509_loads_what_each_endpoint_needs() {
     .iter()
     .map(|(n, t)| (n.to_string(), t.to_string()))
     .collect();
-    assert_eq!(props(&mut qmp, "/objects/tls0"), expected);
+    assert_eq!(qmp.qom_props("/objects/tls0"), expected);
 
     // A client needs only the CA; its own certificate and key are
     // optional, and loaded when both are there.
@@ -1063,7 +1042,7 @@ fn anon_credentials() {
     .iter()
     .map(|(n, t)| (n.to_string(), t.to_string()))
     .collect();
-    assert_eq!(props(&mut qmp, "/objects/a0"), expected);
+    assert_eq!(qmp.qom_props("/objects/a0"), expected);
     qmp.ok(
         "object-add",
         json!({"qom-type": "tls-creds-anon", "id": "a1", "props": {"dir": "/nonexistent"}}),
