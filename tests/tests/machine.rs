@@ -335,6 +335,27 @@ fn a_key_wakes_a_suspended_guest_and_a_disabled_mouse_does_not() {
     );
 }
 
+/// send-key goes through the same keyboard: a key wakes a suspended
+/// guest, as QEMU's PS/2 keyboard asks.
+#[test]
+fn send_key_wakes_a_suspended_guest() {
+    let mut g = Guest::start("acpi-suspend", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    c.wait_event("SUSPEND");
+    c.ok(
+        "send-key",
+        json!({"keys": [{"type": "qcode", "data": "a"}], "hold-time": 10}),
+    );
+    c.wait_event("WAKEUP");
+    assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
+    assert!(
+        g.output().contains("ok acpi-suspend woke"),
+        "{}",
+        g.output()
+    );
+}
+
 #[test]
 fn query_pci_answers_what_the_guest_sees_on_bus_0() {
     let g = Guest::start("pci,idle", &[]);

@@ -578,15 +578,22 @@ impl QmpCommands for Vmm {
             .collect();
         // hold-time: milliseconds, 100 when not given (the schema's doc).
         let hold = std::time::Duration::from_millis(args.hold_time.unwrap_or(100).max(0) as u64);
-        match self.vm.machine.as_ref() {
-            Some(m) => {
-                m.send_keys(keys, hold);
-                Ok(())
-            }
-            None => Err(Error::generic(
+        let Some(m) = self.vm.machine.as_ref() else {
+            return Err(Error::generic(
                 "this feature or command is not currently supported",
-            )),
+            ));
+        };
+        // QEMU's input core drops what comes while the guest is stopped,
+        // and the keyboard wakes a suspended guest at the first key.
+        match self.vm.runstate() {
+            RunState::Running => m.send_keys(keys, hold),
+            RunState::Suspended => {
+                m.send_keys(keys, hold);
+                self.vm.wakeup().map_err(internal)?;
+            }
+            _ => {}
         }
+        Ok(())
     }
 
     fn input_send_event(&mut self, args: InputSendEventArgs) -> Result<(), Error> {
