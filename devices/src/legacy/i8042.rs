@@ -24,6 +24,12 @@ const CCB_TRANSLATE: u8 = 0x40;
 /// Keyboard interrupt, system flag, translation.
 const CCB_POWER_ON: u8 = 0x45;
 
+/// The output port at power-on: CPU reset line high (not in reset), A20
+/// on, the unused bits set (QEMU's KBD_OUT_RESET | KBD_OUT_A20 |
+/// KBD_OUT_ONES).
+const OUTPORT_POWER_ON: u8 = 0xcf;
+const OUTPORT_OBF: u8 = 0x10;
+const OUTPORT_AUX_OBF: u8 = 0x20;
 const PENDING_KBD: u8 = 1;
 const PENDING_AUX: u8 = 2;
 
@@ -122,6 +128,9 @@ pub struct I8042 {
     /// The controller command whose data byte comes next through port
     /// 0x60.
     write_cmd: Option<u8>,
+    /// The output port as last written (0xd1); the buffer-full bits
+    /// follow `pending` when it is read (0xd0).
+    outport: u8,
     /// Which devices have bytes waiting (PENDING_KBD, PENDING_AUX), as
     /// their queues last said.
     pending: u8,
@@ -145,6 +154,7 @@ impl I8042 {
             status: STATUS_SYS,
             ccb: CCB_POWER_ON,
             write_cmd: None,
+            outport: OUTPORT_POWER_ON,
             pending: 0,
             kbd: Ps2Queue::default(),
             mouse: Ps2Mouse::new(),
@@ -160,6 +170,7 @@ impl I8042 {
         self.status = STATUS_SYS;
         self.ccb = CCB_POWER_ON;
         self.write_cmd = None;
+        self.outport = OUTPORT_POWER_ON;
         self.kbd.clear();
         self.mouse.reset();
         self.pending = 0;
@@ -259,7 +270,16 @@ impl I8042 {
             // keeps sending, as QEMU's does.
             0xa7 => self.ccb |= CCB_AUX_DISABLED,
             0xa8 => self.ccb &= !CCB_AUX_DISABLED,
-            0xd0 => self.push_kbd(0x01 | 0x02),
+            0xd0 => {
+                let mut port = self.outport & !(OUTPORT_OBF | OUTPORT_AUX_OBF);
+                if self.pending != 0 {
+                    port |= OUTPORT_OBF;
+                    if self.pending == PENDING_AUX {
+                        port |= OUTPORT_AUX_OBF;
+                    }
+                }
+                self.push_kbd(port);
+            }
             // Pulse output port bits; bit 0 is the CPU reset line.
             0xf0..=0xff if cmd & 0x01 == 0 => self.sink.request(PlatformRequest::Reset),
             _ => {}
@@ -273,8 +293,12 @@ impl I8042 {
                 self.ccb = byte;
                 self.update_irq();
             }
-            Some(0xd1) if byte & 0x01 == 0 => self.sink.request(PlatformRequest::Reset),
-            Some(0xd1) => {}
+            Some(0xd1) => {
+                self.outport = byte;
+                if byte & 0x01 == 0 {
+                    self.sink.request(PlatformRequest::Reset);
+                }
+            }
             Some(0xd2) => self.push_kbd(byte),
             Some(0xd3) => self.push_aux(byte),
             Some(0xd4) => {
@@ -288,10 +312,16 @@ impl I8042 {
                     self.push_kbd(0xfa);
                     self.push_kbd(0xaa);
                 }
+                // An MF2 keyboard's id; its second byte as the
+                // controller translates it (QEMU answers the same).
                 0xf2 => {
                     self.push_kbd(0xfa);
                     self.push_kbd(0xab);
-                    self.push_kbd(0x83);
+                    self.push_kbd(if self.ccb & CCB_TRANSLATE != 0 {
+                        0x41
+                    } else {
+                        0x83
+                    });
                 }
                 _ => self.push_kbd(0xfa),
             },
@@ -347,21 +377,23 @@ impl crate::state::DeviceState for I8042 {
     }
 
     fn save_state(&self) -> Result<Vec<u8>, crate::state::StateError> {
-        let w = crate::state::StateWriter::new(2)
+        let w = crate::state::StateWriter::new(3)
             .u8(self.status)
             .u8(self.ccb)
             .bool(self.write_cmd.is_some())
             .u8(self.write_cmd.unwrap_or(0))
+            .u8(self.outport)
             .u8(self.pending);
         Ok(self.mouse.save(self.kbd.save(w)).finish())
     }
 
     fn load_state(&mut self, data: &[u8]) -> Result<(), crate::state::StateError> {
-        let mut r = crate::state::StateReader::new(data, "pckbd", 2)?;
+        let mut r = crate::state::StateReader::new(data, "pckbd", 3)?;
         let status = r.u8()?;
         let ccb = r.u8()?;
         let has_cmd = r.bool()?;
         let cmd = r.u8()?;
+        let outport = r.u8()?;
         let pending = r.u8()? & (PENDING_KBD | PENDING_AUX);
         let kbd = Ps2Queue::load(&mut r)?;
         let mouse = Ps2Mouse::load(&mut r)?;
@@ -369,6 +401,7 @@ impl crate::state::DeviceState for I8042 {
         self.status = status;
         self.ccb = ccb;
         self.write_cmd = has_cmd.then_some(cmd);
+        self.outport = outport;
         self.pending = pending;
         self.kbd = kbd;
         self.mouse = mouse;
@@ -481,6 +514,29 @@ mod aux_tests {
 
     const AUX: u8 = STATUS_OBF | STATUS_AUX_OBF;
     const KBD: u8 = STATUS_OBF;
+
+    /// The keyboard's id follows translation, and the output port reads
+    /// back what was written with the buffer-full bits, as QEMU's.
+    #[test]
+    fn keyboard_id_and_output_port_as_qemu() {
+        let (mut c, _, _) = controller();
+        c.write(0, &[0xf2]);
+        assert_eq!(drain(&mut c), [(KBD, 0xfa), (KBD, 0xab), (KBD, 0x41)]);
+        c.write(4, &[0x60]);
+        c.write(0, &[CCB_POWER_ON & !CCB_TRANSLATE]);
+        c.write(0, &[0xf2]);
+        assert_eq!(drain(&mut c), [(KBD, 0xfa), (KBD, 0xab), (KBD, 0x83)]);
+        c.write(4, &[0xd0]);
+        assert_eq!(drain(&mut c), [(KBD, OUTPORT_POWER_ON)]);
+        // A20 off (bit 1), reset line kept high (bit 0); with a mouse
+        // byte waiting the aux buffer-full bits show too.
+        c.write(4, &[0xd1]);
+        c.write(0, &[0xcd]);
+        c.write(4, &[0xd3]);
+        c.write(0, &[0x5a]);
+        c.write(4, &[0xd0]);
+        assert_eq!(drain(&mut c), [(KBD, 0xcd | 0x30), (AUX, 0x5a)]);
+    }
 
     #[test]
     fn the_aux_port_reaches_the_mouse_and_flags_its_bytes() {
