@@ -413,6 +413,19 @@ impl QmpClient {
             .collect()
     }
 
+    /// The names of the internal snapshots of query-block's entry `i`.
+    pub fn snapshot_names(&mut self, i: usize) -> Vec<String> {
+        let blk = self.ok("query-block", serde_json::json!({}));
+        blk[i]["inserted"]["image"]["snapshots"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// qom-get of `property` at `path`.
     pub fn qom_get(&mut self, path: &str, property: &str) -> Value {
         self.ok(

@@ -1435,3 +1435,119 @@ fn info_mice_lists_the_ps2_mouse() {
     let (_, desc) = c.err("input-send-event", rel);
     assert_eq!(desc, "Input handler not found for event type rel");
 }
+
+/// The HMP forms of chardev-add, chardev-change and chardev-send-break
+/// take `-chardev`'s options, with QEMU's texts.
+#[test]
+fn chardev_commands_take_chardev_options() {
+    let vmm = VmmProcess::start(&["-S", "-nodefaults"]);
+    let mut c = vmm.qmp();
+    assert_eq!(hmp(&mut c, "chardev-add ringbuf,id=rb0,size=1024"), "");
+    assert_eq!(hmp(&mut c, "ringbuf_write rb0 hello"), "");
+    assert_eq!(hmp(&mut c, "ringbuf_read rb0 5"), "hello\r\n");
+    assert_eq!(
+        hmp(&mut c, "chardev-add null"),
+        "chardev: no id specified\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "chardev-add id=x"),
+        "chardev: \"x\" missing backend\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "chardev-add null,id=n1,foo=1"),
+        "Invalid parameter 'foo'\r\nParsing chardev args failed\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "chardev-change rb0 null,id=y"),
+        "Unexpected 'id' parameter\r\n"
+    );
+    assert_eq!(hmp(&mut c, "chardev-change rb0 null"), "");
+    let chardevs = c.ok("query-chardev", json!({}));
+    let rb0 = chardevs
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["label"] == "rb0")
+        .expect("rb0");
+    assert_eq!(rb0["filename"], "null");
+    let (_, desc) = c.err("chardev-send-break", json!({"id": "nope"}));
+    assert_eq!(
+        hmp(&mut c, "chardev-send-break nope"),
+        format!("{desc}\r\n")
+    );
+}
+
+/// HMP's internal snapshot commands act as their QMP counterparts.
+#[test]
+fn snapshot_blkdev_internal_takes_and_deletes() {
+    let dir = TempDir::new("hmp-snap-blkdev");
+    let img = create_image(&dir, "s.qcow2", "qcow2", "1M");
+    let d = format!("file={},if=none,id=q0,format=qcow2", img.display());
+    let vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &d]);
+    let mut c = vmm.qmp();
+    assert_eq!(hmp(&mut c, "snapshot_blkdev_internal q0 first"), "");
+    assert_eq!(c.snapshot_names(0), ["first"]);
+    assert_eq!(hmp(&mut c, "snapshot_delete_blkdev_internal q0 first"), "");
+    assert!(c.snapshot_names(0).is_empty());
+    let (_, desc) = c.err(
+        "blockdev-snapshot-delete-internal-sync",
+        json!({"device": "q0", "name": "gone"}),
+    );
+    assert_eq!(
+        hmp(&mut c, "snapshot_delete_blkdev_internal q0 gone"),
+        format!("{desc}\r\n")
+    );
+}
+
+/// `sum`, `gpa2hva`, `gpa2hpa`, `i` and `o` on a running guest, in
+/// QEMU's words.
+#[test]
+fn memory_and_port_commands() {
+    let dir = TempDir::new("hmp-mem-port");
+    let serial = dir.path().join("com1.log");
+    let args = vmm_tests::guest_args("idle", &serial, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    wait_for_text(&serial, GUEST_TIMEOUT, |l| l.contains("vmm-guest: idle"));
+
+    // sum: the BSD checksum of what pmemsave reads there.
+    let dump = dir.path().join("low.bin");
+    c.ok(
+        "pmemsave",
+        json!({"val": 0xe0000, "size": 0x100, "filename": dump.to_str()}),
+    );
+    let bytes = std::fs::read(&dump).expect("dump");
+    let want = bytes
+        .iter()
+        .fold(0u16, |s, b| s.rotate_right(1).wrapping_add(u16::from(*b)));
+    assert_eq!(hmp(&mut c, "sum 0xe0000 0x100"), format!("{want:05}\r\n"));
+
+    let hva = hmp(&mut c, "gpa2hva 0x1000");
+    assert!(
+        hva.starts_with("Host virtual address for 0x1000 (pc.ram) is 0x"),
+        "{hva}"
+    );
+    assert_eq!(
+        hmp(&mut c, "gpa2hva 0xfec00000"),
+        "Memory at address 0xfec00000is not RAM\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "gpa2hva 0xf0000000"),
+        "No memory is mapped at address 0xf0000000\r\n"
+    );
+    let hpa = hmp(&mut c, "gpa2hpa 0x1000");
+    assert!(
+        hpa.starts_with("Host physical address for 0x1000 (pc.ram) is 0x"),
+        "{hpa}"
+    );
+
+    // COM1's scratch register keeps what the monitor writes; a port no
+    // device has reads as all ones; 0 prints as C's %#0*x prints it.
+    assert_eq!(hmp(&mut c, "o /b 0x3ff 0x5a"), "");
+    assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 0x5a\r\n");
+    // /w is a 4-byte access (portl), as in QEMU.
+    assert_eq!(hmp(&mut c, "i /w 0x1234"), "portl[0x1234] = 0xffffffff\r\n");
+    assert_eq!(hmp(&mut c, "o /b 0x3ff 0"), "");
+    assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 00\r\n");
+}

@@ -388,19 +388,8 @@ fn transactions_of_internal_snapshots_are_all_or_nothing() {
         desc,
         "Snapshot with name 's1' already exists on device 'db'"
     );
-    let names = |c: &mut QmpClient, i: usize| -> Vec<String> {
-        let blk = c.ok("query-block", json!({}));
-        blk[i]["inserted"]["image"]["snapshots"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| s["name"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    assert_eq!(names(&mut c, 0), ["s1"]);
-    assert_eq!(names(&mut c, 1), ["s1"]);
+    assert_eq!(c.snapshot_names(0), ["s1"]);
+    assert_eq!(c.snapshot_names(1), ["s1"]);
     c.ok("quit", json!({}));
     assert!(vmm.wait_exit().success());
     check_clean(&a);

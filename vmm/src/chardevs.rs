@@ -211,6 +211,50 @@ fn mux_on(spec: &ChardevSpec) -> Result<bool, String> {
     Ok(opt_bool(spec, "mux")?.unwrap_or(false))
 }
 
+/// A `-chardev` string as the human monitor takes it: its spec, with
+/// QEMU's texts for what is missing (`id` only where `need_id`).
+fn spec_from_string(args: &str, need_id: bool) -> Result<ChardevSpec, String> {
+    let opts = crate::cmdline::parse_chardev_string(args)
+        .map_err(|e| format!("{}\nParsing chardev args failed", e.message))?;
+    let id = match (opts.id.clone(), need_id) {
+        (Some(id), _) => id,
+        (None, true) => return Err("chardev: no id specified".into()),
+        // QEMU prints the missing id with printf's "(null)".
+        (None, false) => "(null)".to_string(),
+    };
+    let backend = match opts.get("backend") {
+        Some("tty") => "serial",
+        Some("parport") => "parallel",
+        Some(b) => b,
+        None => return Err(format!("chardev: \"{id}\" missing backend")),
+    };
+    Ok(ChardevSpec::from_opts(&opts, &id, backend))
+}
+
+/// HMP `chardev-add ARGS`: a chardev from a `-chardev` string (a mux
+/// over it with `mux=on`), as QEMU's monitor adds one.
+pub fn add_from_string(reg: &mut Registry, args: &str) -> Result<(), String> {
+    let spec = spec_from_string(args, true)?;
+    let backend = backend_from_spec(&spec)?;
+    if mux_on(&spec)? {
+        reg.add_muxed(&spec.id, &backend)?;
+    } else {
+        reg.add(&spec.id, &backend)?;
+    }
+    Ok(())
+}
+
+/// HMP `chardev-change ID ARGS`: the new backend from a `-chardev`
+/// string, which must not name an id of its own.
+pub fn backend_from_string(args: &str) -> Result<ChardevBackend, String> {
+    let opts = crate::cmdline::parse_chardev_string(args)
+        .map_err(|e| format!("{}\nParsing chardev args failed", e.message))?;
+    if opts.id.is_some() {
+        return Err("Unexpected 'id' parameter".into());
+    }
+    backend_from_spec(&spec_from_string(args, false)?)
+}
+
 /// Whether the main loop serves this monitor's transport itself (a
 /// socket or stdio chardev without `mux=on` that no serial port uses);
 /// otherwise the monitor is a frontend of a chardev in the registry.

@@ -18,6 +18,16 @@ pub struct ChardevSpec {
     pub location: String,
 }
 
+/// A chardev option string as the human monitor's chardev-add and
+/// chardev-change take it (`-chardev`'s syntax, `backend` implied),
+/// checked against the chardev group's parameters. Gives the options
+/// with their `id`, if one was given.
+pub fn parse_chardev_string(args: &str) -> Result<Opts, CmdlineError> {
+    let mut list = OptsList::new(super::table::group_def("chardev"));
+    let i = list.parse(args, true, "")?;
+    Ok(list.sets.swap_remove(i))
+}
+
 impl ChardevSpec {
     /// Builds a spec from checked chardev options; the caller has made
     /// sure `id` and `backend` exist.

@@ -36,7 +36,9 @@ use serde_json::{json, Value};
 
 // Re-exported for the binary, which does not use all of them yet.
 #[allow(unused_imports)]
-pub use chardev::{ChardevSpec, MonitorConfig, MonitorMode, SerialConfig, SerialTarget};
+pub use chardev::{
+    parse_chardev_string, ChardevSpec, MonitorConfig, MonitorMode, SerialConfig, SerialTarget,
+};
 #[allow(unused_imports)]
 pub use config::{
     BlockdevSpec, BootConfig, Config, Defaults, DisplayKind, GivenOption, GlobalProperty,

@@ -504,6 +504,82 @@ const COMMANDS: &[Cmd] = &[
         Run::Qmp("chardev-remove", &[("id", "id")]),
     ),
     cmd(
+        "chardev-add",
+        "args:s",
+        "args",
+        "add a chardev (the options of -chardev)",
+        Run::Fn(chardev_add),
+    ),
+    cmd(
+        "chardev-change",
+        "id:s,args:s",
+        "id args",
+        "change a chardev's backend (the options of -chardev, no id)",
+        Run::Fn(chardev_change),
+    ),
+    cmd(
+        "chardev-send-break",
+        "id:s",
+        "id",
+        "send a break on a chardev",
+        Run::Qmp("chardev-send-break", &[("id", "id")]),
+    ),
+    cmd(
+        "snapshot_blkdev_internal",
+        "device:B,name:s",
+        "device name",
+        "take an internal snapshot of a device",
+        Run::Qmp(
+            "blockdev-snapshot-internal-sync",
+            &[("device", "device"), ("name", "name")],
+        ),
+    ),
+    cmd(
+        "snapshot_delete_blkdev_internal",
+        "device:B,name:s,id:s?",
+        "device name [id]",
+        "delete an internal snapshot of a device",
+        Run::Qmp(
+            "blockdev-snapshot-delete-internal-sync",
+            &[("device", "device"), ("name", "name"), ("id", "id")],
+        ),
+    ),
+    cmd(
+        "sum",
+        "start:i,size:i",
+        "addr size",
+        "the checksum of a memory region",
+        Run::Fn(memory_sum),
+    ),
+    cmd(
+        "gpa2hva",
+        "addr:l",
+        "addr",
+        "the host virtual address of a guest physical address",
+        Run::Fn(gpa2hva),
+    ),
+    cmd(
+        "gpa2hpa",
+        "addr:l",
+        "addr",
+        "the host physical address of a guest physical address",
+        Run::Fn(gpa2hpa),
+    ),
+    cmd(
+        "i",
+        "fmt:/,addr:i",
+        "/fmt addr",
+        "I/O port read",
+        Run::Fn(ioport_read),
+    ),
+    cmd(
+        "o",
+        "fmt:/,addr:i,val:i",
+        "/fmt addr value",
+        "I/O port write",
+        Run::Fn(ioport_write),
+    ),
+    cmd(
         "cpu-add",
         "id:i",
         "id",
@@ -1238,6 +1314,153 @@ fn fmt_of(args: &Args) -> (i64, u8, i64) {
         }) => (*count, *format, *size),
         _ => (1, b'x', 4),
     }
+}
+
+/// HMP `chardev-add`: a chardev from `-chardev` options.
+fn chardev_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let spec = str_arg(args, "args").unwrap_or("");
+    crate::chardevs::add_from_string(&mut ctx.vmm.chardevs, spec).map_err(Error::generic)
+}
+
+/// HMP `chardev-change`: the chardev's backend replaced, as QMP's
+/// chardev-change does it.
+fn chardev_change(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let backend = crate::chardevs::backend_from_string(str_arg(args, "args").unwrap_or(""))
+        .map_err(Error::generic)?;
+    ctx.vmm
+        .chardev_change(qmp::qapi::ChardevChangeArgs {
+            id: str_arg(args, "id").unwrap_or("").to_string(),
+            backend,
+        })
+        .map(drop)
+}
+
+/// HMP `sum`: the BSD checksum (as the `sum` utility) of guest memory,
+/// with QEMU's 32-bit address arithmetic.
+fn memory_sum(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let start = int_arg(args, "start").unwrap_or(0) as u32;
+    let size = int_arg(args, "size").unwrap_or(0) as u32;
+    let mut sum: u16 = 0;
+    if let Some(m) = ctx.vmm.vm.machine.as_ref() {
+        let mut buf = vec![0u8; 4096];
+        let mut addr = start;
+        while addr < start.wrapping_add(size) {
+            let n = (start.wrapping_add(size) - addr).min(4096) as usize;
+            m.read_physical(u64::from(addr), &mut buf[..n]);
+            for b in &buf[..n] {
+                sum = sum.rotate_right(1).wrapping_add(u16::from(*b));
+            }
+            addr += n as u32;
+        }
+    }
+    let _ = writeln!(ctx.out, "{sum:05}");
+    Ok(())
+}
+
+/// The host mapping of guest-physical `addr` and its region's name,
+/// with QEMU's texts for memory that is not RAM.
+fn guest_ram_pointer(ctx: &Ctx<'_>, addr: u64) -> Result<(*mut u8, String), Error> {
+    let not_mapped = || Error::generic(format!("No memory is mapped at address 0x{addr:x}"));
+    let (name, ram) = mtree::system_region_at(ctx.vmm, addr).ok_or_else(not_mapped)?;
+    if !ram {
+        // QEMU's text, without the space it leaves out.
+        return Err(Error::generic(format!(
+            "Memory at address 0x{addr:x}is not RAM"
+        )));
+    }
+    let m = ctx.vmm.vm.machine.as_ref().ok_or_else(not_mapped)?;
+    let ptr = m.host_address(addr).ok_or_else(not_mapped)?;
+    Ok((ptr, name))
+}
+
+fn gpa2hva(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let addr = int_arg(args, "addr").unwrap_or(0) as u64;
+    let (ptr, name) = guest_ram_pointer(ctx, addr)?;
+    let _ = writeln!(
+        ctx.out,
+        "Host virtual address for 0x{addr:x} ({name}) is {ptr:p}"
+    );
+    Ok(())
+}
+
+/// HMP `gpa2hpa`: the host page frame from /proc/self/pagemap (the
+/// page is touched first, so that a copy-on-write page is the guest's
+/// own); without the privilege to see frames the kernel answers 0.
+fn gpa2hpa(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    use std::os::unix::fs::FileExt;
+    let addr = int_arg(args, "addr").unwrap_or(0) as u64;
+    let (ptr, name) = guest_ram_pointer(ctx, addr)?;
+    // SAFETY: a page size query has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| {
+        Error::generic(format!(
+            "Cannot open /proc/self/pagemap: {}",
+            block::strerror(&e)
+        ))
+    })?;
+    // SAFETY: `ptr` is guest RAM this process maps read-write; adding 0
+    // atomically changes nothing the guest sees.
+    unsafe {
+        (*(ptr as *const std::sync::atomic::AtomicU8))
+            .fetch_add(0, std::sync::atomic::Ordering::SeqCst)
+    };
+    let mut entry = [0u8; 8];
+    pagemap
+        .read_exact_at(&mut entry, ptr as u64 / page * 8)
+        .map_err(|e| Error::generic(format!("Cannot read pagemap: {}", block::strerror(&e))))?;
+    let entry = u64::from_le_bytes(entry);
+    if entry & (1 << 63) == 0 {
+        return Err(Error::generic("Page not present"));
+    }
+    let phys = ((entry & 0x007f_ffff_ffff_ffff) * page) | (ptr as u64 & (page - 1));
+    let _ = writeln!(
+        ctx.out,
+        "Host physical address for 0x{addr:x} ({name}) is 0x{phys:x}"
+    );
+    Ok(())
+}
+
+/// The size `/fmt` gives a port access (b, w or l), 1 by default.
+fn port_size(args: &Args) -> usize {
+    match fmt_of(args).2 {
+        2 => 2,
+        4 => 4,
+        _ => 1,
+    }
+}
+
+/// HMP `i`: reads a port as a vCPU would, printed as QEMU prints it
+/// (C's `%#0*x`: no prefix for 0).
+fn ioport_read(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let addr = (int_arg(args, "addr").unwrap_or(0) & 0xffff) as u16;
+    let size = port_size(args);
+    let Some(m) = ctx.vmm.vm.machine.as_ref() else {
+        return Ok(());
+    };
+    let val = m.port_read(addr, size);
+    let suffix = match size {
+        2 => 'w',
+        4 => 'l',
+        _ => 'b',
+    };
+    let width = size * 2;
+    let text = if val == 0 {
+        format!("{:0width$}", 0)
+    } else {
+        format!("{val:#0w$x}", w = width.max(2))
+    };
+    let _ = writeln!(ctx.out, "port{suffix}[0x{addr:04x}] = {text}");
+    Ok(())
+}
+
+/// HMP `o`: writes a port as a vCPU would.
+fn ioport_write(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let addr = (int_arg(args, "addr").unwrap_or(0) & 0xffff) as u16;
+    let val = int_arg(args, "val").unwrap_or(0) as u32;
+    if let Some(m) = ctx.vmm.vm.machine.as_ref() {
+        m.port_write(addr, port_size(args), val);
+    }
+    Ok(())
 }
 
 fn memory_dump_virtual(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {

@@ -328,6 +328,18 @@ fn print_flat_views(out: &mut String, spaces: &[(String, Rc<Region>)]) {
     }
 }
 
+/// What the guest reaches at physical address `addr`: the region's name
+/// and whether it is RAM (None: nothing), as QEMU's memory_region_find
+/// on the system memory answers.
+pub(super) fn system_region_at(vmm: &Vmm, addr: u64) -> Option<(String, bool)> {
+    let spaces = address_spaces(vmm);
+    let (_, system) = spaces.first()?;
+    flatten(system)
+        .into_iter()
+        .find(|f| f.start <= u128::from(addr) && u128::from(addr) < f.end)
+        .map(|f| (f.name, f.ram))
+}
+
 /// The capabilities in a configuration space: (offset, id).
 fn capabilities(cfg: &[u8; 256]) -> Vec<(usize, u8)> {
     let mut out = Vec::new();

@@ -1028,6 +1028,30 @@ impl Machine {
         }
     }
 
+    /// Where guest-physical `gpa` is in this process (it is RAM).
+    pub fn host_address(&self, gpa: u64) -> Option<*mut u8> {
+        self.ram.mem.get_host_address(GuestAddress(gpa)).ok()
+    }
+
+    /// An I/O port read of `size` bytes as a vCPU would make it (the
+    /// monitor's `i`); a port no device has reads as all ones.
+    pub fn port_read(&self, port: u16, size: usize) -> u32 {
+        let mut data = [0xffu8; 4];
+        let data = &mut data[..size.clamp(1, 4)];
+        if !self.pio.read(u64::from(port), data) {
+            data.fill(0xff);
+        }
+        data.iter()
+            .rev()
+            .fold(0u32, |v, b| (v << 8) | u32::from(*b))
+    }
+
+    /// An I/O port write as a vCPU would make it (the monitor's `o`).
+    pub fn port_write(&self, port: u16, size: usize, value: u32) {
+        let bytes = value.to_le_bytes();
+        let _ = self.pio.write(u64::from(port), &bytes[..size.clamp(1, 4)]);
+    }
+
     /// The guest-physical address of `gva` in the page tables of vCPU `cpu`.
     pub fn translate(&mut self, cpu: usize, gva: u64) -> Option<u64> {
         self.with_vcpus_paused(|m| {
