@@ -582,6 +582,24 @@ impl BlockGraph {
         }
     }
 
+    /// HMP drive_del, as QEMU 2.11's: a node name deletes that node
+    /// (blockdev-del); a drive loses its medium and its name. A device
+    /// that still uses it then gets ENOMEDIUM, reported to the guest
+    /// rather than stopping the VM.
+    pub fn drive_del(&mut self, id: &str) -> Result<()> {
+        if self.find_node(id).is_some() {
+            return self.blockdev_del(id);
+        }
+        let Some(b) = self.find_backend(id) else {
+            return Err(BlockError::generic(format!("Device '{id}' not found")));
+        };
+        if b.device.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            b.set_on_error(BlockdevOnError::Report, BlockdevOnError::Report);
+        }
+        self.remove_backend(&b);
+        Ok(())
+    }
+
     /// Forgets a backend (its device went away, or it was anonymous).
     pub fn remove_backend(&mut self, b: &Arc<BlockBackend>) {
         self.backends.retain(|x| !Arc::ptr_eq(x, b));

@@ -1551,3 +1551,63 @@ fn memory_and_port_commands() {
     assert_eq!(hmp(&mut c, "o /b 0x3ff 0"), "");
     assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 00\r\n");
 }
+
+/// HMP drive_add adds an `if=none` drive (for a device to use), as
+/// QEMU's monitor does once the machine exists; drive_del takes a drive's
+/// medium and name away, or deletes a node.
+#[test]
+fn drive_add_and_drive_del() {
+    let dir = TempDir::new("hmp-drive-add");
+    let img = create_image(&dir, "a.raw", "raw", "1M");
+    let vmm = VmmProcess::start(&["-S", "-nodefaults"]);
+    let mut c = vmm.qmp();
+    let devices = |c: &mut QmpClient| -> Vec<String> {
+        c.ok("query-block", json!({}))
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|b| b["device"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let add = format!(
+        "drive_add 0 file={},if=none,id=d1,format=raw",
+        img.display()
+    );
+    assert_eq!(hmp(&mut c, &add), "OK\r\n");
+    assert_eq!(devices(&mut c), ["d1"]);
+    c.ok(
+        "device_add",
+        json!({"driver": "virtio-blk-pci", "drive": "d1", "id": "vb1"}),
+    );
+    // Only if=none: the default interface (IDE) is QEMU's type 1.
+    let ide = format!("drive_add 0 file={},id=d2,format=raw", img.display());
+    assert_eq!(hmp(&mut c, &ide), "Can't hot-add drive to type 1\r\n");
+    assert_eq!(
+        hmp(
+            &mut c,
+            "drive_add 0 file=/nonexistent,if=none,id=d3,format=raw"
+        ),
+        "Could not open '/nonexistent': No such file or directory\r\n"
+    );
+    assert_eq!(devices(&mut c), ["d1"]);
+
+    // The device keeps a backend without medium or name.
+    assert_eq!(hmp(&mut c, "drive_del d1"), "");
+    assert!(devices(&mut c).is_empty());
+    assert_eq!(hmp(&mut c, "drive_del d1"), "Device 'd1' not found\r\n");
+    // A node goes as blockdev-del would take it.
+    c.ok(
+        "blockdev-add",
+        json!({"driver": "null-co", "node-name": "n0"}),
+    );
+    assert_eq!(hmp(&mut c, "drive_del n0"), "");
+    let nodes = c.ok("query-named-block-nodes", json!({}));
+    assert!(
+        !nodes
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|n| n["node-name"] == "n0"),
+        "{nodes}"
+    );
+}

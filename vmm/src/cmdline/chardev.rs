@@ -23,8 +23,14 @@ pub struct ChardevSpec {
 /// checked against the chardev group's parameters. Gives the options
 /// with their `id`, if one was given.
 pub fn parse_chardev_string(args: &str) -> Result<Opts, CmdlineError> {
-    let mut list = OptsList::new(super::table::group_def("chardev"));
-    let i = list.parse(args, true, "")?;
+    parse_group_string("chardev", args, true)
+}
+
+/// An option string of QemuOpts group `group` (`-drive`'s, `-chardev`'s)
+/// as the monitor parses one, with the implied key where `implied`.
+pub fn parse_group_string(group: &str, args: &str, implied: bool) -> Result<Opts, CmdlineError> {
+    let mut list = OptsList::new(super::table::group_def(group));
+    let i = list.parse(args, implied, "")?;
     Ok(list.sets.swap_remove(i))
 }
 

@@ -37,7 +37,8 @@ use serde_json::{json, Value};
 // Re-exported for the binary, which does not use all of them yet.
 #[allow(unused_imports)]
 pub use chardev::{
-    parse_chardev_string, ChardevSpec, MonitorConfig, MonitorMode, SerialConfig, SerialTarget,
+    parse_chardev_string, parse_group_string, ChardevSpec, MonitorConfig, MonitorMode,
+    SerialConfig, SerialTarget,
 };
 #[allow(unused_imports)]
 pub use config::{

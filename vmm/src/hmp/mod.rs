@@ -504,6 +504,20 @@ const COMMANDS: &[Cmd] = &[
         Run::Qmp("chardev-remove", &[("id", "id")]),
     ),
     cmd(
+        "drive_add",
+        "node:-n,pci_addr:s,opts:s",
+        "[-n] [[<domain>:]<bus>:]<slot> [file=file][,if=type][,bus=n]...",
+        "add a drive (if=none: for a device to use)",
+        Run::Fn(drive_add),
+    ),
+    cmd(
+        "drive_del",
+        "id:B",
+        "device",
+        "remove a drive's medium and name, or a node",
+        Run::Fn(drive_del),
+    ),
+    cmd(
         "chardev-add",
         "args:s",
         "args",
@@ -1314,6 +1328,50 @@ fn fmt_of(args: &Args) -> (i64, u8, i64) {
         }) => (*count, *format, *size),
         _ => (1, b'x', 4),
     }
+}
+
+/// HMP `drive_add`: a `-drive` (its options, no implied key); as in
+/// QEMU only `if=none` can be added once the machine exists, for a
+/// device to use. QEMU numbers the other interfaces in its answer.
+fn drive_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    if args.get("node") == Some(&Arg::Bool(true)) {
+        return Err(Error::generic(
+            "drive_add -n is not available in vmm yet: add the node with blockdev-add",
+        ));
+    }
+    let opts =
+        crate::cmdline::parse_group_string("drive", str_arg(args, "opts").unwrap_or(""), false)
+            .map_err(|e| Error::generic(e.message))?;
+    const INTERFACES: &[&str] = &[
+        "none", "ide", "scsi", "floppy", "pflash", "mtd", "sd", "virtio", "xen",
+    ];
+    let interface = opts.get("if").unwrap_or("ide");
+    if let Some(n) = INTERFACES
+        .iter()
+        .position(|i| *i == interface)
+        .filter(|n| *n != 0)
+    {
+        let _ = writeln!(ctx.out, "Can't hot-add drive to type {n}");
+        return Ok(());
+    }
+    let drive = ctx
+        .vmm
+        .block
+        .drive_add(opts.id.as_deref(), &opts.items)
+        .map_err(Error::from)?;
+    for w in &drive.warnings {
+        let _ = writeln!(ctx.out, "{w}");
+    }
+    ctx.out.push_str("OK\n");
+    Ok(())
+}
+
+/// HMP `drive_del`.
+fn drive_del(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    ctx.vmm
+        .block
+        .drive_del(str_arg(args, "id").unwrap_or(""))
+        .map_err(Error::from)
 }
 
 /// HMP `chardev-add`: a chardev from `-chardev` options.
