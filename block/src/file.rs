@@ -57,6 +57,8 @@ pub(crate) struct FileDriver {
     /// The locks held now: (perm, shared).
     held: Mutex<(u64, u64)>,
     native_aio: bool,
+    /// Opened with O_DIRECT (a reopen keeps it).
+    direct: bool,
 }
 
 fn open_error(filename: &str, e: &io::Error) -> BlockError {
@@ -100,6 +102,7 @@ impl FileDriver {
             locking: o.locking,
             held: Mutex::new((0, perm::ALL)),
             native_aio: o.native_aio,
+            direct: o.direct,
         })
     }
 
@@ -415,6 +418,41 @@ impl Driver for FileDriver {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The file again on the same descriptor (dup3 over it), so that
+    /// requests and extents holding the descriptor see the new mode; the
+    /// locks follow: the write lock is taken (after checking nobody
+    /// forbids writing) for a read-write reopen and dropped again after.
+    fn reopen_file(&self, read_only: bool) -> io::Result<()> {
+        let (perm_, shared) = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let want = if read_only {
+            perm_ & !perm::WRITE
+        } else {
+            perm_ | perm::WRITE
+        };
+        if !read_only && self.check_perm(want, shared).is_err() {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        let mut flags = libc::O_CLOEXEC;
+        if self.direct {
+            flags |= libc::O_DIRECT;
+        }
+        let new = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(flags)
+            .open(&self.filename)?;
+        // SAFETY: both descriptors are ours; dup3 atomically makes the
+        // old number refer to the new open file description.
+        if unsafe { libc::dup3(new.as_raw_fd(), self.file.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop(new);
+        // The old description and its locks are gone: take them anew.
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = (0, perm::ALL);
+        self.set_perm(want, shared);
         Ok(())
     }
 

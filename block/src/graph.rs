@@ -12,6 +12,7 @@ use crate::qcow2::{EventSink, Qcow2Image, Qcow2Options};
 use crate::raw::RawDriver;
 use qmp::qapi::*;
 use qmp::visit::ToQObject;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -600,6 +601,35 @@ impl BlockGraph {
         Ok(())
     }
 
+    /// HMP commit (QEMU 2.11's synchronous bdrv_commit): what the root
+    /// of drive `device` holds itself goes down into its backing file,
+    /// then the root is emptied. A read-only backing file is reopened
+    /// read-write for the time of it (vmm can do that for raw images and
+    /// files). Errors are errno values, as QEMU's monitor prints them;
+    /// a drive without medium or an unknown one get their own texts.
+    pub fn commit(&self, device: &str) -> std::result::Result<(), CommitError> {
+        let Some(b) = self.find_backend(device) else {
+            return Err(CommitError::NotFound);
+        };
+        let Some(top) = b.root() else {
+            return Err(CommitError::NoMedium);
+        };
+        commit_node(&top).map_err(CommitError::Io)
+    }
+
+    /// `commit all` and the mux's `C-a s`: every drive with a backing
+    /// file, the first error ending it.
+    pub fn commit_all(&self) -> io::Result<()> {
+        for b in &self.backends {
+            if let Some(top) = b.root() {
+                if top.backing_child().is_some() {
+                    commit_node(&top)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a backend (its device went away, or it was anonymous).
     pub fn remove_backend(&mut self, b: &Arc<BlockBackend>) {
         self.backends.retain(|x| !Arc::ptr_eq(x, b));
@@ -956,4 +986,62 @@ fn open_file(f: &BlockdevOptionsFile, flags: &NodeFlags, host_device: bool) -> R
         host_device,
         native_aio: f.aio == Some(BlockdevAioOptions::Native),
     })
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub enum CommitError {
+    NotFound,
+    NoMedium,
+    Io(io::Error),
+}
+
+/// bdrv_commit on `top`: copy its own clusters into its backing node,
+/// in 2 MiB steps, then empty it.
+fn commit_node(top: &Arc<Node>) -> io::Result<()> {
+    const STEP: u64 = 2 << 20;
+    let errno = |e: i32| io::Error::from_raw_os_error(e);
+    let (Some(image), Some(base)) = (top.driver.qcow2(), top.backing_child()) else {
+        return Err(errno(libc::ENOTSUP));
+    };
+    let reopen = base.read_only();
+    if reopen {
+        base.driver.reopen_file(false).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTSUP) {
+                io::Error::other(format!(
+                    "not available yet: vmm reopens only raw images and files read-write, and the backing file is {}",
+                    base.driver_name()
+                ))
+            } else {
+                errno(libc::EACCES)
+            }
+        })?;
+    }
+    let copied = (|| {
+        let len = top.size();
+        if len > base.size() {
+            base.driver.truncate(len).map_err(|_| errno(libc::EIO))?;
+        }
+        let mut buf = vec![0u8; STEP as usize];
+        let mut offset = 0;
+        while offset < len {
+            let (own, n) = image.allocated(offset, STEP.min(len - offset))?;
+            if n == 0 {
+                break;
+            }
+            if own {
+                let chunk = &mut buf[..n as usize];
+                top.read(offset, chunk)?;
+                base.write(offset, chunk)?;
+            }
+            offset += n;
+        }
+        image.make_empty()?;
+        top.flush()?;
+        base.flush()
+    })();
+    if reopen {
+        let _ = base.driver.reopen_file(true);
+    }
+    copied
 }

@@ -26,7 +26,7 @@ mod raw;
 
 pub use backend::BlockBackend;
 pub use error::{strerror, BlockError, Result};
-pub use graph::{id_wellformed, BlockGraph};
+pub use graph::{id_wellformed, BlockGraph, CommitError};
 pub use image::CreateOptions;
 pub use node::{HostExtent, Node};
 pub use qcow2::{CheckResult, EventSink};

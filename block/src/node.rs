@@ -48,6 +48,14 @@ pub(crate) trait Driver: Send + Sync {
     /// (QEMU's bdrv_close_all).
     fn close(&self) {}
     /// The qcow2 image, for what only qcow2 does (snapshots, info).
+    /// Opens the host file again, read-write or read-only, keeping its
+    /// descriptor and locks (QEMU's bdrv_reopen, as a commit into a
+    /// read-only backing file needs it); drivers that cannot answer
+    /// ENOTSUP.
+    fn reopen_file(&self, _read_only: bool) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::ENOTSUP))
+    }
+
     fn qcow2(&self) -> Option<&crate::qcow2::Qcow2Image> {
         None
     }

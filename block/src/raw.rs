@@ -69,6 +69,10 @@ impl RawDriver {
 }
 
 impl Driver for RawDriver {
+    fn reopen_file(&self, read_only: bool) -> io::Result<()> {
+        self.file.driver.reopen_file(read_only)
+    }
+
     fn name(&self) -> &'static str {
         "raw"
     }

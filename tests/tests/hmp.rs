@@ -1611,3 +1611,123 @@ fn drive_add_and_drive_del() {
         "{nodes}"
     );
 }
+
+/// The read/write mode of `pid`'s descriptor for `path` (O_ACCMODE of
+/// its fdinfo flags).
+fn access_mode(pid: u32, path: &Path) -> Option<u32> {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() != Some(path) {
+            continue;
+        }
+        let info =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_str()?))
+                .ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+        return u32::from_str_radix(flags.trim(), 8).ok().map(|f| f & 3);
+    }
+    None
+}
+
+/// HMP `commit` with `snapshot=on`: what the temporary overlay took goes
+/// into the image, which is writable only for the time of it; a drive
+/// without a backing file cannot commit.
+#[test]
+fn commit_writes_a_snapshot_overlay_into_the_image() {
+    let dir = TempDir::new("hmp-commit");
+    let img = create_image(&dir, "base.raw", "raw", "1M");
+    let d = format!(
+        "file={},if=none,id=d0,format=raw,snapshot=on",
+        img.display()
+    );
+    let plain = create_image(&dir, "plain.raw", "raw", "1M");
+    let p = format!("file={},if=none,id=r0,format=raw", plain.display());
+    let q = create_image(&dir, "base.qcow2", "qcow2", "1M");
+    let q = format!(
+        "file={},if=none,id=q0,format=qcow2,snapshot=on",
+        q.display()
+    );
+    let vmm = VmmProcess::start(&[
+        "-S",
+        "-nodefaults",
+        "-drive",
+        &d,
+        "-drive",
+        &p,
+        "-drive",
+        &q,
+    ]);
+    let mut c = vmm.qmp();
+    let pid = vmm.child.id();
+    assert_eq!(access_mode(pid, &img), Some(libc::O_RDONLY as u32));
+    let out = hmp(&mut c, "qemu-io d0 \"write -P 0x5a 4096 64k\"");
+    assert!(
+        out.contains("wrote 65536/65536 bytes at offset 4096"),
+        "{out}"
+    );
+    let base = || std::fs::read(&img).expect("image");
+    assert!(base()[4096..4096 + 65536].iter().all(|b| *b == 0));
+
+    assert_eq!(hmp(&mut c, "commit d0"), "");
+    let b = base();
+    assert!(b[4096..4096 + 65536].iter().all(|b| *b == 0x5a));
+    assert!(b[..4096].iter().all(|b| *b == 0));
+    // The overlay is empty again and reads through to the image.
+    let out = hmp(&mut c, "qemu-io d0 \"read -P 0x5a 4096 64k\"");
+    assert!(out.contains("read 65536/65536 bytes"), "{out}");
+    assert_eq!(access_mode(pid, &img), Some(libc::O_RDONLY as u32));
+
+    hmp(&mut c, "qemu-io d0 \"write -P 0x33 0 512\"");
+    assert_eq!(hmp(&mut c, "commit d0"), "");
+    assert!(base()[..512].iter().all(|b| *b == 0x33));
+    // A read-only qcow2 image under the overlay is one vmm cannot
+    // reopen read-write yet, and says so.
+    assert_eq!(
+        hmp(&mut c, "commit q0"),
+        "'commit' error for 'q0': not available yet: vmm reopens only raw images and files read-write, and the backing file is qcow2\r\n"
+    );
+    assert_eq!(
+        hmp(&mut c, "commit all"),
+        "'commit' error for 'all': not available yet: vmm reopens only raw images and files read-write, and the backing file is qcow2\r\n"
+    );
+
+    assert_eq!(
+        hmp(&mut c, "commit r0"),
+        "'commit' error for 'r0': Operation not supported\r\n"
+    );
+    assert_eq!(hmp(&mut c, "commit nope"), "Device 'nope' not found\r\n");
+}
+
+/// The mux's `C-a s` commits every drive, as QEMU's does.
+#[test]
+fn ctrl_a_s_on_a_mux_commits_the_drives() {
+    let dir = TempDir::new("hmp-commit-mux");
+    let img = create_image(&dir, "base.raw", "raw", "1M");
+    let sock = dir.path().join("mux.sock");
+    let d = format!(
+        "file={},if=none,id=d0,format=raw,snapshot=on",
+        img.display()
+    );
+    let chardev = format!("socket,id=m,path={},server,nowait,mux=on", sock.display());
+    let vmm = VmmProcess::start(&[
+        "-S",
+        "-nodefaults",
+        "-drive",
+        &d,
+        "-chardev",
+        &chardev,
+        "-serial",
+        "chardev:m",
+    ]);
+    let mut c = vmm.qmp();
+    hmp(&mut c, "qemu-io d0 \"write -P 0x77 0 4096\"");
+    let mut s = UnixStream::connect(&sock).expect("connect");
+    s.write_all(b"\x01s").expect("write");
+    let deadline = Instant::now() + TIMEOUT;
+    while !std::fs::read(&img).expect("image")[..4096]
+        .iter()
+        .all(|b| *b == 0x77)
+    {
+        assert!(Instant::now() < deadline, "C-a s did not commit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -531,6 +531,10 @@ fn run(mut config: Config) -> ExitCode {
         block.set_event_sink(Arc::new(move |e| {
             events.push(machine::MachineEvent::Block(e))
         }));
+        let events = machine_events.clone();
+        devices::chardev::set_commit_hook(Box::new(move || {
+            events.push(machine::MachineEvent::CommitAll)
+        }));
     }
     let has_machine = config.machine.type_name != "none";
     // Objects first: guest RAM may be made of memory backends.

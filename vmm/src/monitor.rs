@@ -583,6 +583,11 @@ impl MainLoop {
     fn after_work(&mut self) -> Option<i32> {
         self.serve_chardev_monitors();
         for event in self.machine_events.drain() {
+            if let MachineEvent::CommitAll = event {
+                // As QEMU's mux: errors are not reported anywhere.
+                let _ = self.vmm.block.commit_all();
+                continue;
+            }
             match self.vmm.vm.handle_machine_event(event) {
                 Ok(LoopControl::Continue) => {}
                 Ok(LoopControl::Exit(status)) => {

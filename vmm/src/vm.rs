@@ -239,6 +239,8 @@ impl Vm {
                 self.vm_stop(RunState::InternalError)?;
             }
             MachineEvent::Block(event) => self.emit(event),
+            // The main loop runs it: it owns the block graph.
+            MachineEvent::CommitAll => {}
             MachineEvent::BlockIoError { event, stop } => {
                 // The event first: a STOP always follows it.
                 self.emit(Event::BlockIoError(event));

@@ -356,6 +356,41 @@ impl Qcow2Image {
         r
     }
 
+    /// Whether this image itself holds the guest bytes at `offset`
+    /// (data, zeroes or compressed data) rather than leaving them to its
+    /// backing file, and for how many bytes from there (at most `max`)
+    /// that stays so: QEMU's bdrv_is_allocated, this layer only.
+    pub(crate) fn allocated(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {
+        self.with_state(|st| {
+            let cs = st.g.cluster_size;
+            let end = offset.saturating_add(max).min(st.hdr.size);
+            let mut pos = offset;
+            let mut first: Option<bool> = None;
+            while pos < end {
+                let here = classify(st.l2_entry(pos)?) != Cluster::Unallocated;
+                match first {
+                    None => first = Some(here),
+                    Some(f) if f != here => break,
+                    Some(_) => {}
+                }
+                pos = (pos / cs + 1) * cs;
+            }
+            Ok((first.unwrap_or(false), pos.min(end).saturating_sub(offset)))
+        })
+    }
+
+    /// Every guest cluster dropped, so that all reads go to the backing
+    /// file again (QEMU's qcow2_make_empty, after a commit).
+    pub(crate) fn make_empty(&self) -> io::Result<()> {
+        self.with_state(|st| {
+            let size = st.hdr.size;
+            st.mark_dirty()?;
+            st.clear_clusters_full(0, size.div_ceil(st.g.cluster_size) * st.g.cluster_size)?;
+            st.flush_caches()?;
+            st.file.flush()
+        })
+    }
+
     /// Image-specific information for query-block and query-named-block-nodes.
     pub(crate) fn info(&self) -> (ImageInfoSpecific, bool, Vec<SnapshotInfo>) {
         let st = self.lock();

@@ -504,6 +504,13 @@ const COMMANDS: &[Cmd] = &[
         Run::Qmp("chardev-remove", &[("id", "id")]),
     ),
     cmd(
+        "commit",
+        "device:B",
+        "device|all",
+        "commit a drive's changes into its backing file (with -snapshot: into the image)",
+        Run::Fn(commit),
+    ),
+    cmd(
         "drive_add",
         "node:-n,pci_addr:s,opts:s",
         "[-n] [[<domain>:]<bus>:]<slot> [file=file][,if=type][,bus=n]...",
@@ -1363,6 +1370,35 @@ fn drive_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
         let _ = writeln!(ctx.out, "{w}");
     }
     ctx.out.push_str("OK\n");
+    Ok(())
+}
+
+/// HMP `commit DEVICE|all`, with QEMU's texts.
+fn commit(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let device = str_arg(args, "device").unwrap_or("");
+    let r = if device == "all" {
+        ctx.vmm.block.commit_all()
+    } else {
+        match ctx.vmm.block.commit(device) {
+            Ok(()) => Ok(()),
+            Err(block::CommitError::NotFound) => {
+                let _ = writeln!(ctx.out, "Device '{device}' not found");
+                return Ok(());
+            }
+            Err(block::CommitError::NoMedium) => {
+                let _ = writeln!(ctx.out, "Device '{device}' has no medium");
+                return Ok(());
+            }
+            Err(block::CommitError::Io(e)) => Err(e),
+        }
+    };
+    if let Err(e) = r {
+        let _ = writeln!(
+            ctx.out,
+            "'commit' error for '{device}': {}",
+            block::strerror(&e)
+        );
+    }
     Ok(())
 }
 

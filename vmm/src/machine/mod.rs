@@ -44,6 +44,8 @@ pub enum MachineEvent {
     /// An event of the block layer to emit as it is
     /// (BLOCK_IMAGE_CORRUPTED).
     Block(qmp::qapi::Event),
+    /// A mux's `C-a s`: commit every drive into its backing file.
+    CommitAll,
 }
 
 /// One vCPU's registers, as KVM reports them.
