@@ -604,8 +604,8 @@ impl BlockGraph {
     /// HMP commit (QEMU 2.11's synchronous bdrv_commit): what the root
     /// of drive `device` holds itself goes down into its backing file,
     /// then the root is emptied. A read-only backing file is reopened
-    /// read-write for the time of it (vmm can do that for raw images and
-    /// files). Errors are errno values, as QEMU's monitor prints them;
+    /// read-write for the time of it (vmm can do that for qcow2 and raw
+    /// images and files). Errors are errno values, as QEMU's monitor prints them;
     /// a drive without medium or an unknown one get their own texts.
     pub fn commit(&self, device: &str) -> std::result::Result<(), CommitError> {
         let Some(b) = self.find_backend(device) else {
@@ -1009,7 +1009,7 @@ fn commit_node(top: &Arc<Node>) -> io::Result<()> {
         base.driver.reopen_file(false).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOTSUP) {
                 io::Error::other(format!(
-                    "not available yet: vmm reopens only raw images and files read-write, and the backing file is {}",
+                    "not available yet: vmm reopens only qcow2 and raw images and files read-write, and the backing file is {}",
                     base.driver_name()
                 ))
             } else {

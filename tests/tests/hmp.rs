@@ -1641,10 +1641,10 @@ fn commit_writes_a_snapshot_overlay_into_the_image() {
     );
     let plain = create_image(&dir, "plain.raw", "raw", "1M");
     let p = format!("file={},if=none,id=r0,format=raw", plain.display());
-    let q = create_image(&dir, "base.qcow2", "qcow2", "1M");
+    let qimg = create_image(&dir, "base.qcow2", "qcow2", "1M");
     let q = format!(
         "file={},if=none,id=q0,format=qcow2,snapshot=on",
-        q.display()
+        qimg.display()
     );
     let vmm = VmmProcess::start(&[
         "-S",
@@ -1679,16 +1679,27 @@ fn commit_writes_a_snapshot_overlay_into_the_image() {
     hmp(&mut c, "qemu-io d0 \"write -P 0x33 0 512\"");
     assert_eq!(hmp(&mut c, "commit d0"), "");
     assert!(base()[..512].iter().all(|b| *b == 0x33));
-    // A read-only qcow2 image under the overlay is one vmm cannot
-    // reopen read-write yet, and says so.
-    assert_eq!(
-        hmp(&mut c, "commit q0"),
-        "'commit' error for 'q0': not available yet: vmm reopens only raw images and files read-write, and the backing file is qcow2\r\n"
-    );
-    assert_eq!(
-        hmp(&mut c, "commit all"),
-        "'commit' error for 'all': not available yet: vmm reopens only raw images and files read-write, and the backing file is qcow2\r\n"
-    );
+    // A qcow2 image under the overlay takes the data as well: the host's
+    // qemu-io reads it back and qemu-img finds the image consistent.
+    hmp(&mut c, "qemu-io q0 \"write -P 0x66 65536 128k\"");
+    assert_eq!(hmp(&mut c, "commit all"), "");
+    let q = qimg.to_str().expect("path");
+    let out = std::process::Command::new("qemu-io")
+        .args([
+            "-U",
+            "-r",
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0x66 65536 128k",
+            q,
+        ])
+        .output()
+        .expect("qemu-io (scripts/setup.sh installs qemu-utils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("read 131072/131072 bytes"), "{text}");
+    qemu_img(&["check", "-U", q]);
+    assert_eq!(access_mode(pid, &qimg), Some(libc::O_RDONLY as u32));
 
     assert_eq!(
         hmp(&mut c, "commit r0"),

@@ -1591,6 +1591,33 @@ impl Driver for Qcow2Image {
         crate::perm::format_child(role, perm, shared, self.lock().read_only)
     }
 
+    /// The image read-write for a while (a commit into it) and back: the
+    /// file reopened under it; read-write, a dirty image is repaired as
+    /// at a read-write open; back to read-only, the metadata is written
+    /// out first, as at close.
+    fn reopen_file(&self, read_only: bool) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.broken {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEDIUM));
+        }
+        if read_only {
+            st.close();
+            self.file.driver.reopen_file(true)?;
+            st.read_only = true;
+            return Ok(());
+        }
+        self.file.driver.reopen_file(false)?;
+        st.read_only = false;
+        if st.hdr.incompatible_features & INCOMPAT_DIRTY != 0 {
+            let r = st.check(true)?;
+            if r.check_errors > 0 || r.corruptions > 0 {
+                return Err(eio());
+            }
+            st.mark_clean()?;
+        }
+        Ok(())
+    }
+
     fn close(&self) {
         self.lock().close();
     }
