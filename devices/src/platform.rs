@@ -84,3 +84,23 @@ pub struct NoInterrupt;
 impl InterruptLine for NoInterrupt {
     fn set_level(&self, _high: bool) {}
 }
+
+/// A thread that runs devices' I/O loops (an `iothread` object): a
+/// device placed on it runs its loop there instead of on a thread of its
+/// own, and polls as long as the thread's poll-max-ns says.
+pub trait IoThreadHost: Send + Sync {
+    /// Runs `job` on the thread; the receiver hears when it returned.
+    fn run(&self, job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::sync::mpsc::Receiver<()>>;
+    /// The thread's adaptive-polling limit now, in nanoseconds.
+    fn poll_max_ns(&self) -> u64;
+}
+
+/// A device's iothread, as its configuration carries it.
+#[derive(Clone)]
+pub struct IoThreadHandle(pub std::sync::Arc<dyn IoThreadHost>);
+
+impl std::fmt::Debug for IoThreadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IoThreadHandle")
+    }
+}

@@ -365,17 +365,7 @@ fn the_guest_benchmark_workload_runs_with_requests_in_flight() {
 
 /// How many of `pid`'s threads are I/O worker threads (`aio=threads`).
 fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .filter(|t| {
-                    std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.trim_end() == "worker")
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    thread_names(pid).iter().filter(|n| *n == "worker").count()
 }
 
 /// Runs the benchmark workload's sequential jobs (QD 8: the guest hands
@@ -593,4 +583,97 @@ fn the_pci_cfg_capability_reads_and_writes_the_common_configuration() {
         "{out}"
     );
     assert!(out.contains("ok virtio-pci-cfg"), "{out}");
+}
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|c| c.trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `iothread=`: the device's I/O loop runs on the iothread object's
+/// thread (the one query-iothreads reports), not on one of its own; the
+/// iothread cannot be deleted meanwhile; QEMU's texts for a path that
+/// names no iothread.
+#[test]
+fn a_device_on_an_iothread_runs_its_io_there() {
+    let dir = TempDir::new("vblk-iothread");
+    let img = make_image(dir.path(), 1 << 20);
+    let serial = dir.path().join("com1.log");
+    let drive = format!("file={},if=none,id=d0,format=raw", img.display());
+    let args = guest_args(
+        "virtio-blk,idle",
+        &serial,
+        &[
+            "-object",
+            "iothread,id=io0",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=d0,iothread=io0",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    let out = wait_for_text(&serial, Duration::from_secs(60), |l| {
+        l.contains("ok virtio-blk") || l.contains("fail")
+    });
+    assert!(out.contains("ok virtio-blk"), "{out}");
+    let names = thread_names(vmm.child.id());
+    assert!(names.iter().any(|n| n == "IO io0"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "virtio-blk-io"), "{names:?}");
+    assert_eq!(
+        c.err("object-del", json!({"id": "io0"})),
+        (
+            "GenericError".to_string(),
+            "object 'io0' is in use, can not be deleted".to_string()
+        )
+    );
+    c.ok("quit", json!({}));
+    drop(vmm);
+
+    let fails = |extra: &[&str], text: &str| {
+        let mut all = vec!["-nodefaults", "-S", "-drive", &drive];
+        all.extend_from_slice(extra);
+        let (status, _out, err) = vmm_tests::run_vmm(&all);
+        assert!(!status.success(), "{extra:?}");
+        assert!(err.contains(text), "{extra:?}: {err}");
+    };
+    fails(
+        &["-device", "virtio-blk-pci,drive=d0,iothread=nope"],
+        "Device 'nope' not found",
+    );
+    fails(
+        &[
+            "-object",
+            "memory-backend-ram,id=m0,size=1M",
+            "-device",
+            "virtio-blk-pci,drive=d0,iothread=m0",
+        ],
+        "Invalid parameter type for 'iothread', expected: iothread",
+    );
+    let other = dir.path().join("other.raw");
+    std::fs::write(&other, vec![0u8; 1 << 20]).expect("second image");
+    let drive2 = format!("file={},if=none,id=d1,format=raw", other.display());
+    fails(
+        &[
+            "-object",
+            "iothread,id=io0",
+            "-drive",
+            &drive2,
+            "-device",
+            "virtio-blk-pci,drive=d0,iothread=io0",
+            "-device",
+            "virtio-blk-pci,drive=d1,iothread=io0",
+        ],
+        "not available yet: iothread 'io0' already runs a device's I/O",
+    );
 }

@@ -273,6 +273,8 @@ fn virtio_blk_props(d: &Opts) -> Result<VirtioBlkProps, String> {
             .map_err(prop_err)?
             .unwrap_or(true),
         geometry: given_geometry(&num)?,
+        // Resolved against the object tree when the device is added.
+        iothread: None,
     };
     crate::blockdev::error_policies(d)?;
     let drive = d.get("drive").ok_or("drive property not set")?.to_string();
@@ -281,6 +283,45 @@ fn virtio_blk_props(d: &Opts) -> Result<VirtioBlkProps, String> {
         slot,
         legacy,
         drive,
+    })
+}
+
+/// `iothread=PATH`: the iothread object the path names, as QEMU's link
+/// property resolves it (with its texts for an unknown, ambiguous or
+/// wrong-typed path), claimed for this device's I/O loop.
+fn claim_iothread(
+    qom: &crate::qom::Qom,
+    path: &str,
+) -> Result<::devices::platform::IoThreadHandle, Error> {
+    use crate::qom::objects::iothread::IoThread;
+    use crate::qom::tree::ResolveError;
+    let tree = &qom.tree;
+    let obj = match tree.resolve(path) {
+        Ok(obj) => obj,
+        Err(ResolveError::Ambiguous) => tree
+            .resolve(&format!("/objects/{path}"))
+            .ok()
+            .filter(|o| tree.type_name(*o) == "iothread")
+            .ok_or_else(|| {
+                Error::generic(format!(
+                    "Path '{path}' does not uniquely identify an object"
+                ))
+            })?,
+        Err(ResolveError::NotFound) => {
+            return Err(Error::device_not_found(format!(
+                "Device '{path}' not found"
+            )))
+        }
+    };
+    let Some(iothread) = tree.state(obj).as_any().downcast_ref::<IoThread>() else {
+        return Err(Error::generic(
+            "Invalid parameter type for 'iothread', expected: iothread",
+        ));
+    };
+    iothread.claim().ok_or_else(|| {
+        Error::generic(format!(
+            "not available yet: iothread '{path}' already runs a device's I/O, and vmm places one device on each iothread"
+        ))
     })
 }
 
@@ -347,10 +388,21 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
                 props.drive
             ))
         })?;
+    let iothread = match d.get("iothread") {
+        Some(path) => match claim_iothread(p.qom, path) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                p.block.detach_device(&blk);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let sink = machine(p)?.event_sink();
     let disk =
         crate::blockdev::DiskBackend::attach(blk.clone(), d, sink).map_err(Error::generic)?;
     let mut config = props.config.clone();
+    config.iothread = iothread;
     if config.geometry == Geometry::default() {
         // Read below the backend, as QEMU's guess is not I/O the
         // statistics count.

@@ -101,6 +101,9 @@ pub struct BlockConfig {
     pub request_merging: bool,
     /// `cyls`/`heads`/`secs`, or QEMU's guess for the disk.
     pub geometry: Geometry,
+    /// `iothread=`: the thread the device's I/O loop runs on (None: a
+    /// thread of its own).
+    pub iothread: Option<crate::platform::IoThreadHandle>,
 }
 
 /// A disk's geometry as the configuration reports it (legacy drivers and
@@ -163,6 +166,7 @@ impl Default for BlockConfig {
             config_wce: true,
             request_merging: true,
             geometry: Geometry::default(),
+            iothread: None,
         }
     }
 }
@@ -297,6 +301,7 @@ impl VirtioDevice for VirtioBlk {
             queues,
             interrupt: interrupt.clone(),
             kicks,
+            host: self.config.iothread.clone(),
         };
         match Worker::spawn(setup) {
             Ok(w) => self.worker = Some(w),

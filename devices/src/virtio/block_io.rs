@@ -125,10 +125,17 @@ struct Control {
     messages: Mutex<VecDeque<Message>>,
 }
 
+/// Where the I/O loop runs: its own thread, or an iothread's.
+enum Runner {
+    Thread(JoinHandle<()>),
+    /// Hears when the loop returned on the iothread.
+    Hosted(mpsc::Receiver<()>),
+}
+
 /// The handle the device keeps on its I/O thread.
 pub(super) struct Worker {
     control: Arc<Control>,
-    thread: Option<JoinHandle<()>>,
+    runner: Option<Runner>,
 }
 
 /// Everything the I/O thread needs, handed over at activation.
@@ -142,6 +149,8 @@ pub(super) struct WorkerSetup {
     pub queues: Vec<Queue>,
     pub interrupt: Arc<dyn VirtioInterrupt>,
     pub kicks: Vec<Arc<EventFd>>,
+    /// `iothread=`: run the loop there, polling as long as it says.
+    pub host: Option<crate::platform::IoThreadHandle>,
 }
 
 impl Worker {
@@ -150,14 +159,20 @@ impl Worker {
             wake: EventFd::new(libc::EFD_NONBLOCK)?,
             messages: Mutex::new(VecDeque::new()),
         });
+        let host = setup.host.clone();
         let server = Server::new(setup)?;
         let c = control.clone();
-        let thread = std::thread::Builder::new()
-            .name("virtio-blk-io".into())
-            .spawn(move || server.run(&c))?;
+        let runner = match host {
+            Some(h) => Runner::Hosted(h.0.run(Box::new(move || server.run(&c)))?),
+            None => Runner::Thread(
+                std::thread::Builder::new()
+                    .name("virtio-blk-io".into())
+                    .spawn(move || server.run(&c))?,
+            ),
+        };
         Ok(Worker {
             control,
-            thread: Some(thread),
+            runner: Some(runner),
         })
     }
 
@@ -195,8 +210,14 @@ impl Drop for Worker {
         let (tx, rx) = mpsc::channel();
         self.send(Message::Stop(tx));
         let _ = rx.recv();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.runner.take() {
+            Some(Runner::Thread(t)) => {
+                let _ = t.join();
+            }
+            Some(Runner::Hosted(done)) => {
+                let _ = done.recv();
+            }
+            None => {}
         }
     }
 }
@@ -212,6 +233,9 @@ struct Server {
     /// thread slept, drops to 0 when it slept longer than POLL_MAX_NS
     /// (QEMU's adaptive polling), so an idle device costs no CPU.
     poll_ns: u64,
+    /// The iothread whose poll-max-ns bounds the polling (None: QEMU's
+    /// default, POLL_MAX_NS).
+    host: Option<crate::platform::IoThreadHandle>,
 }
 
 struct Exec {
@@ -287,6 +311,7 @@ impl Server {
             queues: s.queues,
             kicks: s.kicks,
             poll_ns: 0,
+            host: s.host,
             exec: Exec {
                 backend: s.backend,
                 serial: s.serial,
@@ -429,10 +454,14 @@ impl Server {
 
     /// The thread slept `slept_ns` after polling found nothing.
     fn adapt_poll_time(&mut self, slept_ns: u64) {
-        self.poll_ns = if slept_ns > POLL_MAX_NS {
+        let max = self
+            .host
+            .as_ref()
+            .map_or(POLL_MAX_NS, |h| h.0.poll_max_ns());
+        self.poll_ns = if slept_ns > max || max == 0 {
             0
         } else {
-            (self.poll_ns * 2).clamp(POLL_START_NS, POLL_MAX_NS)
+            (self.poll_ns * 2).clamp(POLL_START_NS.min(max), max)
         };
     }
 

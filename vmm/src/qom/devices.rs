@@ -56,7 +56,7 @@ pub const VIRTIO_BLK_PCI: [DeviceProp; 48] = [
     ("x-disable-pcie", "bool", ONOFF, NoEffect),
     ("logical_block_size", "uint16", BLOCK_SIZE, Applied),
     ("indirect_desc", "bool", ONOFF, DefaultOnly("on")),
-    ("iothread", "link<iothread>", None, DefaultOnly("")),
+    ("iothread", "link<iothread>", None, Applied),
     ("disable-modern", "bool", None, DefaultOnly("off")),
     (
         "drive",
