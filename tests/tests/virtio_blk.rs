@@ -617,7 +617,7 @@ fn a_device_on_an_iothread_runs_its_io_there() {
             "-drive",
             &drive,
             "-device",
-            "virtio-blk-pci,drive=d0,iothread=io0",
+            "virtio-blk-pci,drive=d0,iothread=io0,id=vb0",
         ],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -627,6 +627,11 @@ fn a_device_on_an_iothread_runs_its_io_there() {
         l.contains("ok virtio-blk") || l.contains("fail")
     });
     assert!(out.contains("ok virtio-blk"), "{out}");
+    // The device's iothread link, through the proxy's alias.
+    assert_eq!(
+        c.qom_get("/machine/peripheral/vb0", "iothread"),
+        json!("/objects/io0")
+    );
     let names = thread_names(vmm.child.id());
     assert!(names.iter().any(|n| n == "IO io0"), "{names:?}");
     assert!(!names.iter().any(|n| n == "virtio-blk-io"), "{names:?}");

@@ -288,11 +288,12 @@ fn virtio_blk_props(d: &Opts) -> Result<VirtioBlkProps, String> {
 
 /// `iothread=PATH`: the iothread object the path names, as QEMU's link
 /// property resolves it (with its texts for an unknown, ambiguous or
-/// wrong-typed path), claimed for this device's I/O loop.
+/// wrong-typed path), claimed for this device's I/O loop; with its
+/// canonical path.
 fn claim_iothread(
     qom: &crate::qom::Qom,
     path: &str,
-) -> Result<::devices::platform::IoThreadHandle, Error> {
+) -> Result<(::devices::platform::IoThreadHandle, String), Error> {
     use crate::qom::objects::iothread::IoThread;
     use crate::qom::tree::ResolveError;
     let tree = &qom.tree;
@@ -318,11 +319,12 @@ fn claim_iothread(
             "Invalid parameter type for 'iothread', expected: iothread",
         ));
     };
-    iothread.claim().ok_or_else(|| {
+    let handle = iothread.claim().ok_or_else(|| {
         Error::generic(format!(
             "not available yet: iothread '{path}' already runs a device's I/O, and vmm places one device on each iothread"
         ))
-    })
+    })?;
+    Ok((handle, tree.canonical_path(obj)))
 }
 
 /// The QOM type of what occupies PCI slot `slot`, for QEMU's error.
@@ -390,7 +392,7 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
         })?;
     let iothread = match d.get("iothread") {
         Some(path) => match claim_iothread(p.qom, path) {
-            Ok(h) => Some(h),
+            Ok(found) => Some(found),
             Err(e) => {
                 p.block.detach_device(&blk);
                 return Err(e);
@@ -402,7 +404,8 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
     let disk =
         crate::blockdev::DiskBackend::attach(blk.clone(), d, sink).map_err(Error::generic)?;
     let mut config = props.config.clone();
-    config.iothread = iothread;
+    let iothread_path = iothread.as_ref().map(|(_, path)| path.clone());
+    config.iothread = iothread.map(|(handle, _)| handle);
     if config.geometry == Geometry::default() {
         // Read below the backend, as QEMU's guess is not I/O the
         // statistics count.
@@ -435,6 +438,7 @@ fn add_virtio_blk(p: &mut Plug<'_>, d: &Opts, path: &str) -> Result<PeripheralKi
         config_wce: props.config.config_wce,
         geometry: (geometry.cylinders, geometry.heads, geometry.sectors),
         disable_legacy: if props.legacy { "off" } else { "on" },
+        iothread: iothread_path,
     }))
 }
 

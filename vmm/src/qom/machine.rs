@@ -69,6 +69,8 @@ pub struct VirtioBlkDevice {
     /// `disable-legacy` as realize leaves it: `auto` resolved, to `off` on
     /// the conventional PCI bus.
     pub disable_legacy: &'static str,
+    /// The canonical path of the iothread it runs on (`iothread=`).
+    pub iothread: Option<String>,
 }
 
 pub enum PeripheralKind {
@@ -503,6 +505,10 @@ fn add_virtio_blk(tree: &mut Tree, pci: &mut PciBus, p: &Peripheral, v: &VirtioB
     tree.add_link(bus, "hotplug-handler", "hotplug-handler", None);
     tree.add_link(bus, "child[0]", "virtio-blk-device", Some(backend));
     tree.add_link(backend, "parent_bus", "bus", Some(bus));
+    // The device's iothread link, and the proxy's alias of it.
+    let iothread = v.iothread.as_deref().and_then(|p| tree.resolve(p).ok());
+    tree.add_link(backend, "iothread", "iothread", iothread);
+    tree.add_link(proxy, "iothread", "iothread", iothread);
 }
 
 /// The tree for `d`, and its PCI bus where the machine has one.
