@@ -632,6 +632,16 @@ fn a_device_on_an_iothread_runs_its_io_there() {
         c.qom_get("/machine/peripheral/vb0", "iothread"),
         json!("/objects/io0")
     );
+    let qtree = c.ok(
+        "human-monitor-command",
+        json!({"command-line": "info qtree"}),
+    );
+    assert!(
+        qtree
+            .as_str()
+            .is_some_and(|t| t.contains("iothread = \"/objects/io0\"")),
+        "{qtree}"
+    );
     let names = thread_names(vmm.child.id());
     assert!(names.iter().any(|n| n == "IO io0"), "{names:?}");
     assert!(!names.iter().any(|n| n == "virtio-blk-io"), "{names:?}");
