@@ -85,12 +85,35 @@ impl InterruptLine for NoInterrupt {
     fn set_level(&self, _high: bool) {}
 }
 
+/// A device's I/O loop as an iothread drives it, one step at a time,
+/// beside the other devices placed on the same thread.
+pub trait HostedLoop: Send {
+    /// Readable when the loop has something to handle.
+    fn fd(&self) -> std::os::fd::RawFd;
+    /// How long the loop wants to busy-poll now (0: not at all).
+    fn poll_ns(&self) -> u64;
+    /// Polling starts (the device's notifications go off); false when
+    /// it does not poll now.
+    fn poll_begin(&mut self) -> bool;
+    /// One look for work while polling.
+    fn poll_check(&mut self) -> bool;
+    /// Polling ended without work; true when some came meanwhile.
+    fn poll_end(&mut self) -> bool;
+    /// The thread slept this long after polling found nothing.
+    fn slept(&mut self, ns: u64);
+    /// Handles what is ready without blocking (`polled`: polling found
+    /// work); false once the device ended its loop.
+    fn run_once(&mut self, polled: bool) -> bool;
+}
+
 /// A thread that runs devices' I/O loops (an `iothread` object): a
 /// device placed on it runs its loop there instead of on a thread of its
-/// own, and polls as long as the thread's poll-max-ns says.
+/// own, beside the others placed there, and polls as long as the
+/// thread's poll-max-ns says.
 pub trait IoThreadHost: Send + Sync {
-    /// Runs `job` on the thread; the receiver hears when it returned.
-    fn run(&self, job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::sync::mpsc::Receiver<()>>;
+    /// Adds a device's loop; the receiver hears when the loop ended.
+    fn attach(&self, hosted: Box<dyn HostedLoop>)
+        -> std::io::Result<std::sync::mpsc::Receiver<()>>;
     /// The thread's adaptive-polling limit now, in nanoseconds.
     fn poll_max_ns(&self) -> u64;
 }

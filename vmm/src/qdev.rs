@@ -319,11 +319,9 @@ fn claim_iothread(
             "Invalid parameter type for 'iothread', expected: iothread",
         ));
     };
-    let handle = iothread.claim().ok_or_else(|| {
-        Error::generic(format!(
-            "not available yet: iothread '{path}' already runs a device's I/O, and vmm places one device on each iothread"
-        ))
-    })?;
+    let handle = iothread
+        .claim()
+        .ok_or_else(|| Error::generic(format!("iothread '{path}' has no thread")))?;
     Ok((handle, tree.canonical_path(obj)))
 }
 

@@ -163,7 +163,7 @@ impl Worker {
         let server = Server::new(setup)?;
         let c = control.clone();
         let runner = match host {
-            Some(h) => Runner::Hosted(h.0.run(Box::new(move || server.run(&c)))?),
+            Some(h) => Runner::Hosted(h.0.attach(Box::new(Hosted::new(server, c)?))?),
             None => Runner::Thread(
                 std::thread::Builder::new()
                     .name("virtio-blk-io".into())
@@ -219,6 +219,82 @@ impl Drop for Worker {
             }
             None => {}
         }
+    }
+}
+
+/// A device's loop on an iothread: the same server, driven a step at a
+/// time by the iothread's loop (which busy-polls all its devices at once
+/// and sleeps on their epoll descriptors).
+struct Hosted {
+    server: Server,
+    control: Arc<Control>,
+    epoll: Epoll,
+    /// Without an event loop the device still answers the VMM.
+    broken_loop: bool,
+}
+
+impl Hosted {
+    fn new(server: Server, control: Arc<Control>) -> io::Result<Hosted> {
+        let epoll = server.register(&control)?;
+        Ok(Hosted {
+            server,
+            control,
+            epoll,
+            broken_loop: false,
+        })
+    }
+}
+
+impl crate::platform::HostedLoop for Hosted {
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    fn poll_ns(&self) -> u64 {
+        self.server.poll_ns
+    }
+
+    fn poll_begin(&mut self) -> bool {
+        self.server.poll_begin()
+    }
+
+    fn poll_check(&mut self) -> bool {
+        self.server.poll_check()
+    }
+
+    fn poll_end(&mut self) -> bool {
+        self.server.poll_end()
+    }
+
+    fn slept(&mut self, ns: u64) {
+        self.server.adapt_poll_time(ns);
+    }
+
+    fn run_once(&mut self, polled: bool) -> bool {
+        if self.broken_loop {
+            return self.server.handle_messages(&self.control);
+        }
+        // Everything ready now: the iothread waits on this descriptor
+        // edge-triggered, so nothing may stay behind.
+        let mut events = [EpollEvent::default(); 16];
+        loop {
+            let n = match self.epoll.wait(0, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.broken_loop = true;
+                    return true;
+                }
+            };
+            if !self.server.handle_events(&self.control, &events[..n]) {
+                return false;
+            }
+            if n < events.len() {
+                break;
+            }
+        }
+        self.server.after_events(polled);
+        true
     }
 }
 
@@ -367,84 +443,114 @@ impl Server {
             if !polled {
                 self.adapt_poll_time(slept.elapsed().as_nanos() as u64);
             }
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_CONTROL => {
-                        if !self.handle_messages(control) {
-                            return;
-                        }
-                    }
-                    TOKEN_RING => {
-                        if let Some((_, fd)) = &self.exec.ring {
-                            let _ = fd.read();
-                        }
-                    }
-                    // reap() below takes the pool's completions.
-                    TOKEN_POOL => {}
-                    q => {
-                        let q = q as usize;
-                        if let Some(k) = self.kicks.get(q) {
-                            let _ = k.read();
-                        }
-                        self.serve_queue(q);
+            if !self.handle_events(control, &events[..n]) {
+                return;
+            }
+            self.after_events(polled);
+        }
+    }
+
+    /// Acts on what epoll reported; false once the VMM ended the loop.
+    fn handle_events(&mut self, control: &Control, events: &[EpollEvent]) -> bool {
+        for ev in events {
+            match ev.data() {
+                TOKEN_CONTROL => {
+                    if !self.handle_messages(control) {
+                        return false;
                     }
                 }
-            }
-            if polled {
-                for q in 0..self.queues.len() {
+                TOKEN_RING => {
+                    if let Some((_, fd)) = &self.exec.ring {
+                        let _ = fd.read();
+                    }
+                }
+                // reap() takes the pool's completions.
+                TOKEN_POOL => {}
+                q => {
+                    let q = q as usize;
+                    if let Some(k) = self.kicks.get(q) {
+                        let _ = k.read();
+                    }
                     self.serve_queue(q);
                 }
             }
-            self.reap();
-            self.notify_used();
         }
+        true
+    }
+
+    /// The end of a pass: the queues again if polling found work, then
+    /// completions and interrupts.
+    fn after_events(&mut self, polled: bool) {
+        if polled {
+            for q in 0..self.queues.len() {
+                self.serve_queue(q);
+            }
+        }
+        self.reap();
+        self.notify_used();
     }
 
     /// Spins up to POLL_NS for new requests or completions, with the
     /// queues' notifications off meanwhile (the driver need not exit to
     /// notify a device that is looking anyway); true when it found some.
     fn poll_for_work(&mut self) -> bool {
-        let poll_ns = self.poll_ns;
-        if poll_ns == 0 || self.exec.idle() {
+        if !self.poll_begin() {
             return false;
         }
-        let Server {
-            mem, queues, exec, ..
-        } = self;
-        for q in queues.iter_mut().filter(|q| q.ready()) {
-            if q.disable_notification(mem).is_err() {
-                return false;
-            }
-        }
-        let has_requests = |queues: &[Queue]| {
-            queues.iter().filter(|q| q.ready()).any(|q| {
-                q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-                    .is_ok_and(|a| a.0 != q.next_avail())
-            })
-        };
         let start = Instant::now();
         loop {
-            if let Some((ring, _)) = exec.ring.as_mut() {
-                if ring.submission().taskrun() {
-                    let _ = ring.submit();
-                }
-                if !ring.completion().is_empty() {
-                    return true;
-                }
-            }
-            if exec.pooled > 0 && exec.pool.has_completions() {
+            if self.poll_check() {
                 return true;
             }
-            if has_requests(queues) {
-                return true;
-            }
-            if start.elapsed().as_nanos() as u64 >= poll_ns {
+            if start.elapsed().as_nanos() as u64 >= self.poll_ns {
                 break;
             }
             std::hint::spin_loop();
         }
-        // Notifications back on; a request that came in between is
-        // served now rather than waiting for a notify that will not come.
+        self.poll_end()
+    }
+
+    /// Polling starts: the queues' notifications go off. False when the
+    /// device does not poll now (no poll time, paused, or the driver's
+    /// rings unreadable).
+    fn poll_begin(&mut self) -> bool {
+        if self.poll_ns == 0 || self.exec.idle() {
+            return false;
+        }
+        let Server { mem, queues, .. } = self;
+        queues
+            .iter_mut()
+            .filter(|q| q.ready())
+            .all(|q| q.disable_notification(mem).is_ok())
+    }
+
+    /// One look for new requests or completions while polling.
+    fn poll_check(&mut self) -> bool {
+        let Server {
+            mem, queues, exec, ..
+        } = self;
+        if let Some((ring, _)) = exec.ring.as_mut() {
+            if ring.submission().taskrun() {
+                let _ = ring.submit();
+            }
+            if !ring.completion().is_empty() {
+                return true;
+            }
+        }
+        if exec.pooled > 0 && exec.pool.has_completions() {
+            return true;
+        }
+        queues.iter().filter(|q| q.ready()).any(|q| {
+            q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                .is_ok_and(|a| a.0 != q.next_avail())
+        })
+    }
+
+    /// Polling ends without work: notifications back on; a request that
+    /// came in between is served now rather than waiting for a notify
+    /// that will not come (true).
+    fn poll_end(&mut self) -> bool {
+        let Server { mem, queues, .. } = self;
         let mut found = false;
         for q in queues.iter_mut().filter(|q| q.ready()) {
             found |= q.enable_notification(mem).unwrap_or(true);

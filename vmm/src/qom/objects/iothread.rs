@@ -1,17 +1,19 @@
-//! `iothread`: a thread with its own event loop that a block device can
-//! be placed on (`-device virtio-blk-pci,iothread=ID`): the device's I/O
-//! loop then runs on this thread, polling as long as its poll-max-ns
-//! says. Its adaptive-polling parameters may change while it runs
+//! `iothread`: a thread with its own event loop that block devices can
+//! be placed on (`-device virtio-blk-pci,iothread=ID`): their I/O loops
+//! then run on this thread, all of them busy-polled together as long as
+//! its poll-max-ns says, then waited for on their descriptors. Its adaptive-polling parameters may change while it runs
 //! (qom-set), and query-iothreads reports them with its thread id.
 
 use crate::qom::props::{Access, ObjectState, PropInfo, PropInput};
 use crate::qom::tree::Tree;
-use mio::{Events, Poll, Token, Waker};
+use devices::platform::HostedLoop;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 use qmp::Error;
 use serde_json::Value;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -20,7 +22,8 @@ const POLL_MAX_NS_DEFAULT: i64 = 32768;
 
 const PARAMS: &[&str] = &["poll-max-ns", "poll-grow", "poll-shrink"];
 
-type Job = (Box<dyn FnOnce() + Send>, mpsc::Sender<()>);
+/// A device's loop to take on, and whom to tell when it ended.
+type Job = (Box<dyn HostedLoop>, mpsc::Sender<()>);
 
 /// What the thread and the control plane share.
 #[derive(Default)]
@@ -28,10 +31,10 @@ struct Shared {
     poll: [AtomicI64; 3],
     stop: AtomicBool,
     tid: AtomicI32,
-    /// Device loops to run, in order.
+    /// Device loops to take on.
     jobs: Mutex<VecDeque<Job>>,
-    /// A device is placed on the thread (vmm runs one per iothread).
-    claimed: AtomicBool,
+    /// How many devices are placed on the thread.
+    claimed: AtomicUsize,
 }
 
 /// What a device gets to run its loop on the thread.
@@ -41,20 +44,20 @@ struct Host {
 }
 
 impl Drop for Host {
-    /// The device that had the thread is gone (or was never built).
+    /// A device that had the thread is gone (or was never built).
     fn drop(&mut self) {
-        self.shared.claimed.store(false, Ordering::SeqCst);
+        self.shared.claimed.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl devices::platform::IoThreadHost for Host {
-    fn run(&self, job: Box<dyn FnOnce() + Send>) -> std::io::Result<mpsc::Receiver<()>> {
+    fn attach(&self, hosted: Box<dyn HostedLoop>) -> std::io::Result<mpsc::Receiver<()>> {
         let (tx, rx) = mpsc::channel();
         self.shared
             .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((job, tx));
+            .push_back((hosted, tx));
         self.waker.wake()?;
         Ok(rx)
     }
@@ -84,14 +87,11 @@ impl IoThread {
         i64::from(self.shared.tid.load(Ordering::SeqCst))
     }
 
-    /// The thread for a device's I/O loop; None when a device already
-    /// has it (vmm runs one device's loop per iothread) or it has no
-    /// thread.
+    /// The thread for a device's I/O loop (None before it runs); the
+    /// iothread counts as in use while the handle lives.
     pub fn claim(&self) -> Option<devices::platform::IoThreadHandle> {
         let (_, waker) = self.thread.as_ref()?;
-        if self.shared.claimed.swap(true, Ordering::SeqCst) {
-            return None;
-        }
+        self.shared.claimed.fetch_add(1, Ordering::SeqCst);
         Some(devices::platform::IoThreadHandle(Arc::new(Host {
             shared: self.shared.clone(),
             waker: waker.clone(),
@@ -142,27 +142,88 @@ impl Default for IoThread {
     }
 }
 
-/// Waits for work until told to stop: a device's I/O loop runs here
-/// until the device ends it (reset, or the VMM going).
+/// The thread's loop until told to stop: the devices placed on it are
+/// busy-polled together (as long as the longest poll time among them),
+/// then waited for on their descriptors, then each handles what is
+/// ready, as QEMU's AioContext serves its handlers.
 fn event_loop(mut poll: Poll, shared: &Shared) {
     let mut events = Events::with_capacity(64);
+    let mut hosted: Vec<Job> = Vec::new();
+    let mut next_token = 1;
     while !shared.stop.load(Ordering::SeqCst) {
-        let job = shared
+        let jobs: Vec<Job> = shared
             .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        if let Some((job, done)) = job {
-            job();
-            let _ = done.send(());
-            continue;
+            .drain(..)
+            .collect();
+        for (h, done) in jobs {
+            let fd = h.fd();
+            // A loop that cannot be watched is ended at once.
+            if poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(next_token), Interest::READABLE)
+                .is_err()
+            {
+                let _ = done.send(());
+                continue;
+            }
+            next_token += 1;
+            hosted.push((h, done));
         }
-        if let Err(e) = poll.poll(&mut events, None) {
+        let found = poll_all(&mut hosted);
+        let slept = std::time::Instant::now();
+        let timeout = found.then_some(std::time::Duration::ZERO);
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 break;
             }
         }
+        if !found {
+            let ns = slept.elapsed().as_nanos() as u64;
+            for (h, _) in &mut hosted {
+                h.slept(ns);
+            }
+        }
+        hosted.retain_mut(|(h, done)| {
+            if h.run_once(found) {
+                return true;
+            }
+            let fd = h.fd();
+            let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            let _ = done.send(());
+            false
+        });
     }
+}
+
+/// Busy-polls every device that wants it, up to the longest poll time
+/// among them; true when one found work.
+fn poll_all(hosted: &mut [Job]) -> bool {
+    let poll_ns = hosted.iter().map(|(h, _)| h.poll_ns()).max().unwrap_or(0);
+    if poll_ns == 0 {
+        return false;
+    }
+    let polling: Vec<bool> = hosted.iter_mut().map(|(h, _)| h.poll_begin()).collect();
+    let start = std::time::Instant::now();
+    loop {
+        for ((h, _), on) in hosted.iter_mut().zip(&polling) {
+            if *on && h.poll_check() {
+                return true;
+            }
+        }
+        if start.elapsed().as_nanos() as u64 >= poll_ns {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let mut found = false;
+    for ((h, _), on) in hosted.iter_mut().zip(&polling) {
+        if *on {
+            found |= h.poll_end();
+        }
+    }
+    found
 }
 
 impl Drop for IoThread {
@@ -212,10 +273,94 @@ impl ObjectState for IoThread {
     /// A device runs its loop on the thread: deleting it would leave
     /// the device without one.
     fn can_be_deleted(&self) -> bool {
-        !self.shared.claimed.load(Ordering::SeqCst)
+        self.shared.claimed.load(Ordering::SeqCst) == 0
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicU32;
+    use std::time::{Duration, Instant};
+    use vmm_sys_util::eventfd::EventFd;
+
+    /// A loop that counts the signals on its eventfd and ends after
+    /// `last` of them.
+    struct Counting {
+        efd: Arc<EventFd>,
+        seen: Arc<AtomicU32>,
+        last: u32,
+    }
+
+    impl HostedLoop for Counting {
+        fn fd(&self) -> std::os::fd::RawFd {
+            self.efd.as_raw_fd()
+        }
+        fn poll_ns(&self) -> u64 {
+            0
+        }
+        fn poll_begin(&mut self) -> bool {
+            false
+        }
+        fn poll_check(&mut self) -> bool {
+            false
+        }
+        fn poll_end(&mut self) -> bool {
+            false
+        }
+        fn slept(&mut self, _ns: u64) {}
+        fn run_once(&mut self, _polled: bool) -> bool {
+            if self.efd.read().is_ok() {
+                self.seen.fetch_add(1, Ordering::SeqCst);
+            }
+            self.seen.load(Ordering::SeqCst) < self.last
+        }
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !what() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn one_thread_serves_several_device_loops() {
+        let mut t = IoThread::new();
+        t.start("test-io".into()).expect("thread");
+        let (a, b) = (t.claim().expect("claim"), t.claim().expect("claim"));
+        assert!(!t.can_be_deleted());
+        let new_loop = |last| {
+            let efd = Arc::new(EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"));
+            let seen = Arc::new(AtomicU32::new(0));
+            let l = Counting {
+                efd: efd.clone(),
+                seen: seen.clone(),
+                last,
+            };
+            (l, efd, seen)
+        };
+        let (la, ea, sa) = new_loop(2);
+        let (lb, eb, sb) = new_loop(100);
+        let done_a = a.0.attach(Box::new(la)).expect("attach");
+        let _done_b = b.0.attach(Box::new(lb)).expect("attach");
+        ea.write(1).expect("signal");
+        eb.write(1).expect("signal");
+        wait_for(|| sa.load(Ordering::SeqCst) == 1 && sb.load(Ordering::SeqCst) == 1);
+        // The second signal ends loop a; b goes on being served.
+        ea.write(1).expect("signal");
+        done_a
+            .recv_timeout(Duration::from_secs(10))
+            .expect("loop a ended");
+        eb.write(1).expect("signal");
+        wait_for(|| sb.load(Ordering::SeqCst) == 2);
+        drop((a, b));
+        assert!(t.can_be_deleted());
     }
 }
