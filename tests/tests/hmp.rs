@@ -1742,3 +1742,120 @@ fn ctrl_a_s_on_a_mux_commits_the_drives() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Hostile arguments to every command that leaves the machine as it is
+/// (no reset, quit, stop, port or memory writes): the monitor answers each
+/// and the guest keeps running. The choices come from a fixed sequence,
+/// so a failure repeats.
+#[test]
+fn random_commands_leave_the_monitor_answering() {
+    let dir = TempDir::new("hmp-random");
+    let img = create_image(&dir, "r.raw", "raw", "1M");
+    let serial = dir.path().join("com1.log");
+    let d = format!("file={},if=none,id=d0,format=raw", img.display());
+    let args = vmm_tests::guest_args(
+        "idle",
+        &serial,
+        &["-drive", &d, "-device", "virtio-blk-pci,drive=d0,id=vb0"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vmm = VmmProcess::start(&args);
+    let mut c = vmm.qmp();
+    wait_for_text(&serial, GUEST_TIMEOUT, |l| l.contains("vmm-guest: idle"));
+    const CHANGES_THE_MACHINE: &[&str] = &[
+        "quit",
+        "q",
+        "system_reset",
+        "system_powerdown",
+        "stop",
+        "cont",
+        "c",
+        "o",
+        "i",
+        "drive_del",
+        "commit",
+        "x",
+        "xp",
+        "sum",
+        "gpa2hpa",
+        "memsave",
+        "pmemsave",
+        "chardev-remove",
+        "chardev-change",
+        "object_del",
+        "device_del",
+        "sendkey",
+        "mouse_set",
+        "screendump",
+        "dump-guest-memory",
+        "migrate",
+        "savevm",
+        "loadvm",
+        "delvm",
+        "logfile",
+    ];
+    let help = hmp(&mut c, "help");
+    let names: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| n.split('|').next())
+        .filter(|n| !CHANGES_THE_MACHINE.contains(n))
+        .collect();
+    const ARGS: &[&str] = &[
+        "",
+        "0",
+        "-1",
+        "0xffffffffffffffff",
+        "99999999999999999999",
+        "d0",
+        "vb0",
+        "/",
+        "/x",
+        "/100xg",
+        "\"",
+        "'",
+        "\\",
+        "a,b=c",
+        "=",
+        ",",
+        "help",
+        "?",
+        "-f",
+        "-n",
+        "-v",
+        "on",
+        "off",
+        "1.5",
+        "1e309",
+        "nan",
+        "%s%n",
+        "\t",
+        "é",
+        "id=x",
+        "driver=virtio-blk-pci",
+        "qom-type=iothread,id=z",
+        "/machine",
+        "//",
+        "..",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..600 {
+        let mut line = names[next(names.len())].to_string();
+        for _ in 0..next(5) {
+            line.push(' ');
+            line.push_str(ARGS[next(ARGS.len())]);
+        }
+        let r = c.execute("human-monitor-command", json!({ "command-line": line }));
+        assert!(
+            r.get("return").is_some() || r.get("error").is_some(),
+            "{line:?}: {r}"
+        );
+    }
+    assert_eq!(c.ok("query-status", json!({}))["status"], "running");
+}
