@@ -114,8 +114,9 @@ pub trait IoThreadHost: Send + Sync {
     /// Adds a device's loop; the receiver hears when the loop ended.
     fn attach(&self, hosted: Box<dyn HostedLoop>)
         -> std::io::Result<std::sync::mpsc::Receiver<()>>;
-    /// The thread's adaptive-polling limit now, in nanoseconds.
-    fn poll_max_ns(&self) -> u64;
+    /// The thread's adaptive-polling settings now: poll-max-ns,
+    /// poll-grow and poll-shrink.
+    fn poll_params(&self) -> [u64; 3];
 }
 
 /// A device's iothread, as its configuration carries it.

@@ -62,8 +62,8 @@ impl devices::platform::IoThreadHost for Host {
         Ok(rx)
     }
 
-    fn poll_max_ns(&self) -> u64 {
-        self.shared.poll[0].load(Ordering::Relaxed).max(0) as u64
+    fn poll_params(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.shared.poll[i].load(Ordering::Relaxed).max(0) as u64)
     }
 }
 
