@@ -1550,6 +1550,9 @@ fn memory_and_port_commands() {
     assert_eq!(hmp(&mut c, "i /w 0x1234"), "portl[0x1234] = 0xffffffff\r\n");
     assert_eq!(hmp(&mut c, "o /b 0x3ff 0"), "");
     assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 00\r\n");
+    // ADDR.INDEX: the index goes to the port, the value comes from the
+    // next one (the CMOS's register D: valid RAM and time).
+    assert_eq!(hmp(&mut c, "i /b 0x70.0x0d"), "portb[0x0071] = 0x80\r\n");
 }
 
 /// HMP drive_add adds an `if=none` drive (for a device to use), as

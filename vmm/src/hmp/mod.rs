@@ -588,7 +588,7 @@ const COMMANDS: &[Cmd] = &[
     ),
     cmd(
         "i",
-        "fmt:/,addr:i",
+        "fmt:/,addr:i,index:i.",
         "/fmt addr",
         "I/O port read",
         Run::Fn(ioport_read),
@@ -1526,11 +1526,18 @@ fn port_size(args: &Args) -> usize {
 /// HMP `i`: reads a port as a vCPU would, printed as QEMU prints it
 /// (C's `%#0*x`: no prefix for 0).
 fn ioport_read(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
-    let addr = (int_arg(args, "addr").unwrap_or(0) & 0xffff) as u16;
+    let mut addr = int_arg(args, "addr").unwrap_or(0);
     let size = port_size(args);
     let Some(m) = ctx.vmm.vm.machine.as_ref() else {
         return Ok(());
     };
+    // `ADDR.INDEX`: the index goes to ADDR first, the value is read from
+    // the next port (an index/data pair such as the CMOS's).
+    if let Some(index) = int_arg(args, "index") {
+        m.port_write((addr & 0xffff) as u16, 1, (index & 0xff) as u32);
+        addr += 1;
+    }
+    let addr = (addr & 0xffff) as u16;
     let val = m.port_read(addr, size);
     let suffix = match size {
         2 => 'w',

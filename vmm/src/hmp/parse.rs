@@ -440,6 +440,15 @@ pub fn arguments(
                     if optional && c.at_end() {
                         continue;
                     }
+                    // `i.`: present only when a '.' introduces it (the
+                    // `i` command's index: `i /b 0x70.0x0f`).
+                    if ty.ends_with('.') {
+                        if c.peek() != b'.' {
+                            continue;
+                        }
+                        c.pos += 1;
+                        c.skip_space();
+                    }
                     let v = expression(c, regs)?;
                     if kind == b'i' && (v >> 32) & 0xffff_ffff != 0 {
                         return Err(format!(
