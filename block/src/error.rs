@@ -66,22 +66,7 @@ impl From<BlockError> for qmp::Error {
     }
 }
 
-/// `strerror` text of an errno, as QEMU appends it (`: No such file or
-/// directory`), without Rust's " (os error N)".
-pub fn strerror(e: &std::io::Error) -> String {
-    let Some(code) = e.raw_os_error() else {
-        return e.to_string();
-    };
-    // SAFETY: strerror returns a pointer to a static or thread-local
-    // NUL-terminated string.
-    let p = unsafe { libc::strerror(code) };
-    if p.is_null() {
-        return e.to_string();
-    }
-    // SAFETY: non-null pointer from strerror, NUL-terminated.
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
-}
+/// QEMU's strerror text of an OS error.
+pub use qmp::strerror;
 
 pub type Result<T> = std::result::Result<T, BlockError>;

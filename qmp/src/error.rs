@@ -43,3 +43,27 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The `strerror` text of an OS error, as QEMU appends it to its
+/// messages (`: No such file or directory`): Rust's text without its
+/// " (os error N)".
+pub fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .map_or_else(|| text.clone(), str::to_string),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strerror_is_the_c_text() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(super::strerror(&e), "No such file or directory");
+        let other = std::io::Error::other("plain");
+        assert_eq!(super::strerror(&other), "plain");
+    }
+}

@@ -24,4 +24,4 @@ pub mod qapi {
         include_str!(concat!(env!("OUT_DIR"), "/qapi_schema_info.json"));
 }
 
-pub use error::Error;
+pub use error::{strerror, Error};

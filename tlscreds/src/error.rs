@@ -292,24 +292,8 @@ impl From<TlsCredsError> for qmp::Error {
     }
 }
 
-/// `strerror` text of an errno, as QEMU appends it, without Rust's
-/// " (os error N)".
-pub(crate) fn strerror(e: &std::io::Error) -> String {
-    let Some(code) = e.raw_os_error() else {
-        return e.to_string();
-    };
-    // SAFETY: strerror returns a pointer to a NUL-terminated string that
-    // stays valid until the next strerror call on this thread; it is
-    // copied at once.
-    let p = unsafe { libc::strerror(code) };
-    if p.is_null() {
-        return e.to_string();
-    }
-    // SAFETY: non-null and NUL-terminated, as above.
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
-}
+/// QEMU's strerror text of an OS error.
+pub(crate) use qmp::strerror;
 
 /// GLib's g_file_get_contents texts for a file that cannot be opened or
 /// read, which QEMU passes on.
