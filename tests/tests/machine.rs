@@ -294,11 +294,28 @@ fn s3_suspends_and_system_wakeup_wakes_the_guest() {
     c.ok("cont", json!({}));
     assert_eq!(c.ok("query-status", json!({}))["status"], "suspended");
     c.ok("system_wakeup", json!({}));
+    assert_woke(&mut g, &mut c);
+    assert!(!c.event_names().contains(&"RESET".to_string()));
+}
+
+/// The suspend guest, run until it suspended to S3.
+fn suspended_guest() -> (Guest, QmpClient) {
+    let g = Guest::start("acpi-suspend", &["-S"]);
+    let mut c = g.vmm.qmp();
+    c.ok("cont", json!({}));
+    c.wait_event("SUSPEND");
+    (g, c)
+}
+
+/// The suspended guest woke (WAKEUP) and reported it before ending.
+fn assert_woke(g: &mut Guest, c: &mut QmpClient) {
     c.wait_event("WAKEUP");
     assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
-    let out = g.output();
-    assert!(out.contains("ok acpi-suspend woke"), "{out}");
-    assert!(!c.event_names().contains(&"RESET".to_string()));
+    assert!(
+        g.output().contains("ok acpi-suspend woke"),
+        "{}",
+        g.output()
+    );
 }
 
 /// Input wakes a suspended guest as QEMU's PS/2 devices ask: any key
@@ -306,10 +323,7 @@ fn s3_suspends_and_system_wakeup_wakes_the_guest() {
 /// never enabled does not record.
 #[test]
 fn a_key_wakes_a_suspended_guest_and_a_disabled_mouse_does_not() {
-    let mut g = Guest::start("acpi-suspend", &["-S"]);
-    let mut c = g.vmm.qmp();
-    c.ok("cont", json!({}));
-    c.wait_event("SUSPEND");
+    let (mut g, mut c) = suspended_guest();
     c.ok(
         "input-send-event",
         json!({"events": [{"type": "btn", "data": {"button": "left", "down": true}},
@@ -326,34 +340,19 @@ fn a_key_wakes_a_suspended_guest_and_a_disabled_mouse_does_not() {
         json!({"events": [{"type": "key", "data": {"down": true,
                            "key": {"type": "qcode", "data": "a"}}}]}),
     );
-    c.wait_event("WAKEUP");
-    assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
-    assert!(
-        g.output().contains("ok acpi-suspend woke"),
-        "{}",
-        g.output()
-    );
+    assert_woke(&mut g, &mut c);
 }
 
 /// send-key goes through the same keyboard: a key wakes a suspended
 /// guest, as QEMU's PS/2 keyboard asks.
 #[test]
 fn send_key_wakes_a_suspended_guest() {
-    let mut g = Guest::start("acpi-suspend", &["-S"]);
-    let mut c = g.vmm.qmp();
-    c.ok("cont", json!({}));
-    c.wait_event("SUSPEND");
+    let (mut g, mut c) = suspended_guest();
     c.ok(
         "send-key",
         json!({"keys": [{"type": "qcode", "data": "a"}], "hold-time": 10}),
     );
-    c.wait_event("WAKEUP");
-    assert_eq!(g.vmm.wait_exit().code(), Some(1), "{}", g.output());
-    assert!(
-        g.output().contains("ok acpi-suspend woke"),
-        "{}",
-        g.output()
-    );
+    assert_woke(&mut g, &mut c);
 }
 
 #[test]
