@@ -257,6 +257,15 @@ pub fn run_vmm(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `vmm ARGS`, which must fail to start with `text` in what it
+/// prints on stderr; returns all of stderr.
+pub fn start_fails(args: &[&str], text: &str) -> String {
+    let (status, _out, err) = run_vmm(args);
+    assert!(!status.success(), "{args:?} started");
+    assert!(err.contains(text), "{args:?}: {err}");
+    err
+}
+
 /// A QMP client over a unix socket.
 pub struct QmpClient {
     pub stream: UnixStream,

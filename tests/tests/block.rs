@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vmm_tests::{run_vmm, TempDir, VmmProcess};
+use vmm_tests::{start_fails, TempDir, VmmProcess};
 
 fn image(dir: &Path, name: &str, size: &str) -> PathBuf {
     let p = dir.join(name);
@@ -240,11 +240,9 @@ fn image_locks_keep_a_second_writer_out() {
     assert!(e.contains("Failed to get \"write\" lock"), "{e}");
     assert!(qemu_img_info(&img, false).is_ok(), "reading stays allowed");
 
-    let (status, _, stderr) = run_vmm(&args);
-    assert!(!status.success());
-    assert!(
-        stderr.contains(&format!("-drive {drive}: Failed to get \"write\" lock")),
-        "{stderr}"
+    let stderr = start_fails(
+        &args,
+        &format!("-drive {drive}: Failed to get \"write\" lock"),
     );
     assert!(
         stderr.contains("Is another process using the image?"),
@@ -306,11 +304,7 @@ fn cache_direct_opens_with_o_direct() {
 fn command_line_errors() {
     let dir = TempDir::new("block-cmdline");
     let img = image(dir.path(), "disk.img", "1M");
-    let run = |args: &[&str]| {
-        let (status, _, stderr) = run_vmm(args);
-        assert!(!status.success(), "{args:?} should fail");
-        stderr
-    };
+    let run = |args: &[&str]| start_fails(args, "");
     let e = run(&[
         "-machine",
         "none",

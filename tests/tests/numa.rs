@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 use std::io::{Seek, SeekFrom, Write};
-use vmm_tests::{guest_args, run_vmm, TempDir, VmmProcess};
+use vmm_tests::{guest_args, start_fails, TempDir, VmmProcess};
 
 fn hmp(qmp: &mut vmm_tests::QmpClient, line: &str) -> String {
     qmp.ok("human-monitor-command", json!({ "command-line": line }))
@@ -200,9 +200,7 @@ fn numa_start_up_errors_are_qemus() {
     let fails = |args: &[&str], text: &str| {
         let mut all = vec!["-nodefaults", "-S", "-m", "256"];
         all.extend_from_slice(args);
-        let (status, _out, err) = run_vmm(&all);
-        assert!(!status.success(), "{args:?}");
-        assert!(err.contains(text), "{args:?}: {err}");
+        start_fails(&all, text);
     };
     fails(
         &["-numa", "node,memdev=nope"],
@@ -340,7 +338,5 @@ fn mem_path_that_cannot_be_opened_falls_back_unless_prealloc() {
         err.contains("falling back to regular RAM allocation."),
         "{err}"
     );
-    let (status, _out, err) = run_vmm(&[ARGS, &["-mem-prealloc"]].concat());
-    assert!(!status.success());
-    assert!(err.contains(text), "{err}");
+    start_fails(&[ARGS, &["-mem-prealloc"]].concat(), text);
 }

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
-use vmm_tests::{generic, run_vmm, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, start_fails, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults"];
@@ -124,18 +124,14 @@ fn rng_random() {
     assert_eq!(hmp(&mut qmp, "object_del h"), "");
     assert!(!holds_open(pid, &pool));
 
-    let (status, _, err) = run_vmm(&[
-        "-nodefaults",
-        "-object",
-        "rng-random,id=r,filename=/nonexistent",
-    ]);
-    assert!(!status.success());
-    assert!(
-        err.contains(
-            "-object rng-random,id=r,filename=/nonexistent: \
-             Could not open '/nonexistent': No such file or directory"
-        ),
-        "{err}"
+    start_fails(
+        &[
+            "-nodefaults",
+            "-object",
+            "rng-random,id=r,filename=/nonexistent",
+        ],
+        "-object rng-random,id=r,filename=/nonexistent: \
+         Could not open '/nonexistent': No such file or directory",
     );
 }
 
@@ -281,10 +277,8 @@ fn rng_egd() {
     qmp.ok("chardev-remove", json!({"id": "c0"}));
     assert_eq!(server.join().expect("server"), Vec::<u8>::new());
 
-    let (status, _, err) = run_vmm(&["-nodefaults", "-object", "rng-egd,id=e,chardev=nope"]);
-    assert!(!status.success());
-    assert!(
-        err.contains("-object rng-egd,id=e,chardev=nope: Device 'nope' not found"),
-        "{err}"
+    start_fails(
+        &["-nodefaults", "-object", "rng-egd,id=e,chardev=nope"],
+        "-object rng-egd,id=e,chardev=nope: Device 'nope' not found",
     );
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use vmm_tests::{generic, run_vmm, Oracle, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, start_fails, Oracle, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults", "-smp", "2"];
@@ -824,15 +824,14 @@ fn memory_backends_and_query_memdev() {
 
 #[test]
 fn bad_object_on_the_command_line_fails_start() {
-    let (status, _out, err) = run_vmm(&["-nodefaults", "-object", "secret,id=s0"]);
-    assert!(!status.success());
-    assert!(
-        err.contains("Either 'file' or 'data' must be provided"),
-        "{err}"
+    start_fails(
+        &["-nodefaults", "-object", "secret,id=s0"],
+        "Either 'file' or 'data' must be provided",
     );
-    let (status, _out, err) = run_vmm(&["-nodefaults", "-object", "iothread,id=i,poll-grow=x"]);
-    assert!(!status.success());
-    assert!(err.contains("poll-grow"), "{err}");
+    start_fails(
+        &["-nodefaults", "-object", "iothread,id=i,poll-grow=x"],
+        "poll-grow",
+    );
 }
 
 #[test]

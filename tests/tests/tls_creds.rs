@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vmm_tests::{generic, run_vmm, QmpClient, TempDir, VmmProcess};
+use vmm_tests::{generic, start_fails, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
     let mut args = vec!["-S", "-nodefaults"];
@@ -1137,16 +1137,12 @@ fn anon_credentials() {
 
 #[test]
 fn bad_credentials_on_the_command_line_fail_start() {
-    let (status, _out, err) = run_vmm(&[
-        "-nodefaults",
-        "-object",
-        "tls-creds-x509,id=t0,dir=/nonexistent,endpoint=server",
-    ]);
-    assert!(!status.success());
-    assert!(
-        err.contains(
-            "Unable to access credentials /nonexistent/ca-cert.pem: No such file or directory"
-        ),
-        "{err}"
+    start_fails(
+        &[
+            "-nodefaults",
+            "-object",
+            "tls-creds-x509,id=t0,dir=/nonexistent,endpoint=server",
+        ],
+        "Unable to access credentials /nonexistent/ca-cert.pem: No such file or directory",
     );
 }

@@ -658,9 +658,7 @@ fn a_device_on_an_iothread_runs_its_io_there() {
     let fails = |extra: &[&str], text: &str| {
         let mut all = vec!["-nodefaults", "-S", "-drive", &drive];
         all.extend_from_slice(extra);
-        let (status, _out, err) = vmm_tests::run_vmm(&all);
-        assert!(!status.success(), "{extra:?}");
-        assert!(err.contains(text), "{extra:?}: {err}");
+        vmm_tests::start_fails(&all, text);
     };
     fails(
         &["-device", "virtio-blk-pci,drive=d0,iothread=nope"],
