@@ -234,7 +234,6 @@ impl Drop for EgdClient {
 mod tests {
     use super::*;
     use crate::chardev::Registry;
-    use qmp::qapi::{ChardevBackend, ChardevSocket, SocketAddressLegacy, UnixSocketAddress};
     use std::io::Write;
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
@@ -291,20 +290,7 @@ mod tests {
         let path = dir.join("egd.sock");
         let _ = std::fs::remove_file(&path);
         let server = egd_server(UnixListener::bind(&path).unwrap());
-        let backend = ChardevBackend::Socket(ChardevSocket {
-            logfile: None,
-            logappend: None,
-            addr: SocketAddressLegacy::Unix(UnixSocketAddress {
-                path: path.display().to_string(),
-            }),
-            tls_creds: None,
-            server: Some(false),
-            wait: None,
-            nodelay: None,
-            telnet: None,
-            tn3270: None,
-            reconnect: None,
-        });
+        let backend = crate::chardev::unix_socket_backend(&path, false);
         let mut reg = Registry::new();
         let (c, _) = reg.add("egd", &backend).unwrap();
         let egd = EgdClient::attach(&c).unwrap();

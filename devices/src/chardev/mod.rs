@@ -1148,10 +1148,29 @@ impl Registry {
     }
 }
 
+/// A unix socket chardev at `path` (a server that does not wait for its
+/// client, or a client), for tests here and in other modules.
+#[cfg(test)]
+pub(crate) fn unix_socket_backend(path: &std::path::Path, server: bool) -> ChardevBackend {
+    ChardevBackend::Socket(qmp::qapi::ChardevSocket {
+        logfile: None,
+        logappend: None,
+        addr: qmp::qapi::SocketAddressLegacy::Unix(qmp::qapi::UnixSocketAddress {
+            path: path.display().to_string(),
+        }),
+        tls_creds: None,
+        server: Some(server),
+        wait: server.then_some(false),
+        nodelay: None,
+        telnet: None,
+        tn3270: None,
+        reconnect: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qmp::qapi::{ChardevSocket, UnixSocketAddress};
     use std::io::Read;
     use std::sync::Condvar;
     use std::time::{Duration, Instant};
@@ -1176,20 +1195,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chardev-bp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let backend = ChardevBackend::Socket(ChardevSocket {
-            logfile: None,
-            logappend: None,
-            addr: SocketAddressLegacy::Unix(UnixSocketAddress {
-                path: path.display().to_string(),
-            }),
-            tls_creds: None,
-            server: Some(true),
-            wait: Some(false),
-            nodelay: None,
-            telnet: None,
-            tn3270: None,
-            reconnect: None,
-        });
+        let backend = super::unix_socket_backend(&path, true);
         let mut reg = Registry::new();
         let (c, _) = reg.add("s", &backend).unwrap();
         let waker = Arc::new(Waker::default());
