@@ -105,11 +105,8 @@ fn errors_and_unknown_commands_print_qemus_texts() {
     assert_eq!(hmp(&mut c, "info foo"), "unknown command: 'info foo'\r\n");
     assert_eq!(hmp(&mut c, ""), "");
     // A command whose QMP counterpart has not landed prints its error.
-    let (_, desc) = c.err("query-migrate-cache-size", json!({}));
-    assert_eq!(
-        hmp(&mut c, "info migrate_cache_size"),
-        format!("{desc}\r\n")
-    );
+    let (_, desc) = c.err("query-dump", json!({}));
+    assert_eq!(hmp(&mut c, "info dump"), format!("{desc}\r\n"));
     let (_, desc) = c.err("set_link", json!({"name": "n0", "up": false}));
     assert_eq!(hmp(&mut c, "set_link n0 off"), format!("{desc}\r\n"));
     assert_eq!(
@@ -947,22 +944,15 @@ fn info_pci_memdev_iothreads_and_migration_format_their_queries() {
         )
     );
 
-    // Migration: the text of the queries' answers (their errors until
-    // the migration subsystem lands).
-    for (line, query) in [
-        ("info migrate", "query-migrate"),
-        ("info migrate_capabilities", "query-migrate-capabilities"),
-        ("info migrate_parameters", "query-migrate-parameters"),
+    // Migration: the formatting of each query is checked in
+    // tests/migration.rs; here only that it is text.
+    for line in [
+        "info migrate",
+        "info migrate_capabilities",
+        "info migrate_parameters",
     ] {
-        let r = c.execute(query, json!({}));
-        if let Some((_, desc)) = vmm_tests::error_of(&r) {
-            assert_eq!(hmp(&mut c, line), format!("{desc}\r\n"), "{line}");
-        } else {
-            assert!(
-                !hmp(&mut c, line).starts_with('{'),
-                "{line} is text, not JSON"
-            );
-        }
+        let text = hmp(&mut c, line);
+        assert!(!text.starts_with('{') && !text.is_empty(), "{line}: {text}");
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Vmm {
     pub numa: Option<crate::numa::NumaConfig>,
     /// The input handlers (keyboard, mouse) and where events go.
     pub input: crate::input::Input,
+    /// Migration status, capabilities and parameters.
+    pub migration: crate::migration::Migration,
 }
 
 impl Vmm {
@@ -74,6 +76,11 @@ fn not_implemented<T>(name: &str) -> Result<T, Error> {
     Err(Error::generic(format!(
         "Command '{name}' is not implemented yet"
     )))
+}
+
+/// Every migration setting that is refused is a GenericError.
+fn migration_error(e: crate::migration::MigrationError) -> Error {
+    Error::generic(e.to_string())
 }
 
 /// Errors of the run-state table are bugs, but a client gets an error,
@@ -653,23 +660,25 @@ impl QmpCommands for Vmm {
     }
 
     fn query_migrate(&mut self) -> Result<MigrationInfo, Error> {
-        not_implemented("query-migrate")
+        Ok(self.migration.info())
     }
 
-    fn migrate_set_capabilities(&mut self, _args: MigrateSetCapabilitiesArgs) -> Result<(), Error> {
-        not_implemented("migrate-set-capabilities")
+    fn migrate_set_capabilities(&mut self, args: MigrateSetCapabilitiesArgs) -> Result<(), Error> {
+        self.migration
+            .set_capabilities(&args.capabilities)
+            .map_err(migration_error)
     }
 
     fn query_migrate_capabilities(&mut self) -> Result<Vec<MigrationCapabilityStatus>, Error> {
-        not_implemented("query-migrate-capabilities")
+        Ok(self.migration.capabilities())
     }
 
-    fn migrate_set_parameters(&mut self, _args: MigrateSetParameters) -> Result<(), Error> {
-        not_implemented("migrate-set-parameters")
+    fn migrate_set_parameters(&mut self, args: MigrateSetParameters) -> Result<(), Error> {
+        self.migration.set_parameters(args).map_err(migration_error)
     }
 
     fn query_migrate_parameters(&mut self) -> Result<MigrationParameters, Error> {
-        not_implemented("query-migrate-parameters")
+        Ok(self.migration.parameters())
     }
 
     fn client_migrate_info(&mut self, _args: ClientMigrateInfoArgs) -> Result<(), Error> {
@@ -677,7 +686,7 @@ impl QmpCommands for Vmm {
     }
 
     fn migrate_start_postcopy(&mut self) -> Result<(), Error> {
-        not_implemented("migrate-start-postcopy")
+        self.migration.start_postcopy().map_err(migration_error)
     }
 
     fn x_colo_lost_heartbeat(&mut self) -> Result<(), Error> {
@@ -685,27 +694,36 @@ impl QmpCommands for Vmm {
     }
 
     fn migrate_cancel(&mut self) -> Result<(), Error> {
-        not_implemented("migrate_cancel")
+        self.migration.cancel();
+        Ok(())
     }
 
-    fn migrate_continue(&mut self, _args: MigrateContinueArgs) -> Result<(), Error> {
-        not_implemented("migrate-continue")
+    fn migrate_continue(&mut self, args: MigrateContinueArgs) -> Result<(), Error> {
+        self.migration
+            .resume_from(args.state)
+            .map_err(migration_error)
     }
 
-    fn migrate_set_downtime(&mut self, _args: MigrateSetDowntimeArgs) -> Result<(), Error> {
-        not_implemented("migrate_set_downtime")
+    fn migrate_set_downtime(&mut self, args: MigrateSetDowntimeArgs) -> Result<(), Error> {
+        self.migration
+            .set_downtime(args.value)
+            .map_err(migration_error)
     }
 
-    fn migrate_set_speed(&mut self, _args: MigrateSetSpeedArgs) -> Result<(), Error> {
-        not_implemented("migrate_set_speed")
+    fn migrate_set_speed(&mut self, args: MigrateSetSpeedArgs) -> Result<(), Error> {
+        self.migration
+            .set_speed(args.value)
+            .map_err(migration_error)
     }
 
-    fn migrate_set_cache_size(&mut self, _args: MigrateSetCacheSizeArgs) -> Result<(), Error> {
-        not_implemented("migrate-set-cache-size")
+    fn migrate_set_cache_size(&mut self, args: MigrateSetCacheSizeArgs) -> Result<(), Error> {
+        self.migration
+            .set_cache_size(args.value)
+            .map_err(migration_error)
     }
 
     fn query_migrate_cache_size(&mut self) -> Result<i64, Error> {
-        not_implemented("query-migrate-cache-size")
+        Ok(self.migration.cache_size())
     }
 
     fn migrate(&mut self, _args: MigrateArgs) -> Result<(), Error> {

@@ -11,6 +11,7 @@ mod input;
 mod kvm;
 mod machine;
 mod machines;
+mod migration;
 mod monitor;
 mod numa;
 mod qdev;
@@ -588,6 +589,7 @@ fn run(mut config: Config) -> ExitCode {
         block,
         numa,
         input,
+        migration: migration::Migration::default(),
     };
     let mut main_loop = match MainLoop::new(specs, chardev_monitors, signals, machine_events, vmm) {
         Ok(m) => m,

@@ -714,6 +714,13 @@ pub(super) fn info_migrate_parameters(ctx: &mut Ctx<'_>, _: &Args) -> Result<(),
     Ok(())
 }
 
+/// `info migrate_cache_size`, in KiB, with QEMU's spelling.
+pub(super) fn info_migrate_cache_size(ctx: &mut Ctx<'_>, _: &Args) -> Result<(), Error> {
+    let bytes = ctx.vmm.query_migrate_cache_size()?;
+    let _ = writeln!(ctx.out, "xbzrel cache size: {} kbytes", bytes >> 10);
+    Ok(())
+}
+
 /// A list of numbers as QEMU's string output visitor writes it:
 /// consecutive runs as ranges (`0-2,5`).
 fn ranges(nodes: &[u16]) -> String {

@@ -358,14 +358,14 @@ const COMMANDS: &[Cmd] = &[
         "value:o",
         "value",
         "limit the migration bandwidth (bytes per second)",
-        Run::Qmp("migrate_set_speed", &[("value", "value")]),
+        Run::Fn(migrate_set_speed),
     ),
     cmd(
         "migrate_set_downtime",
         "value:T",
         "value",
         "set the longest tolerated downtime (seconds)",
-        Run::Qmp("migrate_set_downtime", &[("value", "value")]),
+        Run::Fn(migrate_set_downtime),
     ),
     cmd(
         "migrate_set_capability",
@@ -373,6 +373,13 @@ const COMMANDS: &[Cmd] = &[
         "capability state",
         "turn a migration capability on or off",
         Run::Fn(migrate_set_capability),
+    ),
+    cmd(
+        "migrate_set_parameter",
+        "parameter:s,value:s",
+        "parameter value",
+        "set a migration parameter",
+        Run::Fn(migrate_set_parameter),
     ),
     cmd(
         "migrate_start_postcopy",
@@ -743,7 +750,7 @@ const INFO_COMMANDS: &[Cmd] = &[
         "",
         "",
         "the XBZRLE cache size",
-        Run::Query("query-migrate-cache-size"),
+        Run::Fn(info::info_migrate_cache_size),
     ),
     cmd("balloon", "", "", "the balloon", Run::Fn(info_balloon)),
     cmd("tpm", "", "", "the TPM", Run::Fn(info_tpm)),
@@ -1005,6 +1012,66 @@ fn migrate_set_capability(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     let mut m = Map::new();
     m.insert("capabilities".into(), json!([cap]));
     qmp_call(ctx, "migrate-set-capabilities", &m).map(drop)
+}
+
+/// `migrate_set_speed`: as in QEMU, kept for old scripts, a refused
+/// value is dropped without a word.
+fn migrate_set_speed(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let _ = ctx
+        .vmm
+        .migration
+        .set_speed(int_arg(args, "value").unwrap_or(0));
+    Ok(())
+}
+
+/// `migrate_set_downtime`: seconds; a refused value is dropped without a
+/// word, as in QEMU.
+fn migrate_set_downtime(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    if let Some(Arg::Float(v)) = args.get("value") {
+        let _ = ctx.vmm.migration.set_downtime(*v);
+    }
+    Ok(())
+}
+
+/// `migrate_set_parameter NAME VALUE`: VALUE read as QEMU's string
+/// visitor reads the parameter's type; `max-bandwidth` defaults to MiB.
+fn migrate_set_parameter(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
+    let name = str_arg(args, "parameter").unwrap_or("");
+    let value = str_arg(args, "value").unwrap_or("");
+    let Some(param) = MigrationParameter::from_name(name) else {
+        return Err(Error::generic(format!("Invalid parameter '{name}'")));
+    };
+    let int = || {
+        value.parse::<i64>().map(Value::from).map_err(|_| {
+            Error::generic(format!(
+                "Parameter '{name}' expects an int64 value or range"
+            ))
+        })
+    };
+    let size = |default_shift| {
+        parse::whole_size(value, default_shift)
+            .filter(|v| i64::try_from(*v).is_ok())
+            .map(Value::from)
+            .ok_or_else(|| Error::generic(format!("Invalid size {value}")))
+    };
+    let v = match param {
+        MigrationParameter::TlsCreds | MigrationParameter::TlsHostname => json!(value),
+        MigrationParameter::MaxBandwidth => size(20)?,
+        MigrationParameter::XbzrleCacheSize => size(0)?,
+        MigrationParameter::BlockIncremental => match value {
+            "on" | "yes" | "true" => json!(true),
+            "off" | "no" | "false" => json!(false),
+            _ => {
+                return Err(Error::generic(format!(
+                    "Invalid parameter type for '{name}', expected: boolean"
+                )))
+            }
+        },
+        _ => int()?,
+    };
+    let mut m = Map::new();
+    m.insert(name.to_string(), v);
+    qmp_call(ctx, "migrate-set-parameters", &m).map(drop)
 }
 
 fn device_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {

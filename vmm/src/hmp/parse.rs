@@ -333,6 +333,12 @@ fn size(s: &str, default_shift: u32) -> Option<(u64, usize)> {
     Some((bytes as u64, num_len + used))
 }
 
+/// A whole string as QEMU's qemu_strtosz reads it: a size and an
+/// optional suffix, nothing after them.
+pub fn whole_size(s: &str, default_shift: u32) -> Option<u64> {
+    size(s, default_shift).and_then(|(v, used)| (used == s.len()).then_some(v))
+}
+
 /// `key=value,...` (`,,` escapes a comma); a leading value without a key
 /// belongs to `implied`.
 fn options(text: &str, implied: Option<&str>) -> Result<Vec<(String, String)>, String> {
