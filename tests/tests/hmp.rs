@@ -1603,6 +1603,34 @@ fn drive_add_and_drive_del() {
             .any(|n| n["node-name"] == "n0"),
         "{nodes}"
     );
+
+    // -n: a named node from flat options, owned by the monitor as
+    // blockdev-add's are, so that blockdev-del removes it.
+    assert_eq!(
+        hmp(&mut c, "drive_add -n 0 driver=null-co"),
+        "'node-name' needs to be specified\r\n"
+    );
+    let node = format!(
+        "drive_add -n 0 node-name=n1,driver=raw,file.driver=file,file.filename={},read-only=on",
+        img.display()
+    );
+    assert_eq!(hmp(&mut c, &node), "");
+    let nodes = c.ok("query-named-block-nodes", json!({}));
+    let n1 = nodes
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|n| n["node-name"] == "n1")
+        .unwrap_or_else(|| panic!("no n1 in {nodes}"));
+    assert_eq!(n1["drv"], "raw");
+    assert_eq!(n1["ro"], true);
+    assert_eq!(n1["file"], json!(img.display().to_string()));
+    assert_eq!(
+        hmp(&mut c, &node),
+        "Duplicate node name\r\n",
+        "a second node of the same name"
+    );
+    c.ok("blockdev-del", json!({"node-name": "n1"}));
 }
 
 /// The read/write mode of `pid`'s descriptor for `path` (O_ACCMODE of

@@ -1409,9 +1409,7 @@ fn fmt_of(args: &Args) -> (i64, u8, i64) {
 /// device to use. QEMU numbers the other interfaces in its answer.
 fn drive_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     if args.get("node") == Some(&Arg::Bool(true)) {
-        return Err(Error::generic(
-            "drive_add -n is not available in vmm yet: add the node with blockdev-add",
-        ));
+        return drive_add_node(ctx, str_arg(args, "opts").unwrap_or(""));
     }
     let opts =
         crate::cmdline::parse_group_string("drive", str_arg(args, "opts").unwrap_or(""), false)
@@ -1438,6 +1436,19 @@ fn drive_add(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     }
     ctx.out.push_str("OK\n");
     Ok(())
+}
+
+/// `drive_add -n ADDR OPTS`: a block node owned by the monitor, as
+/// blockdev-add makes one, from flat `key=value` options; it must be
+/// named.
+fn drive_add_node(ctx: &mut Ctx<'_>, opts: &str) -> Result<(), Error> {
+    let tree = crate::cmdline::keyval_parse(opts, None).map_err(|e| Error::generic(e.message))?;
+    if tree.get("node-name").is_none() {
+        ctx.out.push_str("'node-name' needs to be specified\n");
+        return Ok(());
+    }
+    let options: BlockdevOptions = qmp::visit::from_keyval(&tree)?;
+    ctx.vmm.blockdev_add(options)
 }
 
 /// HMP `commit DEVICE|all`, with QEMU's texts.
