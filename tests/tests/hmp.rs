@@ -1177,6 +1177,14 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
         off[off.len() - 2..],
         [" Root memory region: (none)", "  No rendered FlatView"]
     );
+    // -d: the same views, and a line saying vmm has no dispatch tree.
+    let with_d = hmp(&mut c, "info mtree -f -d");
+    assert_eq!(
+        with_d,
+        format!(
+            "{flat}(-d: vmm has no dispatch tree; it looks addresses up in the flat views above)\r\n"
+        )
+    );
 }
 
 #[test]

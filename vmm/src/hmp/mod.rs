@@ -791,9 +791,9 @@ const INFO_COMMANDS: &[Cmd] = &[
     ),
     cmd(
         "mtree",
-        "flatview:-f",
-        "[-f]",
-        "the memory regions of every address space (-f: as flat views)",
+        "flatview:-f,dispatch_tree:-d",
+        "[-f][-d]",
+        "the memory regions of every address space (-f: as flat views; -d: with -f, the dispatch tree, which vmm does not have)",
         Run::Fn(mtree::info_mtree),
     ),
     cmd(

@@ -604,8 +604,16 @@ fn address_spaces(vmm: &Vmm) -> Vec<(String, Rc<Region>)> {
 pub(super) fn info_mtree(ctx: &mut Ctx<'_>, args: &Args) -> Result<(), Error> {
     let spaces = address_spaces(ctx.vmm);
     let out = &mut ctx.out;
-    if args.get("flatview") == Some(&crate::hmp::parse::Arg::Bool(true)) {
+    let flag = |name| args.get(name) == Some(&crate::hmp::parse::Arg::Bool(true));
+    if flag("flatview") {
         print_flat_views(out, &spaces);
+        // QEMU's -d dumps the radix tree it looks pages up in; vmm has
+        // no such tree to show, and says so rather than invent one.
+        if flag("dispatch_tree") {
+            out.push_str(
+                "(-d: vmm has no dispatch tree; it looks addresses up in the flat views above)\n",
+            );
+        }
         return Ok(());
     }
     let mut aliases = Vec::new();
