@@ -112,6 +112,16 @@ impl VmmProcess {
         c
     }
 
+    /// Starts `vmm -S -nodefaults EXTRA...` and connects a negotiated
+    /// QMP client.
+    pub fn start_paused(extra: &[&str]) -> (VmmProcess, QmpClient) {
+        let mut args = vec!["-S", "-nodefaults"];
+        args.extend_from_slice(extra);
+        let vmm = VmmProcess::start(&args);
+        let qmp = vmm.qmp();
+        (vmm, qmp)
+    }
+
     /// Waits for the process to end; fails the test after [`TIMEOUT`].
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
@@ -364,6 +374,15 @@ impl QmpClient {
             Some(v) => v.clone(),
             None => panic!("{command} failed: {r}"),
         }
+    }
+
+    /// Runs a human monitor command line through human-monitor-command
+    /// and returns the text it printed.
+    pub fn hmp(&mut self, line: &str) -> String {
+        let r = self.ok("human-monitor-command", json!({ "command-line": line }));
+        r.as_str()
+            .unwrap_or_else(|| panic!("{line}: not a string: {r}"))
+            .to_string()
     }
 
     /// Sends a command that must fail and returns (class, desc).

@@ -39,11 +39,6 @@ fn start_stopped(dir: &Path, test: &str, serial: &Path) -> (VmmProcess, QmpClien
     (vmm, qmp)
 }
 
-fn hmp(c: &mut QmpClient, line: &str) -> String {
-    let r = c.ok("human-monitor-command", json!({ "command-line": line }));
-    r.as_str().unwrap_or_default().to_string()
-}
-
 /// query-pci's functions on bus 0.
 fn pci_devices(c: &mut QmpClient) -> Vec<Value> {
     let pci = c.ok("query-pci", json!({}));
@@ -287,7 +282,7 @@ fn hmp_device_add_and_device_del() {
     let dir = TempDir::new("devadd-hmp");
     let serial = dir.path().join("com1.log");
     let (_vmm, mut c) = start_stopped(dir.path(), "idle", &serial);
-    let list = hmp(&mut c, "device_add help");
+    let list = c.hmp("device_add help");
     assert!(list.starts_with("Storage devices:\r\n"), "{list}");
     assert!(
         list.contains("name \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\"\r\n"),
@@ -297,8 +292,8 @@ fn hmp_device_add_and_device_del() {
         list.contains("\r\nMisc devices:\r\nname \"isa-debug-exit\", bus ISA\r\n"),
         "{list}"
     );
-    assert_eq!(hmp(&mut c, "device_add ?"), list);
-    let props = hmp(&mut c, "device_add virtio-blk-pci,help");
+    assert_eq!(c.hmp("device_add ?"), list);
+    let props = c.hmp("device_add virtio-blk-pci,help");
     assert!(
         props.contains(
             "virtio-blk-pci.drive=str (Node name or ID of a block device to use as a backend)\r\n"
@@ -306,24 +301,21 @@ fn hmp_device_add_and_device_del() {
         "{props}"
     );
     assert!(props.contains("virtio-blk-pci.secs=uint32\r\n"), "{props}");
-    assert_eq!(hmp(&mut c, "device_add virtio-blk-pci,drive=d0,id=vd0"), "");
+    assert_eq!(c.hmp("device_add virtio-blk-pci,drive=d0,id=vd0"), "");
     assert_eq!(c.qom_get("/machine/peripheral/vd0", "drive"), "d0");
     assert_eq!(
-        hmp(&mut c, "device_add virtio-blk-pci,drive=d0,id=vd0"),
+        c.hmp("device_add virtio-blk-pci,drive=d0,id=vd0"),
         "Duplicate ID 'vd0' for device\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "device_add nope"),
+        c.hmp("device_add nope"),
         "'nope' is not a valid device model name\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "device_del vd0"),
+        c.hmp("device_del vd0"),
         "Device 'virtio-blk-pci' does not support hotplugging\r\n"
     );
-    assert_eq!(
-        hmp(&mut c, "device_del nope"),
-        "Device 'nope' not found\r\n"
-    );
+    assert_eq!(c.hmp("device_del nope"), "Device 'nope' not found\r\n");
 }
 
 #[test]

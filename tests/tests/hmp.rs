@@ -11,13 +11,6 @@ use vmm_tests::{wait_for_text, QmpClient, TempDir, VmmProcess, TIMEOUT};
 
 const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn hmp(c: &mut QmpClient, line: &str) -> String {
-    let r = c.ok("human-monitor-command", json!({ "command-line": line }));
-    r.as_str()
-        .unwrap_or_else(|| panic!("{line}: not a string: {r}"))
-        .to_string()
-}
-
 /// What `info status` prints for a query-status answer.
 fn status_text(s: &Value) -> String {
     let running = s["running"].as_bool().expect("running");
@@ -35,7 +28,7 @@ fn status_text(s: &Value) -> String {
 fn check_status(c: &mut QmpClient, expect_state: &str) {
     let s = c.ok("query-status", json!({}));
     assert_eq!(s["status"], expect_state);
-    assert_eq!(hmp(c, "info status"), status_text(&s));
+    assert_eq!(c.hmp("info status"), status_text(&s));
 }
 
 #[test]
@@ -43,17 +36,14 @@ fn info_status_follows_the_run_state() {
     let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
     let mut c = vmm.qmp();
     check_status(&mut c, "prelaunch");
-    assert_eq!(
-        hmp(&mut c, "info status"),
-        "VM status: paused (prelaunch)\r\n"
-    );
-    assert_eq!(hmp(&mut c, "cont"), "");
+    assert_eq!(c.hmp("info status"), "VM status: paused (prelaunch)\r\n");
+    assert_eq!(c.hmp("cont"), "");
     check_status(&mut c, "running");
-    assert_eq!(hmp(&mut c, "info status"), "VM status: running\r\n");
-    assert_eq!(hmp(&mut c, "stop"), "");
+    assert_eq!(c.hmp("info status"), "VM status: running\r\n");
+    assert_eq!(c.hmp("stop"), "");
     check_status(&mut c, "paused");
-    assert_eq!(hmp(&mut c, "info status"), "VM status: paused\r\n");
-    assert_eq!(hmp(&mut c, "c"), "");
+    assert_eq!(c.hmp("info status"), "VM status: paused\r\n");
+    assert_eq!(c.hmp("c"), "");
     check_status(&mut c, "running");
     assert_eq!(
         c.event_names(),
@@ -69,7 +59,7 @@ fn info_version_name_uuid_kvm_format_their_queries() {
     let mut c = vmm.qmp();
     let v = c.ok("query-version", json!({}));
     assert_eq!(
-        hmp(&mut c, "info version"),
+        c.hmp("info version"),
         format!(
             "{}.{}.{}{}\r\n",
             v["qemu"]["major"],
@@ -78,21 +68,21 @@ fn info_version_name_uuid_kvm_format_their_queries() {
             v["package"].as_str().expect("package")
         )
     );
-    assert_eq!(hmp(&mut c, "info name"), "guest7\r\n");
+    assert_eq!(c.hmp("info name"), "guest7\r\n");
     assert_eq!(c.ok("query-name", json!({}))["name"], "guest7");
-    assert_eq!(hmp(&mut c, "info uuid"), format!("{uuid}\r\n"));
+    assert_eq!(c.hmp("info uuid"), format!("{uuid}\r\n"));
     assert_eq!(c.ok("query-uuid", json!({}))["UUID"], uuid);
     let k = c.ok("query-kvm", json!({}));
     assert_eq!(k, json!({"enabled": true, "present": true}));
-    assert_eq!(hmp(&mut c, "info kvm"), "kvm support: enabled\r\n");
+    assert_eq!(c.hmp("info kvm"), "kvm support: enabled\r\n");
     // Leading blanks and the info subcommand's own blanks are allowed.
-    assert_eq!(hmp(&mut c, "  info   kvm  "), "kvm support: enabled\r\n");
+    assert_eq!(c.hmp("  info   kvm  "), "kvm support: enabled\r\n");
 
     let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
     let mut c = vmm.qmp();
-    assert_eq!(hmp(&mut c, "info name"), "", "no -name: nothing");
+    assert_eq!(c.hmp("info name"), "", "no -name: nothing");
     assert_eq!(
-        hmp(&mut c, "info uuid"),
+        c.hmp("info uuid"),
         "00000000-0000-0000-0000-000000000000\r\n"
     );
 }
@@ -101,37 +91,37 @@ fn info_version_name_uuid_kvm_format_their_queries() {
 fn errors_and_unknown_commands_print_qemus_texts() {
     let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
     let mut c = vmm.qmp();
-    assert_eq!(hmp(&mut c, "foo"), "unknown command: 'foo'\r\n");
-    assert_eq!(hmp(&mut c, "info foo"), "unknown command: 'info foo'\r\n");
-    assert_eq!(hmp(&mut c, ""), "");
+    assert_eq!(c.hmp("foo"), "unknown command: 'foo'\r\n");
+    assert_eq!(c.hmp("info foo"), "unknown command: 'info foo'\r\n");
+    assert_eq!(c.hmp(""), "");
     // A command whose QMP counterpart has not landed prints its error.
     let (_, desc) = c.err("query-dump", json!({}));
-    assert_eq!(hmp(&mut c, "info dump"), format!("{desc}\r\n"));
+    assert_eq!(c.hmp("info dump"), format!("{desc}\r\n"));
     let (_, desc) = c.err("set_link", json!({"name": "n0", "up": false}));
-    assert_eq!(hmp(&mut c, "set_link n0 off"), format!("{desc}\r\n"));
+    assert_eq!(c.hmp("set_link n0 off"), format!("{desc}\r\n"));
     assert_eq!(
-        hmp(&mut c, "stop now"),
+        c.hmp("stop now"),
         "stop: extraneous characters at the end of line\r\nTry \"help stop\" for more information\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "xp /3q 0"),
+        c.hmp("xp /3q 0"),
         "invalid char in format: 'q'\r\nTry \"help xp\" for more information\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "pmemsave 0"),
+        c.hmp("pmemsave 0"),
         "unexpected end of expression\r\nTry \"help pmemsave\" for more information\r\n"
     );
     // `print` uses the last format, hex until another is given.
-    assert_eq!(hmp(&mut c, "p 2+3*4"), "0xe\r\n");
-    assert_eq!(hmp(&mut c, "print/d 0x10 - 20"), "-4\r\n");
-    assert_eq!(hmp(&mut c, "p 7"), "7\r\n");
-    assert_eq!(hmp(&mut c, "p/x 0"), "0\r\n");
+    assert_eq!(c.hmp("p 2+3*4"), "0xe\r\n");
+    assert_eq!(c.hmp("print/d 0x10 - 20"), "-4\r\n");
+    assert_eq!(c.hmp("p 7"), "7\r\n");
+    assert_eq!(c.hmp("p/x 0"), "0\r\n");
     let (_, desc) = c.err(
         "human-monitor-command",
         json!({"command-line": "info cpus", "cpu-index": 3}),
     );
     assert_eq!(desc, "Parameter 'cpu-index' expects a CPU number");
-    let help = hmp(&mut c, "help");
+    let help = c.hmp("help");
     assert!(help.contains("\r\nxp /fmt addr -- "), "{help}");
     assert!(help.contains("c|cont  -- "), "{help}");
     // QEMU's monitor sorts its command tables by name.
@@ -152,13 +142,10 @@ fn errors_and_unknown_commands_print_qemus_texts() {
             )
         })
         .collect();
-    assert_eq!(hmp(&mut c, "info chardev"), expected);
-    let info_help = hmp(&mut c, "info");
+    assert_eq!(c.hmp("info chardev"), expected);
+    let info_help = c.hmp("info");
     assert!(info_help.contains("info status  -- "), "{info_help}");
-    assert_eq!(
-        hmp(&mut c, "help info status"),
-        hmp(&mut c, "? info status")
-    );
+    assert_eq!(c.hmp("help info status"), c.hmp("? info status"));
 }
 
 fn guest() -> PathBuf {
@@ -202,7 +189,7 @@ fn counting_guest(dir: &TempDir, extra: &[&str]) -> (VmmProcess, QmpClient, u64)
     let deadline = std::time::Instant::now() + GUEST_TIMEOUT;
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let mem = hmp(&mut c, &format!("xp /1gx {addr:#x}"));
+        let mem = c.hmp(&format!("xp /1gx {addr:#x}"));
         let counted = mem
             .split("0x")
             .nth(1)
@@ -241,7 +228,7 @@ fn info_cpus_and_registers_with_the_test_guest() {
             cpu["thread_id"]
         ));
     }
-    assert_eq!(hmp(&mut c, "info cpus"), expected);
+    assert_eq!(c.hmp("info cpus"), expected);
     let on_cpu1 = c.ok(
         "human-monitor-command",
         json!({"command-line": "info cpus", "cpu-index": 1}),
@@ -252,7 +239,7 @@ fn info_cpus_and_registers_with_the_test_guest() {
     );
 
     let pc = cpus[0]["pc"].as_i64().expect("pc") as u64;
-    let regs = hmp(&mut c, "info registers");
+    let regs = c.hmp("info registers");
     let rip_line = regs
         .lines()
         .find(|l| l.starts_with("RIP=") || l.starts_with("EIP="))
@@ -266,7 +253,7 @@ fn info_cpus_and_registers_with_the_test_guest() {
     ] {
         assert!(regs.contains(prefix), "{prefix} missing:\n{regs}");
     }
-    assert_eq!(hmp(&mut c, "p/x $rip"), format!("{pc:#x}\r\n"));
+    assert_eq!(c.hmp("p/x $rip"), format!("{pc:#x}\r\n"));
 }
 
 #[test]
@@ -283,7 +270,7 @@ fn xp_and_x_read_what_pmemsave_and_memsave_write() {
     let q = u64::from_le_bytes(bytes[..8].try_into().expect("8"));
     assert!(q > 0, "the counter ran");
     assert_eq!(
-        hmp(&mut c, &format!("xp /1gx {addr:#x}")),
+        c.hmp(&format!("xp /1gx {addr:#x}")),
         format!("{addr:016x}: 0x{q:016x}\r\n")
     );
     let words: Vec<String> = bytes
@@ -291,12 +278,12 @@ fn xp_and_x_read_what_pmemsave_and_memsave_write() {
         .map(|w| format!("0x{:08x}", u32::from_le_bytes(w.try_into().expect("4"))))
         .collect();
     assert_eq!(
-        hmp(&mut c, &format!("xp /4wx {addr}")),
+        c.hmp(&format!("xp /4wx {addr}")),
         format!("{addr:016x}: {}\r\n", words.join(" "))
     );
     let b: Vec<String> = bytes.iter().map(|b| format!("{b:3}")).collect();
     assert_eq!(
-        hmp(&mut c, &format!("xp /16bu {addr:#x}")),
+        c.hmp(&format!("xp /16bu {addr:#x}")),
         format!(
             "{addr:016x}: {}\r\n{:016x}: {}\r\n",
             b[..8].join(" "),
@@ -305,16 +292,13 @@ fn xp_and_x_read_what_pmemsave_and_memsave_write() {
         )
     );
     assert_eq!(
-        hmp(&mut c, &format!("xp /1gd {addr:#x}")),
+        c.hmp(&format!("xp /1gd {addr:#x}")),
         format!("{addr:016x}: {:>20}\r\n", q as i64)
     );
     // The HMP pmemsave writes the same bytes.
     let file2 = dir.path().join("mem2.bin");
     assert_eq!(
-        hmp(
-            &mut c,
-            &format!("pmemsave {addr:#x} 16 \"{}\"", file2.display())
-        ),
+        c.hmp(&format!("pmemsave {addr:#x} 16 \"{}\"", file2.display())),
         ""
     );
     assert_eq!(std::fs::read(&file2).expect("hmp pmemsave"), bytes);
@@ -331,15 +315,12 @@ fn xp_and_x_read_what_pmemsave_and_memsave_write() {
             .expect("8"),
     );
     assert_eq!(
-        hmp(&mut c, &format!("x /1gx {addr:#x}")),
+        c.hmp(&format!("x /1gx {addr:#x}")),
         format!("{addr:016x}: 0x{v:016x}\r\n")
     );
     let vfile2 = dir.path().join("virt2.bin");
     assert_eq!(
-        hmp(
-            &mut c,
-            &format!("memsave {addr:#x} 8 \"{}\"", vfile2.display())
-        ),
+        c.hmp(&format!("memsave {addr:#x} 8 \"{}\"", vfile2.display())),
         ""
     );
     assert_eq!(
@@ -348,7 +329,7 @@ fn xp_and_x_read_what_pmemsave_and_memsave_write() {
     );
     // The format sticks: a bare `xp` uses the last size and format.
     assert_eq!(
-        hmp(&mut c, &format!("xp {addr:#x}")),
+        c.hmp(&format!("xp {addr:#x}")),
         format!("{addr:016x}: 0x{q:016x}\r\n"),
         "the last /fmt (here /1gx) is the default, for every monitor"
     );
@@ -651,7 +632,7 @@ fn info_block_and_blockstats_format_their_queries() {
     let list = blocks.as_array().expect("list");
     assert_eq!(list.len(), 3);
     let expected: Vec<String> = list.iter().map(block_entry_text).collect();
-    assert_eq!(hmp(&mut c, "info block"), expected.join("\r\n"));
+    assert_eq!(c.hmp("info block"), expected.join("\r\n"));
     assert!(
         expected[0].contains("    Attached to:      "),
         "{}",
@@ -660,11 +641,11 @@ fn info_block_and_blockstats_format_their_queries() {
     assert!(expected[1].contains("Removable device: not locked, tray closed"));
     // One device: QEMU still puts the blank line of a list entry that is
     // not the first before it.
-    assert_eq!(hmp(&mut c, "info block d0"), expected[0]);
-    assert_eq!(hmp(&mut c, "info block d1"), format!("\r\n{}", expected[1]));
+    assert_eq!(c.hmp("info block d0"), expected[0]);
+    assert_eq!(c.hmp("info block d1"), format!("\r\n{}", expected[1]));
 
     // -v: the images, as qemu-img info shows them.
-    let verbose = hmp(&mut c, "info block -v d0");
+    let verbose = c.hmp("info block -v d0");
     let image = &list[0]["inserted"]["image"];
     let size = i(image, "virtual-size");
     let sn = &image["snapshots"][0];
@@ -689,7 +670,7 @@ fn info_block_and_blockstats_format_their_queries() {
     assert_eq!(verbose, format!("{}{images}", expected[0]));
     assert_eq!(size, 64 << 20);
     assert!(verbose.contains("virtual size: 64M (67108864 bytes)\r\n"));
-    let raw = hmp(&mut c, "info block -v d1");
+    let raw = c.hmp("info block -v d1");
     assert!(
         raw.contains("\r\nImages:\r\nimage: ")
             && raw
@@ -717,17 +698,17 @@ fn info_block_and_blockstats_format_their_queries() {
             t + "\r\n"
         })
         .collect();
-    assert_eq!(hmp(&mut c, "info block -n"), expected_nodes.join("\r\n"));
+    assert_eq!(c.hmp("info block -n"), expected_nodes.join("\r\n"));
     let first_node = s(&nodes[0], "node-name").to_string();
     assert_eq!(
-        hmp(&mut c, &format!("info block {first_node}")),
+        c.hmp(&format!("info block {first_node}")),
         expected_nodes[0],
         "a node name that is no device shows the node"
     );
-    assert_eq!(hmp(&mut c, "info block nosuch"), "");
+    assert_eq!(c.hmp("info block nosuch"), "");
 
     // Statistics (qemu-io bypasses the accounting, as in QEMU).
-    hmp(&mut c, "qemu-io d0 \"write -P 0x5a 0 8k\"");
+    c.hmp("qemu-io d0 \"write -P 0x5a 0 8k\"");
     let stats = c.ok("query-blockstats", json!({}));
     let expected: String = stats
         .as_array()
@@ -754,7 +735,7 @@ fn info_block_and_blockstats_format_their_queries() {
             )
         })
         .collect();
-    let text = hmp(&mut c, "info blockstats");
+    let text = c.hmp("info blockstats");
     // The times move between the two calls; compare all but them.
     let strip = |t: &str| -> String {
         t.split(' ')
@@ -772,7 +753,7 @@ fn info_snapshots_lists_common_and_partial_snapshots() {
     let dir = TempDir::new("hmp-snap");
     let (_vmm, mut c) = vmm_with_disks(&dir);
     assert_eq!(
-        hmp(&mut c, "info snapshots"),
+        c.hmp("info snapshots"),
         "There is no snapshot available.\r\n"
     );
     for (dev, name) in [("d0", "both"), ("d2", "both"), ("d0", "only0")] {
@@ -800,7 +781,7 @@ fn info_snapshots_lists_common_and_partial_snapshots() {
         snapshot_row(&d0[0], "--"),
         snapshot_row(&d0[1], s(&d0[1], "id"))
     );
-    assert_eq!(hmp(&mut c, "info snapshots"), expected);
+    assert_eq!(c.hmp("info snapshots"), expected);
     assert!(
         expected.contains("\r\n--        both                      0 "),
         "{expected}"
@@ -811,7 +792,7 @@ fn info_snapshots_lists_common_and_partial_snapshots() {
         "blockdev-snapshot-delete-internal-sync",
         json!({"device": "d2", "name": "both"}),
     );
-    let text = hmp(&mut c, "info snapshots");
+    let text = c.hmp("info snapshots");
     assert!(
         text.starts_with("List of snapshots present on all disks:\r\nNone\r\n\r\nList of partial (non-loadable) snapshots on 'd0':\r\n"),
         "{text}"
@@ -823,7 +804,7 @@ fn info_snapshots_lists_common_and_partial_snapshots() {
     let vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &d]);
     let mut c = vmm.qmp();
     assert_eq!(
-        hmp(&mut c, "info snapshots"),
+        c.hmp("info snapshots"),
         "No available block device supports snapshots\r\n"
     );
 }
@@ -901,7 +882,7 @@ fn info_pci_memdev_iothreads_and_migration_format_their_queries() {
         expected.contains("    Host bridge: PCI device 8086:1237\r\n"),
         "{expected}"
     );
-    assert_eq!(hmp(&mut c, "info pci"), expected);
+    assert_eq!(c.hmp("info pci"), expected);
 
     let memdev = c.ok("query-memdev", json!({}));
     let expected: String = memdev
@@ -932,12 +913,12 @@ fn info_pci_memdev_iothreads_and_migration_format_their_queries() {
         expected.starts_with("memory backend: mem0\r\n  size:  33554432\r\n"),
         "{expected}"
     );
-    assert_eq!(hmp(&mut c, "info memdev"), expected);
+    assert_eq!(c.hmp("info memdev"), expected);
 
     let threads = c.ok("query-iothreads", json!({}));
     let t = &threads[0];
     assert_eq!(
-        hmp(&mut c, "info iothreads"),
+        c.hmp("info iothreads"),
         format!(
             "io0:\r\n  thread_id={}\r\n  poll-max-ns={}\r\n  poll-grow={}\r\n  poll-shrink={}\r\n",
             t["thread-id"], t["poll-max-ns"], t["poll-grow"], t["poll-shrink"]
@@ -951,7 +932,7 @@ fn info_pci_memdev_iothreads_and_migration_format_their_queries() {
         "info migrate_capabilities",
         "info migrate_parameters",
     ] {
-        let text = hmp(&mut c, line);
+        let text = c.hmp(line);
         assert!(!text.starts_with('{') && !text.is_empty(), "{line}: {text}");
     }
 }
@@ -990,16 +971,16 @@ fn info_qom_tree_follows_qom_list() {
         expected.contains("\r\n  /unattached (container)\r\n"),
         "{expected}"
     );
-    assert_eq!(hmp(&mut c, "info qom-tree"), expected);
+    assert_eq!(c.hmp("info qom-tree"), expected);
     let mut root = String::new();
     qom_tree_text(&mut c, "/", "", 0, &mut root);
     assert!(root.contains("\r\n    /io0 (iothread)\r\n"), "{root}");
-    assert_eq!(hmp(&mut c, "info qom-tree /"), root);
+    assert_eq!(c.hmp("info qom-tree /"), root);
     let mut objects = String::new();
     qom_tree_text(&mut c, "/objects", "objects", 0, &mut objects);
-    assert_eq!(hmp(&mut c, "info qom-tree /objects"), objects);
+    assert_eq!(c.hmp("info qom-tree /objects"), objects);
     assert_eq!(
-        hmp(&mut c, "info qom-tree /nosuch"),
+        c.hmp("info qom-tree /nosuch"),
         "Path '/nosuch' could not be resolved.\r\n"
     );
 }
@@ -1060,7 +1041,7 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
     // QEMU's default on pc: a transitional device.
     assert_eq!(blk["id"]["device"], 0x1001, "{blk}");
 
-    let qtree = hmp(&mut c, "info qtree");
+    let qtree = c.hmp("info qtree");
     let l = lines(&qtree);
     assert_eq!(l[..2], ["bus: main-system-bus", "  type System"]);
     for want in [
@@ -1105,7 +1086,7 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
     assert_eq!(bars[0], "        bar 0: i/o at 0xffffffffffffffff [0x7e]");
     assert_eq!(bars[2], "        bar 4: mem at 0xffffffffffffffff [0x3ffe]");
 
-    let mtree = hmp(&mut c, "info mtree");
+    let mtree = c.hmp("info mtree");
     let memory = mtree_section(&mtree, "address-space: memory");
     assert_eq!(
         memory,
@@ -1145,7 +1126,7 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
     // The flat views: RAM split around the PCI hole (the part above
     // 4 GiB from pc.ram's offset 3 GiB), the APIC window over the PCI
     // space; every bus master, off, shares the empty view.
-    let flat = hmp(&mut c, "info mtree -f");
+    let flat = c.hmp("info mtree -f");
     assert_eq!(
         mtree_section(&flat, "FlatView #0"),
         [
@@ -1178,7 +1159,7 @@ fn info_qtree_and_mtree_show_the_machine_vmm_built() {
         [" Root memory region: (none)", "  No rendered FlatView"]
     );
     // -d: the same views, and a line saying vmm has no dispatch tree.
-    let with_d = hmp(&mut c, "info mtree -f -d");
+    let with_d = c.hmp("info mtree -f -d");
     assert_eq!(
         with_d,
         format!(
@@ -1213,7 +1194,7 @@ fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
     assert!(out.contains("ok virtio-blk"), "{out}");
     let blk = pci_function(&mut c, 2);
 
-    let qtree = hmp(&mut c, "info qtree");
+    let qtree = c.hmp("info qtree");
     let l = lines(&qtree);
     assert!(
         l.contains(&"      dev: virtio-blk-pci, id \"vb0\""),
@@ -1233,7 +1214,7 @@ fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
     // The BARs where query-pci has them, in the PCI space, with the
     // virtio structures and the MSI-X table inside; the legacy register
     // block in the I/O space.
-    let mtree = hmp(&mut c, "info mtree");
+    let mtree = c.hmp("info mtree");
     let memory = mtree_section(&mtree, "address-space: memory");
     let io = mtree_section(&mtree, "address-space: I/O");
     for r in blk["regions"].as_array().expect("regions") {
@@ -1287,7 +1268,7 @@ fn info_qtree_and_mtree_follow_what_the_guest_programmed() {
     );
     // Its bus-master space now renders to the system view, and the
     // flat view has the virtio structures where the BAR put them.
-    let flat = hmp(&mut c, "info mtree -f");
+    let flat = c.hmp("info mtree -f");
     let system = mtree_section(&flat, "FlatView #0");
     assert!(
         system.contains(&" AS \"virtio-blk-pci\", root: bus master container"),
@@ -1315,11 +1296,11 @@ fn info_qtree_and_mtree_without_a_machine() {
     let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
     let mut c = vmm.qmp();
     assert_eq!(
-        hmp(&mut c, "info qtree"),
+        c.hmp("info qtree"),
         "bus: main-system-bus\r\n  type System\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "info mtree"),
+        c.hmp("info mtree"),
         "address-space: memory\r\n\
          \x20 0000000000000000-ffffffffffffffff (prio 0, i/o): system\r\n\
          \r\n\
@@ -1342,23 +1323,23 @@ fn info_pic_irq_numa_roms_usernet_show_the_machine() {
     let mut c = vmm.qmp();
     // Power-on state of KVM's PICs, before any guest code.
     let reset = "irr=00 imr=00 isr=00 hprio=0 irq_base=00 rr_sel=0 elcr=00 fnm=0";
-    assert_eq!(hmp(&mut c, "info pic"), pic_text(reset, reset));
-    assert_eq!(hmp(&mut c, "info irq"), "IRQ statistics for kvm-i8259:\r\n");
-    assert_eq!(hmp(&mut c, "info numa"), "0 nodes\r\n");
+    assert_eq!(c.hmp("info pic"), pic_text(reset, reset));
+    assert_eq!(c.hmp("info irq"), "IRQ statistics for kvm-i8259:\r\n");
+    assert_eq!(c.hmp("info numa"), "0 nodes\r\n");
     assert_eq!(
-        hmp(&mut c, "info roms"),
+        c.hmp("info roms"),
         format!("addr=00000000fffc0000 size=0x040000 mem=rom name=\"{bios}\"\r\n")
     );
-    assert_eq!(hmp(&mut c, "info usernet"), "");
-    let help = hmp(&mut c, "help info");
+    assert_eq!(c.hmp("info usernet"), "");
+    let help = c.hmp("help info");
     for sub in ["irq", "pic", "numa", "usernet", "roms"] {
         assert!(help.contains(&format!("info {sub}  -- ")), "{help}");
     }
     // SeaBIOS programs the PICs: vectors 0x08 and 0x70, as on a PC.
-    assert_eq!(hmp(&mut c, "cont"), "");
+    assert_eq!(c.hmp("cont"), "");
     let deadline = Instant::now() + GUEST_TIMEOUT;
     let pic = loop {
-        let pic = hmp(&mut c, "info pic");
+        let pic = c.hmp("info pic");
         if pic.contains("irq_base=70") && pic.contains("irq_base=08") {
             break pic;
         }
@@ -1379,8 +1360,8 @@ fn info_roms_is_empty_for_a_kernel_loaded_into_ram() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let vmm = VmmProcess::start(&args);
     let mut c = vmm.qmp();
-    assert_eq!(hmp(&mut c, "info roms"), "");
-    assert_eq!(hmp(&mut c, "info numa"), "0 nodes\r\n");
+    assert_eq!(c.hmp("info roms"), "");
+    assert_eq!(c.hmp("info numa"), "0 nodes\r\n");
 }
 
 /// query-mice and `info mice` list the i8042's PS/2 mouse as QEMU 2.11's
@@ -1394,25 +1375,22 @@ fn info_mice_lists_the_ps2_mouse() {
         c.ok("query-mice", json!({})),
         json!([{"name": "QEMU PS/2 Mouse", "index": 2, "current": true, "absolute": false}])
     );
-    assert_eq!(hmp(&mut c, "info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
-    assert_eq!(hmp(&mut c, "mouse_set 2"), "");
+    assert_eq!(c.hmp("info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
+    assert_eq!(c.hmp("mouse_set 2"), "");
     assert_eq!(
-        hmp(&mut c, "mouse_set 1"),
+        c.hmp("mouse_set 1"),
         "Input device 'QEMU PS/2 Keyboard' is not a mouse\r\n"
     );
-    assert_eq!(
-        hmp(&mut c, "mouse_set 5"),
-        "Mouse at index '5' not found\r\n"
-    );
-    assert_eq!(hmp(&mut c, "info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
+    assert_eq!(c.hmp("mouse_set 5"), "Mouse at index '5' not found\r\n");
+    assert_eq!(c.hmp("info mice"), "* Mouse #2: QEMU PS/2 Mouse\r\n");
     // Before the guest runs, monitor input is dropped without a word;
     // QMP's input-send-event says why.
-    assert_eq!(hmp(&mut c, "mouse_move 10 10"), "");
-    assert_eq!(hmp(&mut c, "mouse_button 1"), "");
+    assert_eq!(c.hmp("mouse_move 10 10"), "");
+    assert_eq!(c.hmp("mouse_button 1"), "");
     let rel = json!({"events": [{"type": "rel", "data": {"axis": "x", "value": 1}}]});
     let (_, desc) = c.err("input-send-event", rel.clone());
     assert_eq!(desc, "VM not running");
-    let help = hmp(&mut c, "help");
+    let help = c.hmp("help");
     for name in [
         "mouse_move dx dy [dz] -- ",
         "mouse_button state -- ",
@@ -1424,11 +1402,8 @@ fn info_mice_lists_the_ps2_mouse() {
     let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
     let mut c = vmm.qmp();
     assert_eq!(c.ok("query-mice", json!({})), json!([]));
-    assert_eq!(hmp(&mut c, "info mice"), "No mouse devices connected\r\n");
-    assert_eq!(
-        hmp(&mut c, "mouse_set 2"),
-        "Mouse at index '2' not found\r\n"
-    );
+    assert_eq!(c.hmp("info mice"), "No mouse devices connected\r\n");
+    assert_eq!(c.hmp("mouse_set 2"), "Mouse at index '2' not found\r\n");
     c.ok("cont", json!({}));
     let (_, desc) = c.err("input-send-event", rel);
     assert_eq!(desc, "Input handler not found for event type rel");
@@ -1440,26 +1415,23 @@ fn info_mice_lists_the_ps2_mouse() {
 fn chardev_commands_take_chardev_options() {
     let vmm = VmmProcess::start(&["-S", "-nodefaults"]);
     let mut c = vmm.qmp();
-    assert_eq!(hmp(&mut c, "chardev-add ringbuf,id=rb0,size=1024"), "");
-    assert_eq!(hmp(&mut c, "ringbuf_write rb0 hello"), "");
-    assert_eq!(hmp(&mut c, "ringbuf_read rb0 5"), "hello\r\n");
+    assert_eq!(c.hmp("chardev-add ringbuf,id=rb0,size=1024"), "");
+    assert_eq!(c.hmp("ringbuf_write rb0 hello"), "");
+    assert_eq!(c.hmp("ringbuf_read rb0 5"), "hello\r\n");
+    assert_eq!(c.hmp("chardev-add null"), "chardev: no id specified\r\n");
     assert_eq!(
-        hmp(&mut c, "chardev-add null"),
-        "chardev: no id specified\r\n"
-    );
-    assert_eq!(
-        hmp(&mut c, "chardev-add id=x"),
+        c.hmp("chardev-add id=x"),
         "chardev: \"x\" missing backend\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "chardev-add null,id=n1,foo=1"),
+        c.hmp("chardev-add null,id=n1,foo=1"),
         "Invalid parameter 'foo'\r\nParsing chardev args failed\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "chardev-change rb0 null,id=y"),
+        c.hmp("chardev-change rb0 null,id=y"),
         "Unexpected 'id' parameter\r\n"
     );
-    assert_eq!(hmp(&mut c, "chardev-change rb0 null"), "");
+    assert_eq!(c.hmp("chardev-change rb0 null"), "");
     let chardevs = c.ok("query-chardev", json!({}));
     let rb0 = chardevs
         .as_array()
@@ -1469,10 +1441,7 @@ fn chardev_commands_take_chardev_options() {
         .expect("rb0");
     assert_eq!(rb0["filename"], "null");
     let (_, desc) = c.err("chardev-send-break", json!({"id": "nope"}));
-    assert_eq!(
-        hmp(&mut c, "chardev-send-break nope"),
-        format!("{desc}\r\n")
-    );
+    assert_eq!(c.hmp("chardev-send-break nope"), format!("{desc}\r\n"));
 }
 
 /// HMP's internal snapshot commands act as their QMP counterparts.
@@ -1483,16 +1452,16 @@ fn snapshot_blkdev_internal_takes_and_deletes() {
     let d = format!("file={},if=none,id=q0,format=qcow2", img.display());
     let vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &d]);
     let mut c = vmm.qmp();
-    assert_eq!(hmp(&mut c, "snapshot_blkdev_internal q0 first"), "");
+    assert_eq!(c.hmp("snapshot_blkdev_internal q0 first"), "");
     assert_eq!(c.snapshot_names(0), ["first"]);
-    assert_eq!(hmp(&mut c, "snapshot_delete_blkdev_internal q0 first"), "");
+    assert_eq!(c.hmp("snapshot_delete_blkdev_internal q0 first"), "");
     assert!(c.snapshot_names(0).is_empty());
     let (_, desc) = c.err(
         "blockdev-snapshot-delete-internal-sync",
         json!({"device": "q0", "name": "gone"}),
     );
     assert_eq!(
-        hmp(&mut c, "snapshot_delete_blkdev_internal q0 gone"),
+        c.hmp("snapshot_delete_blkdev_internal q0 gone"),
         format!("{desc}\r\n")
     );
 }
@@ -1519,22 +1488,22 @@ fn memory_and_port_commands() {
     let want = bytes
         .iter()
         .fold(0u16, |s, b| s.rotate_right(1).wrapping_add(u16::from(*b)));
-    assert_eq!(hmp(&mut c, "sum 0xe0000 0x100"), format!("{want:05}\r\n"));
+    assert_eq!(c.hmp("sum 0xe0000 0x100"), format!("{want:05}\r\n"));
 
-    let hva = hmp(&mut c, "gpa2hva 0x1000");
+    let hva = c.hmp("gpa2hva 0x1000");
     assert!(
         hva.starts_with("Host virtual address for 0x1000 (pc.ram) is 0x"),
         "{hva}"
     );
     assert_eq!(
-        hmp(&mut c, "gpa2hva 0xfec00000"),
+        c.hmp("gpa2hva 0xfec00000"),
         "Memory at address 0xfec00000is not RAM\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "gpa2hva 0xf0000000"),
+        c.hmp("gpa2hva 0xf0000000"),
         "No memory is mapped at address 0xf0000000\r\n"
     );
-    let hpa = hmp(&mut c, "gpa2hpa 0x1000");
+    let hpa = c.hmp("gpa2hpa 0x1000");
     assert!(
         hpa.starts_with("Host physical address for 0x1000 (pc.ram) is 0x"),
         "{hpa}"
@@ -1542,15 +1511,15 @@ fn memory_and_port_commands() {
 
     // COM1's scratch register keeps what the monitor writes; a port no
     // device has reads as all ones; 0 prints as C's %#0*x prints it.
-    assert_eq!(hmp(&mut c, "o /b 0x3ff 0x5a"), "");
-    assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 0x5a\r\n");
+    assert_eq!(c.hmp("o /b 0x3ff 0x5a"), "");
+    assert_eq!(c.hmp("i /b 0x3ff"), "portb[0x03ff] = 0x5a\r\n");
     // /w is a 4-byte access (portl), as in QEMU.
-    assert_eq!(hmp(&mut c, "i /w 0x1234"), "portl[0x1234] = 0xffffffff\r\n");
-    assert_eq!(hmp(&mut c, "o /b 0x3ff 0"), "");
-    assert_eq!(hmp(&mut c, "i /b 0x3ff"), "portb[0x03ff] = 00\r\n");
+    assert_eq!(c.hmp("i /w 0x1234"), "portl[0x1234] = 0xffffffff\r\n");
+    assert_eq!(c.hmp("o /b 0x3ff 0"), "");
+    assert_eq!(c.hmp("i /b 0x3ff"), "portb[0x03ff] = 00\r\n");
     // ADDR.INDEX: the index goes to the port, the value comes from the
     // next one (the CMOS's register D: valid RAM and time).
-    assert_eq!(hmp(&mut c, "i /b 0x70.0x0d"), "portb[0x0071] = 0x80\r\n");
+    assert_eq!(c.hmp("i /b 0x70.0x0d"), "portb[0x0071] = 0x80\r\n");
 }
 
 /// HMP drive_add adds an `if=none` drive (for a device to use), as
@@ -1574,7 +1543,7 @@ fn drive_add_and_drive_del() {
         "drive_add 0 file={},if=none,id=d1,format=raw",
         img.display()
     );
-    assert_eq!(hmp(&mut c, &add), "OK\r\n");
+    assert_eq!(c.hmp(&add), "OK\r\n");
     assert_eq!(devices(&mut c), ["d1"]);
     c.ok(
         "device_add",
@@ -1582,26 +1551,23 @@ fn drive_add_and_drive_del() {
     );
     // Only if=none: the default interface (IDE) is QEMU's type 1.
     let ide = format!("drive_add 0 file={},id=d2,format=raw", img.display());
-    assert_eq!(hmp(&mut c, &ide), "Can't hot-add drive to type 1\r\n");
+    assert_eq!(c.hmp(&ide), "Can't hot-add drive to type 1\r\n");
     assert_eq!(
-        hmp(
-            &mut c,
-            "drive_add 0 file=/nonexistent,if=none,id=d3,format=raw"
-        ),
+        c.hmp("drive_add 0 file=/nonexistent,if=none,id=d3,format=raw"),
         "Could not open '/nonexistent': No such file or directory\r\n"
     );
     assert_eq!(devices(&mut c), ["d1"]);
 
     // The device keeps a backend without medium or name.
-    assert_eq!(hmp(&mut c, "drive_del d1"), "");
+    assert_eq!(c.hmp("drive_del d1"), "");
     assert!(devices(&mut c).is_empty());
-    assert_eq!(hmp(&mut c, "drive_del d1"), "Device 'd1' not found\r\n");
+    assert_eq!(c.hmp("drive_del d1"), "Device 'd1' not found\r\n");
     // A node goes as blockdev-del would take it.
     c.ok(
         "blockdev-add",
         json!({"driver": "null-co", "node-name": "n0"}),
     );
-    assert_eq!(hmp(&mut c, "drive_del n0"), "");
+    assert_eq!(c.hmp("drive_del n0"), "");
     let nodes = c.ok("query-named-block-nodes", json!({}));
     assert!(
         !nodes
@@ -1615,14 +1581,14 @@ fn drive_add_and_drive_del() {
     // -n: a named node from flat options, owned by the monitor as
     // blockdev-add's are, so that blockdev-del removes it.
     assert_eq!(
-        hmp(&mut c, "drive_add -n 0 driver=null-co"),
+        c.hmp("drive_add -n 0 driver=null-co"),
         "'node-name' needs to be specified\r\n"
     );
     let node = format!(
         "drive_add -n 0 node-name=n1,driver=raw,file.driver=file,file.filename={},read-only=on",
         img.display()
     );
-    assert_eq!(hmp(&mut c, &node), "");
+    assert_eq!(c.hmp(&node), "");
     let nodes = c.ok("query-named-block-nodes", json!({}));
     let n1 = nodes
         .as_array()
@@ -1634,7 +1600,7 @@ fn drive_add_and_drive_del() {
     assert_eq!(n1["ro"], true);
     assert_eq!(n1["file"], json!(img.display().to_string()));
     assert_eq!(
-        hmp(&mut c, &node),
+        c.hmp(&node),
         "Duplicate node name\r\n",
         "a second node of the same name"
     );
@@ -1688,7 +1654,7 @@ fn commit_writes_a_snapshot_overlay_into_the_image() {
     let mut c = vmm.qmp();
     let pid = vmm.child.id();
     assert_eq!(access_mode(pid, &img), Some(libc::O_RDONLY as u32));
-    let out = hmp(&mut c, "qemu-io d0 \"write -P 0x5a 4096 64k\"");
+    let out = c.hmp("qemu-io d0 \"write -P 0x5a 4096 64k\"");
     assert!(
         out.contains("wrote 65536/65536 bytes at offset 4096"),
         "{out}"
@@ -1696,22 +1662,22 @@ fn commit_writes_a_snapshot_overlay_into_the_image() {
     let base = || std::fs::read(&img).expect("image");
     assert!(base()[4096..4096 + 65536].iter().all(|b| *b == 0));
 
-    assert_eq!(hmp(&mut c, "commit d0"), "");
+    assert_eq!(c.hmp("commit d0"), "");
     let b = base();
     assert!(b[4096..4096 + 65536].iter().all(|b| *b == 0x5a));
     assert!(b[..4096].iter().all(|b| *b == 0));
     // The overlay is empty again and reads through to the image.
-    let out = hmp(&mut c, "qemu-io d0 \"read -P 0x5a 4096 64k\"");
+    let out = c.hmp("qemu-io d0 \"read -P 0x5a 4096 64k\"");
     assert!(out.contains("read 65536/65536 bytes"), "{out}");
     assert_eq!(access_mode(pid, &img), Some(libc::O_RDONLY as u32));
 
-    hmp(&mut c, "qemu-io d0 \"write -P 0x33 0 512\"");
-    assert_eq!(hmp(&mut c, "commit d0"), "");
+    c.hmp("qemu-io d0 \"write -P 0x33 0 512\"");
+    assert_eq!(c.hmp("commit d0"), "");
     assert!(base()[..512].iter().all(|b| *b == 0x33));
     // A qcow2 image under the overlay takes the data as well: the host's
     // qemu-io reads it back and qemu-img finds the image consistent.
-    hmp(&mut c, "qemu-io q0 \"write -P 0x66 65536 128k\"");
-    assert_eq!(hmp(&mut c, "commit all"), "");
+    c.hmp("qemu-io q0 \"write -P 0x66 65536 128k\"");
+    assert_eq!(c.hmp("commit all"), "");
     let q = qimg.to_str().expect("path");
     let out = std::process::Command::new("qemu-io")
         .args([
@@ -1731,10 +1697,10 @@ fn commit_writes_a_snapshot_overlay_into_the_image() {
     assert_eq!(access_mode(pid, &qimg), Some(libc::O_RDONLY as u32));
 
     assert_eq!(
-        hmp(&mut c, "commit r0"),
+        c.hmp("commit r0"),
         "'commit' error for 'r0': Operation not supported\r\n"
     );
-    assert_eq!(hmp(&mut c, "commit nope"), "Device 'nope' not found\r\n");
+    assert_eq!(c.hmp("commit nope"), "Device 'nope' not found\r\n");
 }
 
 /// The mux's `C-a s` commits every drive, as QEMU's does.
@@ -1759,7 +1725,7 @@ fn ctrl_a_s_on_a_mux_commits_the_drives() {
         "chardev:m",
     ]);
     let mut c = vmm.qmp();
-    hmp(&mut c, "qemu-io d0 \"write -P 0x77 0 4096\"");
+    c.hmp("qemu-io d0 \"write -P 0x77 0 4096\"");
     let mut s = UnixStream::connect(&sock).expect("connect");
     s.write_all(b"\x01s").expect("write");
     let deadline = Instant::now() + TIMEOUT;
@@ -1823,7 +1789,7 @@ fn random_commands_leave_the_monitor_answering() {
         "delvm",
         "logfile",
     ];
-    let help = hmp(&mut c, "help");
+    let help = c.hmp("help");
     let names: Vec<&str> = help
         .lines()
         .filter_map(|l| l.split_whitespace().next())

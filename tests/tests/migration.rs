@@ -5,17 +5,8 @@
 use serde_json::{json, Value};
 use vmm_tests::{generic, Oracle, QmpClient, VmmProcess};
 
-fn hmp(c: &mut QmpClient, line: &str) -> String {
-    let r = c.ok("human-monitor-command", json!({ "command-line": line }));
-    r.as_str()
-        .unwrap_or_else(|| panic!("{line}: not a string: {r}"))
-        .to_string()
-}
-
 fn start() -> (VmmProcess, QmpClient) {
-    let vmm = VmmProcess::start(&["-S", "-machine", "none"]);
-    let c = vmm.qmp();
-    (vmm, c)
+    VmmProcess::start_paused(&["-machine", "none"])
 }
 
 #[test]
@@ -29,7 +20,7 @@ fn before_any_migration_the_status_is_empty_and_capabilities_match_qemu() {
         oracle.reply("query-migrate-capabilities")["return"]
     );
     assert_eq!(
-        hmp(&mut c, "info migrate"),
+        c.hmp("info migrate"),
         "globals: store-global-state=1, only_migratable=0, send-configuration=1, \
          send-section-footer=1\r\n"
     );
@@ -79,8 +70,8 @@ fn capabilities_are_set_all_or_nothing_with_qemus_checks() {
     assert_eq!(on, ["xbzrle", "compress"]);
 
     // HMP sets one and lists them as QMP does.
-    assert_eq!(hmp(&mut c, "migrate_set_capability compress off"), "");
-    assert_eq!(hmp(&mut c, "migrate_set_capability postcopy-ram on"), "");
+    assert_eq!(c.hmp("migrate_set_capability compress off"), "");
+    assert_eq!(c.hmp("migrate_set_capability postcopy-ram on"), "");
     let caps = c.ok("query-migrate-capabilities", json!({}));
     let text: String = caps
         .as_array()
@@ -98,10 +89,10 @@ fn capabilities_are_set_all_or_nothing_with_qemus_checks() {
             )
         })
         .collect();
-    assert_eq!(hmp(&mut c, "info migrate_capabilities"), text);
+    assert_eq!(c.hmp("info migrate_capabilities"), text);
     assert!(text.contains("postcopy-ram: on\r\n"), "{text}");
     assert_eq!(
-        hmp(&mut c, "migrate_set_capability compress on"),
+        c.hmp("migrate_set_capability compress on"),
         "Postcopy is not currently compatible with compression\r\n"
     );
     // With postcopy-ram on, starting it only waits for a migration.
@@ -229,9 +220,9 @@ fn parameters_text(p: &Value) -> String {
 fn hmp_prints_and_sets_the_parameters() {
     let (_vmm, mut c) = start();
     let p = c.ok("query-migrate-parameters", json!({}));
-    assert_eq!(hmp(&mut c, "info migrate_parameters"), parameters_text(&p));
+    assert_eq!(c.hmp("info migrate_parameters"), parameters_text(&p));
     assert_eq!(
-        hmp(&mut c, "info migrate_cache_size"),
+        c.hmp("info migrate_cache_size"),
         "xbzrel cache size: 65536 kbytes\r\n"
     );
 
@@ -245,7 +236,7 @@ fn hmp_prints_and_sets_the_parameters() {
         "migrate_set_speed 2M",
         "migrate_set_downtime 1.5",
     ] {
-        assert_eq!(hmp(&mut c, line), "", "{line}");
+        assert_eq!(c.hmp(line), "", "{line}");
     }
     let p = c.ok("query-migrate-parameters", json!({}));
     assert_eq!(p["compress-threads"], json!(4));
@@ -256,9 +247,9 @@ fn hmp_prints_and_sets_the_parameters() {
     assert_eq!(p["max-bandwidth"], json!(2 << 20));
     assert_eq!(p["xbzrle-cache-size"], json!(4 << 20));
     assert_eq!(p["downtime-limit"], json!(1500));
-    assert_eq!(hmp(&mut c, "info migrate_parameters"), parameters_text(&p));
+    assert_eq!(c.hmp("info migrate_parameters"), parameters_text(&p));
     assert_eq!(
-        hmp(&mut c, "info migrate_cache_size"),
+        c.hmp("info migrate_cache_size"),
         "xbzrel cache size: 4096 kbytes\r\n"
     );
 
@@ -290,7 +281,7 @@ fn hmp_prints_and_sets_the_parameters() {
         } else {
             format!("{text}\r\n")
         };
-        assert_eq!(hmp(&mut c, line), expected, "{line}");
+        assert_eq!(c.hmp(line), expected, "{line}");
     }
     assert_eq!(
         c.ok("query-migrate-parameters", json!({}))["downtime-limit"],

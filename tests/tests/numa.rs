@@ -8,13 +8,6 @@ use serde_json::{json, Value};
 use std::io::{Seek, SeekFrom, Write};
 use vmm_tests::{guest_args, start_fails, TempDir, VmmProcess};
 
-fn hmp(qmp: &mut vmm_tests::QmpClient, line: &str) -> String {
-    qmp.ok("human-monitor-command", json!({ "command-line": line }))
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn guest_ram_is_made_of_the_node_backends() {
     let dir = TempDir::new("numa");
@@ -61,7 +54,7 @@ fn guest_ram_is_made_of_the_node_backends() {
     f.write_all(b"NUMA-ONE").expect("write");
     f.flush().expect("flush");
     assert_eq!(
-        hmp(&mut qmp, "xp /2x 0x8002000"),
+        qmp.hmp("xp /2x 0x8002000"),
         "0000000008002000: 0x414d554e 0x454e4f2d\r\n"
     );
     let dump = dir.path().join("low.bin");
@@ -78,13 +71,13 @@ fn guest_ram_is_made_of_the_node_backends() {
     assert!(!low.windows(4).any(|w| w == b"SLIT"));
 
     assert_eq!(
-        hmp(&mut qmp, "info numa"),
+        qmp.hmp("info numa"),
         "2 nodes\r\nnode 0 cpus: 1\r\nnode 0 size: 128 MB\r\nnode 0 plugged: 0 MB\r\n\
          node 1 cpus: 0\r\nnode 1 size: 128 MB\r\nnode 1 plugged: 0 MB\r\n"
     );
     // pc.ram is a container of the two backends, named as QEMU names a
     // file backend's region (its path), and the flat view shows them.
-    let mtree = hmp(&mut qmp, "info mtree");
+    let mtree = qmp.hmp("info mtree");
     assert!(
         mtree.contains(
             "memory-region: pc.ram\r\n  0000000000000000-000000000fffffff (prio 0, i/o): pc.ram\r\n\
@@ -93,7 +86,7 @@ fn guest_ram_is_made_of_the_node_backends() {
         ),
         "{mtree}"
     );
-    let flat = hmp(&mut qmp, "info mtree -f");
+    let flat = qmp.hmp("info mtree -f");
     assert!(
         flat.contains(
             "  0000000000000000-0000000007ffffff (prio 0, ram): /objects/m0\r\n\
@@ -176,7 +169,7 @@ fn nodes_without_memdev_share_ram_and_cpus_follow_sockets() {
     // 256 MiB over three nodes in 8 MiB steps; sockets 0 and 1 (two
     // CPUs each) on nodes 0 and 1.
     assert_eq!(
-        hmp(&mut qmp, "info numa"),
+        qmp.hmp("info numa"),
         "3 nodes\r\nnode 0 cpus: 0 1\r\nnode 0 size: 80 MB\r\nnode 0 plugged: 0 MB\r\n\
          node 1 cpus: 2 3\r\nnode 1 size: 88 MB\r\nnode 1 plugged: 0 MB\r\n\
          node 2 cpus:\r\nnode 2 size: 88 MB\r\nnode 2 plugged: 0 MB\r\n"

@@ -13,11 +13,7 @@ use std::time::Duration;
 use vmm_tests::{generic, start_fails, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
-    let mut args = vec!["-S", "-nodefaults"];
-    args.extend_from_slice(extra);
-    let vmm = VmmProcess::start(&args);
-    let qmp = vmm.qmp();
-    (vmm, qmp)
+    VmmProcess::start_paused(extra)
 }
 
 fn set_err(qmp: &mut QmpClient, path: &str, property: &str, value: Value) -> (String, String) {
@@ -32,13 +28,6 @@ fn add_err(qmp: &mut QmpClient, qom_type: &str, id: &str, props: Value) -> (Stri
         "object-add",
         json!({"qom-type": qom_type, "id": id, "props": props}),
     )
-}
-
-fn hmp(qmp: &mut QmpClient, line: &str) -> String {
-    qmp.ok("human-monitor-command", json!({ "command-line": line }))
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 const DENIED: &str = "Insufficient permission to perform this operation";
@@ -117,11 +106,11 @@ fn rng_random() {
 
     // The human monitor's object_add and object_del, and the tree.
     let line = format!("object_add rng-random,id=h,filename={}", pool.display());
-    assert_eq!(hmp(&mut qmp, &line), "");
+    assert_eq!(qmp.hmp(&line), "");
     assert!(holds_open(pid, &pool));
-    let tree = hmp(&mut qmp, "info qom-tree /objects");
+    let tree = qmp.hmp("info qom-tree /objects");
     assert!(tree.contains("/h (rng-random)"), "{tree}");
-    assert_eq!(hmp(&mut qmp, "object_del h"), "");
+    assert_eq!(qmp.hmp("object_del h"), "");
     assert!(!holds_open(pid, &pool));
 
     start_fails(
@@ -255,13 +244,13 @@ fn rng_egd() {
 
     // The human monitor's object_add takes the chardev as well.
     qmp.ok("chardev-add", json!({"id": "c2", "backend": null_backend}));
-    assert_eq!(hmp(&mut qmp, "object_add rng-egd,id=h,chardev=c2"), "");
+    assert_eq!(qmp.hmp("object_add rng-egd,id=h,chardev=c2"), "");
     assert_eq!(qmp.qom_get("/objects/h", "chardev"), "c2");
     assert_eq!(
         qmp.err("chardev-remove", json!({"id": "c2"})),
         generic("Chardev 'c2' is busy")
     );
-    assert_eq!(hmp(&mut qmp, "object_del h"), "");
+    assert_eq!(qmp.hmp("object_del h"), "");
     qmp.ok("chardev-remove", json!({"id": "c2"}));
 
     // Deleting the -object one frees c0; removing c0 ends the

@@ -25,13 +25,6 @@ fn qemu_img(args: &[&str]) -> String {
     text
 }
 
-fn hmp(c: &mut QmpClient, line: &str) -> String {
-    c.ok("human-monitor-command", json!({"command-line": line}))
-        .as_str()
-        .expect("text")
-        .to_string()
-}
-
 fn quit(mut vmm: VmmProcess, c: &mut QmpClient) {
     c.ok("quit", json!({}));
     let status = vmm.wait_exit();
@@ -129,12 +122,12 @@ fn internal_snapshots_over_qmp() {
     );
     let mut vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &drive, "-drive", &ro]);
     let mut c = vmm.qmp();
-    hmp(&mut c, "qemu-io d0 \"write -P 0x41 0 64k\"");
+    c.hmp("qemu-io d0 \"write -P 0x41 0 64k\"");
     c.ok(
         "blockdev-snapshot-internal-sync",
         json!({"device": "d0", "name": "one"}),
     );
-    hmp(&mut c, "qemu-io d0 \"write -P 0x42 0 4k\"");
+    c.hmp("qemu-io d0 \"write -P 0x42 0 4k\"");
     let err = |c: &mut QmpClient, cmd: &str, args: serde_json::Value| c.err(cmd, args).1;
     assert_eq!(
         err(
@@ -238,7 +231,7 @@ fn a_write_on_metadata_marks_the_image_corrupt() {
     let drive = format!("file={p},if=none,id=d0,format=qcow2");
     let mut vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &drive]);
     let mut c = vmm.qmp();
-    let out = hmp(&mut c, "qemu-io d0 \"write -P 2 512 512\"");
+    let out = c.hmp("qemu-io d0 \"write -P 2 512 512\"");
     assert!(out.contains("write failed: Input/output error"), "{out}");
     let ev = c.wait_event("BLOCK_IMAGE_CORRUPTED");
     assert_eq!(
@@ -248,7 +241,7 @@ fn a_write_on_metadata_marks_the_image_corrupt() {
             "offset": 0x30000 + 512, "size": 512, "fatal": true})
     );
     // Nothing more is written.
-    let out = hmp(&mut c, "qemu-io d0 \"write -P 3 131072 512\"");
+    let out = c.hmp("qemu-io d0 \"write -P 3 131072 512\"");
     assert!(out.contains("write failed"), "{out}");
     c.ok("quit", json!({}));
     assert!(vmm.wait_exit().success());
@@ -278,16 +271,13 @@ fn sigkill_in_a_write_storm_leaves_no_corruption() {
     let mut c = vmm.qmp();
     // Acknowledged and flushed.
     for i in 0..16u64 {
-        hmp(
-            &mut c,
-            &format!(
-                "qemu-io d0 \"write -P {} {} 12k\"",
-                i + 1,
-                i * 1_048_576 + 512
-            ),
-        );
+        c.hmp(&format!(
+            "qemu-io d0 \"write -P {} {} 12k\"",
+            i + 1,
+            i * 1_048_576 + 512
+        ));
     }
-    hmp(&mut c, "qemu-io d0 \"flush\"");
+    c.hmp("qemu-io d0 \"flush\"");
     // A storm of writes nobody waits for, then SIGKILL.
     let mut storm = String::new();
     for i in 0..400u64 {
@@ -334,10 +324,10 @@ fn snapshot_on_leaves_the_image_alone() {
     );
     let mut vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &drive]);
     let mut c = vmm.qmp();
-    hmp(&mut c, "qemu-io d0 \"write -P 0x11 0 8k\"");
-    let out = hmp(&mut c, "qemu-io d0 \"read -P 0x11 0 8k\"");
+    c.hmp("qemu-io d0 \"write -P 0x11 0 8k\"");
+    let out = c.hmp("qemu-io d0 \"read -P 0x11 0 8k\"");
     assert!(!out.contains("verification failed"), "{out}");
-    let out = hmp(&mut c, "qemu-io d0 \"read -P 0x5a 8k 8k\"");
+    let out = c.hmp("qemu-io d0 \"read -P 0x5a 8k 8k\"");
     assert!(!out.contains("verification failed"), "{out}");
     let blk = c.ok("query-block", json!({}));
     let inserted = &blk[0]["inserted"];

@@ -5,13 +5,6 @@ use serde_json::json;
 use std::process::Command;
 use vmm_tests::{TempDir, VmmProcess};
 
-fn hmp(c: &mut vmm_tests::QmpClient, line: &str) -> String {
-    c.ok("human-monitor-command", json!({"command-line": line}))
-        .as_str()
-        .expect("text")
-        .to_string()
-}
-
 #[test]
 fn qemu_io_writes_reads_and_verifies_through_the_monitor() {
     let dir = TempDir::new("qio");
@@ -20,35 +13,35 @@ fn qemu_io_writes_reads_and_verifies_through_the_monitor() {
     let drive = format!("file={},if=none,id=d0,format=raw", img.display());
     let mut vmm = VmmProcess::start(&["-S", "-nodefaults", "-drive", &drive]);
     let mut c = vmm.qmp();
-    let out = hmp(&mut c, "qemu-io d0 \"write -P 0xab 0 4k\"");
+    let out = c.hmp("qemu-io d0 \"write -P 0xab 0 4k\"");
     assert!(
         out.starts_with("wrote 4096/4096 bytes at offset 0\r\n4 KiB, 1 ops; "),
         "{out}"
     );
-    let out = hmp(&mut c, "qemu-io d0 \"read -P 0xab 0 4k\"");
+    let out = c.hmp("qemu-io d0 \"read -P 0xab 0 4k\"");
     assert!(
         out.starts_with("read 4096/4096 bytes at offset 0\r\n"),
         "{out}"
     );
-    let out = hmp(&mut c, "qemu-io d0 \"read -P 0x11 0 512\"");
+    let out = c.hmp("qemu-io d0 \"read -P 0x11 0 512\"");
     assert!(
         out.starts_with("Pattern verification failed at offset 0, 512 bytes\r\n"),
         "{out}"
     );
-    let out = hmp(&mut c, "qemu-io d0 \"write -z 512 512\"");
+    let out = c.hmp("qemu-io d0 \"write -z 512 512\"");
     assert!(
         out.starts_with("wrote 512/512 bytes at offset 512\r\n"),
         "{out}"
     );
-    let out = hmp(&mut c, "qemu-io d0 \"read -v 510 4\"");
+    let out = c.hmp("qemu-io d0 \"read -v 510 4\"");
     assert!(out.starts_with("000001fe:  ab ab 00 00 "), "{out}");
-    assert_eq!(hmp(&mut c, "qemu-io d0 \"flush\""), "");
+    assert_eq!(c.hmp("qemu-io d0 \"flush\""), "");
     assert_eq!(
-        hmp(&mut c, "qemu-io d0 \"frobnicate\""),
+        c.hmp("qemu-io d0 \"frobnicate\""),
         "command \"frobnicate\" not found\r\n"
     );
     assert_eq!(
-        hmp(&mut c, "qemu-io nosuch \"read 0 1\""),
+        c.hmp("qemu-io nosuch \"read 0 1\""),
         "Cannot find device=nosuch nor node_name=nosuch\r\n"
     );
     c.ok("quit", json!({}));

@@ -8,11 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use vmm_tests::{generic, start_fails, Oracle, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
-    let mut args = vec!["-S", "-nodefaults", "-smp", "2"];
+    let mut args = vec!["-smp", "2"];
     args.extend_from_slice(extra);
-    let vmm = VmmProcess::start(&args);
-    let qmp = vmm.qmp();
-    (vmm, qmp)
+    VmmProcess::start_paused(&args)
 }
 
 #[test]

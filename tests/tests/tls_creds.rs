@@ -12,11 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use vmm_tests::{generic, start_fails, QmpClient, TempDir, VmmProcess};
 
 fn start(extra: &[&str]) -> (VmmProcess, QmpClient) {
-    let mut args = vec!["-S", "-nodefaults"];
-    args.extend_from_slice(extra);
-    let vmm = VmmProcess::start(&args);
-    let qmp = vmm.qmp();
-    (vmm, qmp)
+    VmmProcess::start_paused(extra)
 }
 
 fn have_openssl(test: &str) -> bool {
@@ -490,35 +486,27 @@ fn x509_missing_files_and_bad_pem() {
     // Files that are not PEM certificates.
     let junk = pki.creds("tls-junk", &server_files());
     let d = junk.path().display().to_string();
-    std::fs::write(junk.path().join("server-cert.pem"), "not a certificate\n").expect("write");
-    assert_eq!(
-        server_error(&mut qmp, junk.path(), json!({})),
-        generic(&format!(
-            "Unable to import server certificate {d}/server-cert.pem: Base64 unexpected header error."
-        ))
-    );
-    std::fs::write(
-        junk.path().join("server-cert.pem"),
-        "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n",
-    )
-    .expect("write");
-    assert_eq!(
-        server_error(&mut qmp, junk.path(), json!({})),
-        generic(&format!(
-            "Unable to import server certificate {d}/server-cert.pem: Base64 decoding error."
-        ))
-    );
-    std::fs::write(
-        junk.path().join("server-cert.pem"),
-        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
-    )
-    .expect("write");
-    assert_eq!(
-        server_error(&mut qmp, junk.path(), json!({})),
-        generic(&format!(
-            "Unable to import server certificate {d}/server-cert.pem: ASN1 parser: Error in DER parsing."
-        ))
-    );
+    // Each text is the certificate file's contents and what loading it says.
+    for (contents, why) in [
+        ("not a certificate\n", "Base64 unexpected header error."),
+        (
+            "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n",
+            "Base64 decoding error.",
+        ),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+            "ASN1 parser: Error in DER parsing.",
+        ),
+    ] {
+        std::fs::write(junk.path().join("server-cert.pem"), contents).expect("write");
+        assert_eq!(
+            server_error(&mut qmp, junk.path(), json!({})),
+            generic(&format!(
+                "Unable to import server certificate {d}/server-cert.pem: {why}"
+            )),
+            "{contents:?}"
+        );
+    }
     std::fs::copy(
         pki.path("server-cert.pem"),
         junk.path().join("server-cert.pem"),

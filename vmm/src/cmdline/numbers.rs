@@ -18,12 +18,9 @@ fn skip_space(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Parses an unsigned 64-bit integer the way `strtoull(s, &end, 0)`
-/// does, requiring that the whole string is consumed: leading white
-/// space, an optional sign (a minus negates modulo 2^64), and a `0x`
-/// (hex) or `0` (octal) prefix select the base.
-pub fn parse_u64(s: &str) -> Result<u64, NumError> {
-    let b = s.as_bytes();
+/// What strtol reads before the digits: white space, an optional sign
+/// and the base prefix. Returns (negative, radix, where the digits start).
+fn sign_and_radix(b: &[u8]) -> (bool, u32, usize) {
     let mut i = skip_space(b, 0);
     let mut negative = false;
     if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
@@ -31,6 +28,16 @@ pub fn parse_u64(s: &str) -> Result<u64, NumError> {
         i += 1;
     }
     let (radix, start) = detect_radix(b, i);
+    (negative, radix, start)
+}
+
+/// Parses an unsigned 64-bit integer the way `strtoull(s, &end, 0)`
+/// does, requiring that the whole string is consumed: leading white
+/// space, an optional sign (a minus negates modulo 2^64), and a `0x`
+/// (hex) or `0` (octal) prefix select the base.
+pub fn parse_u64(s: &str) -> Result<u64, NumError> {
+    let b = s.as_bytes();
+    let (negative, radix, start) = sign_and_radix(b);
     let (value, end, overflow) = accumulate(b, start, radix);
     if end == start || end != b.len() {
         return Err(NumError::Invalid);
@@ -49,13 +56,7 @@ pub fn parse_u64(s: &str) -> Result<u64, NumError> {
 /// whole string.
 pub fn parse_i64(s: &str) -> Result<i64, NumError> {
     let b = s.as_bytes();
-    let mut i = skip_space(b, 0);
-    let mut negative = false;
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        negative = b[i] == b'-';
-        i += 1;
-    }
-    let (radix, start) = detect_radix(b, i);
+    let (negative, radix, start) = sign_and_radix(b);
     let (value, end, overflow) = accumulate(b, start, radix);
     if end == start || end != b.len() {
         return Err(NumError::Invalid);
@@ -80,13 +81,7 @@ pub fn parse_i64(s: &str) -> Result<i64, NumError> {
 /// overflow.
 pub fn strtol_prefix(s: &str) -> i64 {
     let b = s.as_bytes();
-    let mut i = skip_space(b, 0);
-    let mut negative = false;
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        negative = b[i] == b'-';
-        i += 1;
-    }
-    let (radix, start) = detect_radix(b, i);
+    let (negative, radix, start) = sign_and_radix(b);
     let (value, _, overflow) = accumulate(b, start, radix);
     match (negative, overflow) {
         (false, true) => i64::MAX,
